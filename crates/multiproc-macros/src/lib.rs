@@ -1,0 +1,149 @@
+//! `#[multiproc::task]` and `#[multiproc::target]`: register a function or a
+//! [`Target`] type under a stable name so a worker process can find it.
+//!
+//! Each expands to the item unchanged plus one entry in the `TASKS`
+//! distributed slice of the `multiproc` crate: the name
+//! (`module_path!()::ident`), a key to find the entry from the item's type,
+//! the Rust signature as a fingerprint, and a shim that decodes msgpack
+//! arguments, calls the item and encodes its result.
+
+use proc_macro::TokenStream;
+use quote::{format_ident, quote};
+use syn::{FnArg, ItemFn, ItemImpl, ReturnType, Type, parse_macro_input};
+
+/// Registers a `fn` or `async fn` as a task that worker processes can run.
+///
+/// Its arguments must implement `Deserialize` and its result `Serialize`.
+#[proc_macro_attribute]
+pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return syn::Error::new(proc_macro2::Span::call_site(), "#[multiproc::task] takes no arguments")
+            .to_compile_error()
+            .into();
+    }
+    let func = parse_macro_input!(item as ItemFn);
+    match expand_task(&func) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn expand_task(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
+    let sig = &func.sig;
+    if !sig.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(&sig.generics, "a task cannot be generic: register one non-generic wrapper per type"));
+    }
+    let ident = &sig.ident;
+    let mut types: Vec<&Type> = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Typed(pat) => types.push(&pat.ty),
+            FnArg::Receiver(r) => return Err(syn::Error::new_spanned(r, "a task cannot take self")),
+        }
+    }
+    let vars: Vec<_> = (0..types.len()).map(|i| format_ident!("__arg{}", i)).collect();
+    let ret: proc_macro2::TokenStream = match &sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, ty) => quote!(#ty),
+    };
+    let static_name = format_ident!("__MULTIPROC_TASK_{}", ident.to_string().to_uppercase());
+    let p = quote!(::multiproc::__private);
+    let invoke = if sig.asyncness.is_some() {
+        quote! {
+            #p::Invoke::Async({
+                fn __call(__args: &[u8]) -> #p::BoxFuture<'static, #p::Outcome> {
+                    let __decoded: ::core::result::Result<(#(#types,)*), #p::Failure> = #p::decode_args(__args);
+                    ::std::boxed::Box::pin(async move {
+                        let (#(#vars,)*) = __decoded?;
+                        #p::encode_result(&#ident(#(#vars),*).await)
+                    })
+                }
+                __call
+            })
+        }
+    } else {
+        quote! {
+            #p::Invoke::Sync({
+                fn __call(__args: &[u8]) -> #p::Outcome {
+                    let (#(#vars,)*): (#(#types,)*) = #p::decode_args(__args)?;
+                    #p::encode_result(&#ident(#(#vars),*))
+                }
+                __call
+            })
+        }
+    };
+    Ok(quote! {
+        #func
+
+        #[doc(hidden)]
+        #[#p::linkme::distributed_slice(#p::TASKS)]
+        #[linkme(crate = #p::linkme)]
+        static #static_name: #p::TaskEntry = #p::TaskEntry {
+            name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
+            key: {
+                fn __key() -> ::core::any::TypeId { #p::type_id_of_val(&#ident) }
+                __key
+            },
+            signature: {
+                fn __signature() -> &'static str { ::core::any::type_name::<fn(#(#types),*) -> #ret>() }
+                __signature
+            },
+            invoke: #invoke,
+        };
+    })
+}
+
+/// Registers a `Target` implementation (the twin of a Python `Process`
+/// subclass overriding `run`) so `Process::from_target` can start it.
+///
+/// Put it on the `impl multiproc::Target for YourType` block.
+#[proc_macro_attribute]
+pub fn target(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return syn::Error::new(proc_macro2::Span::call_site(), "#[multiproc::target] takes no arguments")
+            .to_compile_error()
+            .into();
+    }
+    let imp = parse_macro_input!(item as ItemImpl);
+    let ty = &imp.self_ty;
+    if imp.trait_.is_none() || !imp.generics.params.is_empty() {
+        return syn::Error::new_spanned(&imp.self_ty, "#[multiproc::target] goes on a non-generic `impl multiproc::Target for Type` block")
+            .to_compile_error()
+            .into();
+    }
+    let type_ident = match &**ty {
+        Type::Path(tp) => tp.path.segments.last().map(|s| s.ident.clone()),
+        _ => None,
+    };
+    let Some(type_ident) = type_ident else {
+        return syn::Error::new_spanned(ty, "expected a named type").to_compile_error().into();
+    };
+    let static_name = format_ident!("__MULTIPROC_TARGET_{}", type_ident.to_string().to_uppercase());
+    let p = quote!(::multiproc::__private);
+    quote! {
+        #imp
+
+        #[doc(hidden)]
+        #[#p::linkme::distributed_slice(#p::TASKS)]
+        #[linkme(crate = #p::linkme)]
+        static #static_name: #p::TaskEntry = #p::TaskEntry {
+            name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#type_ident)),
+            key: {
+                fn __key() -> ::core::any::TypeId { ::core::any::TypeId::of::<#ty>() }
+                __key
+            },
+            signature: {
+                fn __signature() -> &'static str { ::core::any::type_name::<#ty>() }
+                __signature
+            },
+            invoke: #p::Invoke::Sync({
+                fn __call(__args: &[u8]) -> #p::Outcome {
+                    let (__target,): (#ty,) = #p::decode_args(__args)?;
+                    #p::encode_result(&<#ty as ::multiproc::Target>::run(__target))
+                }
+                __call
+            }),
+        };
+    }
+    .into()
+}

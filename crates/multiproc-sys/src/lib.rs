@@ -1,0 +1,12 @@
+//! Every `unsafe` OS call `multiproc` makes, behind small safe functions.
+//!
+//! The rest of the workspace denies `unsafe_code`; this crate is where the
+//! invariants live. Each `unsafe` block carries a `// SAFETY:` comment and each
+//! `unsafe fn` a `# Safety` section. Everything here is synchronous and knows
+//! nothing about tokio. Linux only: pidfd, memfd, futex, `PR_SET_PDEATHSIG`.
+#![cfg(target_os = "linux")]
+
+pub mod fdpass;
+pub mod futex;
+pub mod process;
+pub mod shm;

@@ -1,0 +1,229 @@
+//! Process control: fork, exec of the current binary, pidfds, parent-death
+//! signals, and process-wide settings that must be made before threads exist.
+//!
+//! Code that runs in a child between `fork` and `exec` of a multithreaded
+//! process may only make async-signal-safe calls; [`command_with_fd`] is the
+//! only such place and it calls raw syscalls (`dup2`, `prctl`, `getppid`).
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::libc;
+
+/// Result of [`fork`] as seen by the calling process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fork {
+    /// We are the parent; the child has this pid.
+    Parent(i32),
+    /// We are the child.
+    Child,
+}
+
+/// Forks the calling process.
+///
+/// # Safety
+/// The caller must be single-threaded, or the child must restrict itself to
+/// async-signal-safe calls until it execs or exits: any lock held by another
+/// thread at the time of the fork stays locked forever in the child.
+pub unsafe fn fork() -> io::Result<Fork> {
+    // SAFETY: forwarded to the caller, see `# Safety`.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Fork::Parent(child.as_raw())),
+        nix::unistd::ForkResult::Child => Ok(Fork::Child),
+    }
+}
+
+/// Opens a pidfd for `pid`, which must be a child not yet reaped (or any
+/// process, if the caller accepts the pid-reuse race).
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
+    // SAFETY: the kernel just returned this fd to us and nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends `signal` through a pidfd: it can never hit a recycled pid.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: the fd is borrowed for the call; null siginfo is allowed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// How a reaped process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Reaps the exited child behind `pidfd` without blocking. `Ok(None)` means it
+/// is still running.
+pub fn try_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<Exit>> {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    match waitid(Id::PIDFd(pidfd), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG)? {
+        WaitStatus::Exited(_, code) => Ok(Some(Exit::Code(code))),
+        WaitStatus::Signaled(_, sig, _) => Ok(Some(Exit::Signal(sig as i32))),
+        _ => Ok(None),
+    }
+}
+
+/// Asks the kernel to send `SIGKILL` to this process when its parent dies,
+/// then checks the parent is still `expected_parent`: if it died before the
+/// request, the signal would never come, so we exit at once.
+pub fn die_with_parent(expected_parent: i32) -> io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+    if nix::unistd::getppid().as_raw() != expected_parent {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Makes `cmd` start with `fd` duplicated onto `target` (and not close-on-exec
+/// there), killed when the spawning thread's process dies.
+///
+/// The caller must spawn `cmd` from a thread that lives as long as the process:
+/// Linux sends the parent-death signal when the *thread* that forked exits.
+pub fn command_with_fd(cmd: &mut Command, fd: BorrowedFd<'_>, target: RawFd) {
+    let source = fd.as_raw_fd();
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec in a possibly
+    // multithreaded process, so it only makes async-signal-safe syscalls and
+    // touches no allocator or lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if source == target {
+                let flags = libc::fcntl(target, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(target, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(source, target) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Clears close-on-exec on `fd` so an `exec` keeps it.
+pub fn keep_on_exec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+    Ok(())
+}
+
+/// Removes an environment variable.
+///
+/// # Safety
+/// No other thread may read or write the environment at the same time; call it
+/// only while the process is still single-threaded (at start-up).
+pub unsafe fn remove_env(key: impl AsRef<OsStr>) {
+    // SAFETY: forwarded to the caller.
+    unsafe { std::env::remove_var(key) }
+}
+
+/// Ignores `SIGPIPE` (a write to a closed socket then fails with `EPIPE`
+/// instead of killing us), as Rust's `main` would have done, and optionally
+/// `SIGINT` (workers leave Ctrl-C to their supervisor).
+pub fn ignore_signals(sigint_too: bool) -> io::Result<()> {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_IGN installs no handler code, so nothing can run in signal
+    // context.
+    unsafe {
+        signal(Signal::SIGPIPE, SigHandler::SigIgn)?;
+        if sigint_too {
+            signal(Signal::SIGINT, SigHandler::SigIgn)?;
+        }
+    }
+    Ok(())
+}
+
+/// Restores the default action of signals a forked child should not inherit
+/// ignored (`SIGINT` for a process the user may Ctrl-C directly).
+pub fn default_signal(sig: i32) -> io::Result<()> {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    let sig = Signal::try_from(sig)?;
+    // SAFETY: SIG_DFL installs no handler code.
+    unsafe { signal(sig, SigHandler::SigDfl) }?;
+    Ok(())
+}
+
+/// Registers `f` to run at orderly process exit (`exit`, return from `main`).
+pub fn at_exit(f: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: atexit stores a function pointer valid for the whole program.
+    if unsafe { libc::atexit(f) } != 0 {
+        return Err(io::Error::other("atexit table full"));
+    }
+    Ok(())
+}
+
+/// Leaves the process at once, without running `atexit` handlers or flushing
+/// stdio: for a forked child whose parent's handlers must not run twice.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Forks, after checking that the calling process has exactly one thread:
+/// the child of a single-threaded process may do anything, so this is safe.
+pub fn fork_single_threaded() -> io::Result<Fork> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!("refusing to fork a process with {threads} threads")));
+    }
+    // SAFETY: the process has one thread (checked just above, and nothing in
+    // between could have started another), so no lock can be held elsewhere.
+    unsafe { fork() }
+}
+
+/// Takes ownership of an fd a parent placed in this process and named in the
+/// environment variable `key` (the start-up protocol between a process and
+/// the forkserver or worker it re-executes). Marks it close-on-exec.
+pub fn take_inherited_fd(key: &str) -> io::Result<OwnedFd> {
+    let raw: RawFd = std::env::var(key)
+        .map_err(|_| io::Error::new(io::ErrorKind::NotFound, format!("{key} is not set")))?
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{key} is not an fd number")))?;
+    // SAFETY: F_GETFD only inspects the fd table.
+    if raw < 3 || unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{key}={raw} is not an open fd")));
+    }
+    // SAFETY: by the start-up protocol the parent created this fd for us alone
+    // and nothing else in this freshly exec'd process refers to it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+    Ok(fd)
+}
+
+/// Closes fds that a forked child inherited but must not keep, without
+/// running the owners' destructors (the child never returns to them).
+pub fn close_in_child(fds: &[RawFd]) {
+    for &fd in fds {
+        // SAFETY: the caller is a freshly forked child that will exit or exec
+        // without returning to the frames owning these fds, so no double close.
+        unsafe { libc::close(fd) };
+    }
+}

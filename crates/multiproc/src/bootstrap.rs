@@ -1,0 +1,57 @@
+//! Start-up: decides, before `main` runs, whether this process was started as
+//! a forkserver or a worker, and if so becomes one and never returns.
+//!
+//! A constructor in `.init_array` runs before `main` (and before libtest's
+//! harness), so this works under `#[tokio::main]`, in examples and in
+//! `cargo test`/`cargo nextest` without `harness = false`. The role comes
+//! from the environment together with the parent's pid: a process that merely
+//! inherited the variables (a user-spawned copy of the binary) sees another
+//! parent and starts normally.
+
+use std::os::fd::OwnedFd;
+
+pub(crate) const ROLE_ENV: &str = "MULTIPROC_ROLE";
+pub(crate) const FD_ENV: &str = "MULTIPROC_FD";
+pub(crate) const PARENT_ENV: &str = "MULTIPROC_PARENT";
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+#[expect(unsafe_code, reason = "the one constructor: role detection must run before main")]
+static BOOT: extern "C" fn() = boot;
+
+extern "C" fn boot() {
+    let Some(role) = std::env::var_os(ROLE_ENV) else { return };
+    let parent = std::env::var(PARENT_ENV).ok().and_then(|p| p.parse::<i32>().ok());
+    if parent != Some(nix::unistd::getppid().as_raw()) {
+        return;
+    }
+    let fd = match multiproc_sys::process::take_inherited_fd(FD_ENV) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("multiproc: cannot start as {role:?}: {e}");
+            std::process::exit(70);
+        }
+    };
+    match role.to_str() {
+        Some("forkserver") => crate::forkserver::run(fd),
+        Some("worker") => crate::worker::run(fd),
+        _ => {
+            eprintln!("multiproc: unknown role {role:?}");
+            std::process::exit(70);
+        }
+    }
+}
+
+/// Keeps the constructor in every binary that starts processes (a linker may
+/// otherwise drop the object file holding it).
+pub(crate) fn ensure_linked() {
+    std::hint::black_box(&BOOT);
+}
+
+/// The environment a re-executed copy of this binary needs to take `role`
+/// with the control socket at `fd`, child of `parent`.
+pub(crate) fn role_env(role: &str, fd: i32, parent: u32) -> [(&'static str, String); 3] {
+    [(ROLE_ENV, role.to_owned()), (FD_ENV, fd.to_string()), (PARENT_ENV, parent.to_string())]
+}
+
+pub(crate) type ControlFd = OwnedFd;

@@ -1,0 +1,94 @@
+//! The one error type of the public API.
+
+use std::io;
+
+/// How a child process ended, in Python's `exitcode` convention when turned
+/// into a number: the exit code, or `-N` when signal `N` killed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// Python's `Process.exitcode`: the code, or minus the signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            Self::Code(c) => c,
+            Self::Signal(s) => -s,
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Code(c) => write!(f, "exit code {c}"),
+            Self::Signal(s) => write!(f, "killed by signal {s}"),
+        }
+    }
+}
+
+/// Everything that can go wrong in `multiproc`, one variant per situation a
+/// caller may want to tell apart. Messages read well after "failed to …".
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The function or type passed as a target was never registered.
+    #[error("run `{name}`: it is not registered; put #[multiproc::task] on the function (or #[multiproc::target] on its `impl Target` block)")]
+    UnregisteredTask { name: &'static str },
+    /// The worker has no task by that name and signature.
+    #[error("run task `{name}` in the worker: {reason}")]
+    TaskMismatch { name: String, reason: String },
+    /// A peer speaks another protocol version or runs another build.
+    #[error("handshake with a peer: {0}")]
+    Handshake(String),
+    #[error("start a process that was already started")]
+    AlreadyStarted,
+    #[error("use a process that has not been started")]
+    NotStarted,
+    #[error("close a process that is still running")]
+    StillRunning,
+    #[error("start a child from a daemonic process: daemonic processes are not allowed to have children")]
+    DaemonicChildren,
+    /// The forkserver died; the processes it had started died with it.
+    #[error("follow process {pid}: the forkserver died and took it down; the next start restarts the forkserver")]
+    ForkserverLost { pid: u32 },
+    /// A worker died while it held work.
+    #[error("finish the task: worker {pid} died ({status})")]
+    WorkerLost { pid: u32, status: ExitStatus },
+    /// A task panicked; its message and source location.
+    #[error("run the task: it panicked at {location}: {message}")]
+    TaskPanicked { message: String, location: String },
+    #[error("wait: the operation timed out")]
+    Timeout,
+    /// A value could not be encoded for another process.
+    #[error("encode {what}: {reason}")]
+    Encode { what: &'static str, reason: String },
+    /// Bytes from another process could not be decoded.
+    #[error("decode {what}: {reason}")]
+    Decode { what: &'static str, reason: String },
+    /// A frame announced more bytes than the connection allows.
+    #[error("receive a frame of {len} bytes: the limit is {max}")]
+    FrameTooLarge { len: usize, max: usize },
+    /// The peer broke the framing rules; the connection is closed.
+    #[error("read a frame: {0}")]
+    Malformed(String),
+    /// The other end is closed.
+    #[error("receive: the other end is closed (EOF)")]
+    Eof,
+    /// The object was closed by this process.
+    #[error("use a closed {0}")]
+    Closed(&'static str),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl From<nix::Error> for Error {
+    fn from(e: nix::Error) -> Self {
+        Self::Io(e.into())
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,147 @@
+//! The forkserver (zygote): a re-executed copy of the binary that forks
+//! children on request, reaps them and reports how they ended.
+//!
+//! Architecture invariant: this process is single-threaded. It never starts a
+//! runtime or a thread, so `fork` here is always safe (and checked:
+//! `fork_single_threaded` refuses otherwise). Only the process that started it
+//! holds the other end of its socket; when that end closes, the forkserver
+//! kills its children and exits.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::process::Command;
+
+use multiproc_sys::process::{self as sys, Fork};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use crate::bootstrap::{ControlFd, role_env};
+use crate::error::{Error, ExitStatus, Result};
+use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, FromForkserver, Hello, ToForkserver};
+
+struct Child {
+    pid: u32,
+    pidfd: OwnedFd,
+}
+
+pub(crate) fn run(fd: ControlFd) -> ! {
+    let code = match serve(fd) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("multiproc forkserver {}: {e}", std::process::id());
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn serve(fd: ControlFd) -> Result<()> {
+    // Ctrl-C reaches the whole process group; the supervisor decides.
+    sys::ignore_signals(true)?;
+    let mut ch = BlockingChannel::new(fd, DEFAULT_MAX_FRAME);
+    let hello: Hello = ch.recv()?;
+    hello.check().map_err(Error::Handshake)?;
+    ch.send(&Hello::ours())?;
+    let mut children: Vec<Child> = Vec::new();
+    loop {
+        let (control_ready, exited) = {
+            let mut fds = Vec::with_capacity(children.len() + 1);
+            fds.push(PollFd::new(ch.fd(), PollFlags::POLLIN));
+            fds.extend(children.iter().map(|c| PollFd::new(c.pidfd.as_fd(), PollFlags::POLLIN)));
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+            let exited: Vec<usize> = fds[1..].iter().enumerate().filter(|(_, f)| ready(f)).map(|(i, _)| i).collect();
+            (ready(&fds[0]), exited)
+        };
+        for i in exited.into_iter().rev() {
+            if let Some(exit) = sys::try_reap(children[i].pidfd.as_fd())? {
+                let child = children.swap_remove(i);
+                let status = match exit {
+                    sys::Exit::Code(c) => ExitStatus::Code(c),
+                    sys::Exit::Signal(s) => ExitStatus::Signal(s),
+                };
+                ch.feed(&FromForkserver::Exited { pid: child.pid, status })?;
+            }
+        }
+        if control_ready {
+            ch.read_available()?;
+            loop {
+                match ch.try_recv::<ToForkserver>() {
+                    Ok(Some(req)) => handle(req, &mut ch, &mut children)?,
+                    Ok(None) => break,
+                    Err(Error::Eof) => {
+                        // Our parent is gone or done with us: nothing we
+                        // started may outlive it.
+                        for c in &children {
+                            let _ = sys::pidfd_send_signal(c.pidfd.as_fd(), nix::libc::SIGKILL);
+                        }
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        ch.flush()?;
+    }
+}
+
+fn handle(req: ToForkserver, ch: &mut BlockingChannel, children: &mut Vec<Child>) -> Result<()> {
+    match req {
+        ToForkserver::Spawn { id, exec, control } => {
+            let reply = match spawn(exec, control.0, ch, children) {
+                Ok(pid) => FromForkserver::Started { id, pid },
+                Err(e) => FromForkserver::SpawnFailed { id, reason: e.to_string() },
+            };
+            ch.feed(&reply)
+        }
+        ToForkserver::Signal { pid, signal } => {
+            if let Some(c) = children.iter().find(|c| c.pid == pid) {
+                let _ = sys::pidfd_send_signal(c.pidfd.as_fd(), signal);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn spawn(exec: bool, control: OwnedFd, ch: &BlockingChannel, children: &mut Vec<Child>) -> Result<u32> {
+    let me = std::process::id();
+    match sys::fork_single_threaded()? {
+        Fork::Parent(pid) => {
+            let pidfd = sys::pidfd_open(pid)?;
+            let pid = pid as u32;
+            children.push(Child { pid, pidfd });
+            Ok(pid)
+        }
+        Fork::Child => {
+            let mut inherited = vec![ch.fd().as_raw_fd()];
+            inherited.extend(children.iter().map(|c| c.pidfd.as_raw_fd()));
+            sys::close_in_child(&inherited);
+            if sys::die_with_parent(me as i32).is_err() {
+                sys::exit_now(70);
+            }
+            if exec {
+                exec_worker(control, me)
+            } else {
+                crate::worker::run(control)
+            }
+        }
+    }
+}
+
+/// The `spawn` start method: a fresh image of the binary in worker role.
+fn exec_worker(control: OwnedFd, forkserver: u32) -> ! {
+    use std::os::unix::process::CommandExt;
+    if let Err(e) = sys::keep_on_exec(control.as_fd()) {
+        eprintln!("multiproc: cannot pass the control socket: {e}");
+        sys::exit_now(70);
+    }
+    let argv0 = std::env::args_os().next().unwrap_or_else(|| "multiproc-worker".into());
+    let err = Command::new("/proc/self/exe")
+        .arg0(argv0)
+        .envs(role_env("worker", control.as_raw_fd(), forkserver))
+        .exec();
+    eprintln!("multiproc: cannot re-execute /proc/self/exe: {err}");
+    sys::exit_now(70)
+}

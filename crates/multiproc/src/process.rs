@@ -1,0 +1,294 @@
+//! `Process`: start a registered function or a `Target` in a child process,
+//! then join, signal or inspect it.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_bytes::ByteBuf;
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::registry::{Target, TaskEntry, TaskFn, lookup};
+use crate::supervisor::{self, ExitState};
+use crate::wire::{self, Channel, DEFAULT_MAX_FRAME, FromWorker, Hello, ProcessInfo, ToWorker, fds};
+
+/// How a child process comes to life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartMethod {
+    /// Forked from the forkserver, a clean single-threaded copy of this
+    /// binary made at first use (Python's `forkserver`). Fast.
+    #[default]
+    Forkserver,
+    /// A fresh execution of this binary for every child (Python's `spawn`).
+    Spawn,
+}
+
+static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(u8::MAX);
+
+/// Sets the start method used when none is given (`multiprocessing.set_start_method`).
+pub fn set_start_method(method: StartMethod) {
+    DEFAULT_METHOD.store(method as u8, Ordering::Relaxed);
+}
+
+/// The start method used when none is given: the one set with
+/// [`set_start_method`], else `MULTIPROC_START_METHOD` (`forkserver` or
+/// `spawn`), else `Forkserver`.
+pub fn get_start_method() -> StartMethod {
+    match DEFAULT_METHOD.load(Ordering::Relaxed) {
+        0 => StartMethod::Forkserver,
+        1 => StartMethod::Spawn,
+        _ => match std::env::var("MULTIPROC_START_METHOD").as_deref() {
+            Ok("spawn") => StartMethod::Spawn,
+            _ => StartMethod::Forkserver,
+        },
+    }
+}
+
+/// A registered item and its encoded arguments, ready to send.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub entry: &'static TaskEntry,
+    pub args: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+}
+
+impl Prepared {
+    pub fn new<F: 'static, A: Serialize>(args: &A) -> Result<Self> {
+        let entry = lookup::<F>()?;
+        let (args, fds) = fds::capture(|| wire::encode("the task's arguments", args));
+        Ok(Self { entry, args: args?, fds })
+    }
+}
+
+/// A child process running a registered function: `multiprocessing.Process`.
+///
+/// ```no_run
+/// #[multiproc::task]
+/// fn greet(name: String) {
+///     println!("hello, {name}");
+/// }
+///
+/// # async fn demo() -> multiproc::Result<()> {
+/// // p = Process(target=greet, args=("bob",)); p.start(); p.join()
+/// let mut p = multiproc::Process::new(greet, ("bob".to_string(),));
+/// p.start().await?;
+/// p.join().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Process {
+    target: Option<Result<Prepared>>,
+    name: String,
+    identity: Vec<u32>,
+    daemon: bool,
+    method: Option<StartMethod>,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    Idle,
+    Started { pid: u32, exit: watch::Receiver<Option<ExitState>> },
+}
+
+impl Process {
+    /// A process that will run `target(args…)`; `args` is a tuple.
+    pub fn new<F, A, M>(target: F, args: A) -> Self
+    where
+        F: TaskFn<A, M>,
+        A: Serialize,
+    {
+        let _ = target;
+        Self::with(Prepared::new::<F, A>(&args))
+    }
+
+    /// A process that will run `target.run()` (a Python `Process` subclass).
+    pub fn from_target<T: Target>(target: T) -> Self {
+        Self::with(Prepared::new::<T, (T,)>(&(target,)))
+    }
+
+    fn with(target: Result<Prepared>) -> Self {
+        let (identity, name) = crate::current::next_child_identity("Process");
+        let daemon = crate::current::current_process().daemon;
+        Self { target: Some(target), name, identity, daemon, method: None, state: State::Idle }
+    }
+
+    /// Sets the name (`Process(name=…)`); defaults to `Process-N`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the daemon flag (`Process(daemon=…)`); defaults to the current
+    /// process's. Daemonic children are terminated when their parent exits and
+    /// may not start children of their own.
+    pub fn daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Chooses how the child is started; defaults to [`get_start_method`].
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// Changes the daemon flag before `start` (`p.daemon = True`).
+    pub fn set_daemon(&mut self, daemon: bool) -> Result<()> {
+        match self.state {
+            State::Idle => {
+                self.daemon = daemon;
+                Ok(())
+            }
+            State::Started { .. } => Err(Error::AlreadyStarted),
+        }
+    }
+
+    pub fn get_name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// Starts the child and waits until it has accepted its target.
+    pub async fn start(&mut self) -> Result<()> {
+        if matches!(self.state, State::Started { .. }) {
+            return Err(Error::AlreadyStarted);
+        }
+        let me = crate::current::current_process();
+        if me.daemon {
+            return Err(Error::DaemonicChildren);
+        }
+        let prepared = self.target.take().ok_or(Error::AlreadyStarted)??;
+        let exec = self.method.unwrap_or_else(get_start_method) == StartMethod::Spawn;
+        let info = ProcessInfo {
+            name: self.name.clone(),
+            identity: self.identity.clone(),
+            daemon: self.daemon,
+            parent_pid: me.pid,
+            parent_name: me.name,
+        };
+        let task = prepared.entry.task_ref();
+        let msg = ToWorker::Run { info, task: task.clone(), args: ByteBuf::from(prepared.args) };
+        let (spawned, _) = handshake(exec, self.name.clone(), self.daemon, &msg, prepared.fds, &task.name).await?;
+        tracing::info!(pid = spawned.pid, name = %self.name, "started process");
+        self.state = State::Started { pid: spawned.pid, exit: spawned.exit };
+        Ok(())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        match &self.state {
+            State::Started { pid, .. } => Some(*pid),
+            State::Idle => None,
+        }
+    }
+
+    /// Python's `exitcode`: `None` while running (or never started), the exit
+    /// code, or `-N` when signal `N` ended it.
+    pub fn exitcode(&self) -> Option<i32> {
+        match &self.state {
+            State::Started { exit, .. } => match *exit.borrow() {
+                Some(ExitState::Exited(status)) => Some(status.code()),
+                _ => None,
+            },
+            State::Idle => None,
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        match &self.state {
+            State::Started { exit, .. } => exit.borrow().is_none(),
+            State::Idle => false,
+        }
+    }
+
+    /// Waits for the child to exit; returns its exit code.
+    pub async fn join(&self) -> Result<i32> {
+        let State::Started { pid, exit } = &self.state else { return Err(Error::NotStarted) };
+        let mut exit = exit.clone();
+        let state = *exit.wait_for(Option::is_some).await.map_err(|_| Error::Closed("supervisor"))?;
+        match state {
+            Some(ExitState::Exited(status)) => Ok(status.code()),
+            _ => Err(Error::ForkserverLost { pid: *pid }),
+        }
+    }
+
+    /// Waits at most `timeout`; `Ok(None)` when the child is still running.
+    pub async fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
+        match tokio::time::timeout(timeout, self.join()).await {
+            Ok(r) => r.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Sends SIGTERM (`Process.terminate`). A no-op once the child exited.
+    pub fn terminate(&self) -> Result<()> {
+        self.signal(nix::libc::SIGTERM)
+    }
+
+    /// Sends SIGKILL (`Process.kill`).
+    pub fn kill(&self) -> Result<()> {
+        self.signal(nix::libc::SIGKILL)
+    }
+
+    fn signal(&self, signal: i32) -> Result<()> {
+        let State::Started { pid, .. } = &self.state else { return Err(Error::NotStarted) };
+        if self.is_alive() {
+            tracing::debug!(pid, signal, "signalling process");
+            supervisor::signal(*pid, signal)?;
+        }
+        Ok(())
+    }
+
+    /// Releases the handle (`Process.close`); refuses while the child runs.
+    pub fn close(self) -> std::result::Result<(), (Self, Error)> {
+        if self.is_alive() {
+            return Err((self, Error::StillRunning));
+        }
+        Ok(())
+    }
+}
+
+/// Starts a child, says hello, sends its first message and waits until it
+/// accepts. Returns the child and the open channel.
+pub(crate) async fn handshake(
+    exec: bool,
+    name: String,
+    daemon: bool,
+    msg: &ToWorker,
+    fds: Vec<OwnedFd>,
+    task: &str,
+) -> Result<(supervisor::Spawned, Channel)> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)?;
+    let mut ch = Channel::new(ours, DEFAULT_MAX_FRAME)?;
+    let spawned = supervisor::spawn(exec, theirs, name, daemon).await?;
+    ch.feed(&Hello::ours())?;
+    ch.feed_with(msg, fds)?;
+    let reply = async {
+        ch.flush().await?;
+        let hello: Hello = ch.recv().await?;
+        hello.check().map_err(Error::Handshake)?;
+        ch.recv::<FromWorker>().await
+    }
+    .await;
+    match reply {
+        Ok(FromWorker::Ready) => Ok((spawned, ch)),
+        Ok(FromWorker::Refused { reason }) => Err(Error::TaskMismatch { name: task.to_owned(), reason }),
+        Ok(FromWorker::Done { .. }) => Err(Error::Malformed("a worker answered before being asked".into())),
+        Err(Error::Eof) | Err(Error::Io(_)) => {
+            // It died before accepting: report how.
+            let mut exit = spawned.exit.clone();
+            let state = *exit.wait_for(Option::is_some).await.map_err(|_| Error::Closed("supervisor"))?;
+            match state {
+                Some(ExitState::Exited(status)) => Err(Error::WorkerLost { pid: spawned.pid, status }),
+                _ => Err(Error::ForkserverLost { pid: spawned.pid }),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,385 @@
+//! The supervisor: one thread in every process that starts children. It owns
+//! the connection to the forkserver (starting it, and restarting it after it
+//! died), turns spawn requests into children, routes signals, and publishes
+//! each child's exit to whoever holds its handle.
+//!
+//! It is a thread rather than a tokio task so it outlives any one runtime
+//! (each `#[tokio::test]` has its own) and so the forkserver's parent-death
+//! signal is tied to a thread that never exits. It never installs a SIGCHLD
+//! handler and never calls `waitpid(-1)`: the forkserver, its only direct
+//! child, is reaped through a pidfd; everything else is the forkserver's.
+//!
+//! At orderly exit (`atexit`), daemonic children are terminated (then killed
+//! after a grace period) and the others awaited, as Python does.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::Command;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use multiproc_sys::process as sys;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use tokio::sync::{oneshot, watch};
+
+use crate::bootstrap::role_env;
+use crate::current::ChildProcess;
+use crate::error::{Error, ExitStatus, Result};
+use crate::wire::fds::PassFd;
+use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, FromForkserver, Hello, ToForkserver};
+
+/// Grace between SIGTERM and SIGKILL for daemonic children at exit.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// How a child ended, as seen by its handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExitState {
+    Exited(ExitStatus),
+    /// The forkserver died; the child died with it and its status is unknown.
+    Lost,
+}
+
+/// A freshly started child.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    pub pid: u32,
+    pub exit: watch::Receiver<Option<ExitState>>,
+}
+
+enum Request {
+    Spawn { exec: bool, control: OwnedFd, name: String, daemon: bool, reply: oneshot::Sender<Result<Spawned>> },
+    Signal { pid: u32, signal: i32 },
+    Shutdown { done: mpsc::Sender<()> },
+}
+
+struct Handle {
+    requests: Mutex<mpsc::Sender<Request>>,
+    wake: EventFd,
+    children: Arc<Mutex<HashMap<u32, ChildProcess>>>,
+}
+
+static SUPERVISOR: OnceLock<Handle> = OnceLock::new();
+
+fn handle() -> Result<&'static Handle> {
+    if let Some(h) = SUPERVISOR.get() {
+        return Ok(h);
+    }
+    crate::bootstrap::ensure_linked();
+    let mut started = None;
+    let h = SUPERVISOR.get_or_init(|| {
+        let (tx, rx) = mpsc::channel();
+        let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).expect("eventfd is available on Linux");
+        let children = Arc::new(Mutex::new(HashMap::new()));
+        let thread = Supervisor {
+            requests: rx,
+            wake: wake.as_fd().try_clone_to_owned().expect("dup of a fresh eventfd"),
+            forkserver: None,
+            next_id: 0,
+            pending: HashMap::new(),
+            live: HashMap::new(),
+            children: Arc::clone(&children),
+            shutdown: Vec::new(),
+            kill_at: None,
+        };
+        started = Some(
+            std::thread::Builder::new().name("multiproc-supervisor".into()).spawn(move || thread.run()),
+        );
+        Handle { requests: Mutex::new(tx), wake, children }
+    });
+    if let Some(Err(e)) = started {
+        return Err(e.into());
+    }
+    if started.is_some() {
+        sys::at_exit(at_exit)?;
+    }
+    Ok(h)
+}
+
+impl Handle {
+    fn send(&self, req: Request) -> Result<()> {
+        self.requests
+            .lock()
+            .expect("supervisor queue lock is never held across a panic")
+            .send(req)
+            .map_err(|_| Error::Closed("supervisor"))?;
+        self.wake.write(1)?;
+        Ok(())
+    }
+}
+
+/// Starts a child whose end of the control socket is `control`.
+pub(crate) async fn spawn(exec: bool, control: OwnedFd, name: String, daemon: bool) -> Result<Spawned> {
+    let (reply, rx) = oneshot::channel();
+    handle()?.send(Request::Spawn { exec, control, name, daemon, reply })?;
+    rx.await.map_err(|_| Error::Closed("supervisor"))?
+}
+
+/// Sends a signal to a child the forkserver has not reaped yet.
+pub(crate) fn signal(pid: u32, signal: i32) -> Result<()> {
+    handle()?.send(Request::Signal { pid, signal })
+}
+
+pub(crate) fn active_children() -> Vec<ChildProcess> {
+    let Some(h) = SUPERVISOR.get() else { return Vec::new() };
+    let mut v: Vec<ChildProcess> = h.children.lock().expect("children lock").values().cloned().collect();
+    v.sort_by_key(|c| c.pid);
+    v
+}
+
+extern "C" fn at_exit() {
+    let Some(h) = SUPERVISOR.get() else { return };
+    let (done, wait) = mpsc::channel();
+    if h.send(Request::Shutdown { done }).is_ok() {
+        let _ = wait.recv();
+    }
+}
+
+struct Forkserver {
+    ch: BlockingChannel,
+    pidfd: OwnedFd,
+    pid: u32,
+}
+
+struct Live {
+    exit: watch::Sender<Option<ExitState>>,
+    daemon: bool,
+}
+
+struct Supervisor {
+    requests: mpsc::Receiver<Request>,
+    wake: OwnedFd,
+    forkserver: Option<Forkserver>,
+    next_id: u64,
+    pending: HashMap<u64, (String, bool, oneshot::Sender<Result<Spawned>>)>,
+    live: HashMap<u32, Live>,
+    children: Arc<Mutex<HashMap<u32, ChildProcess>>>,
+    shutdown: Vec<mpsc::Sender<()>>,
+    kill_at: Option<Instant>,
+}
+
+impl Supervisor {
+    fn run(mut self) {
+        loop {
+            let timeout = self.kill_at.map_or(PollTimeout::NONE, |at| {
+                let ms = at.saturating_duration_since(Instant::now()).as_millis().min(10_000) as u16;
+                PollTimeout::from(ms)
+            });
+            let (wake, fs_readable, fs_exited) = {
+                let mut fds = vec![PollFd::new(self.wake.as_fd(), PollFlags::POLLIN)];
+                if let Some(fs) = &self.forkserver {
+                    fds.push(PollFd::new(fs.ch.fd(), PollFlags::POLLIN));
+                    fds.push(PollFd::new(fs.pidfd.as_fd(), PollFlags::POLLIN));
+                }
+                if let Err(e) = poll(&mut fds, timeout) {
+                    if e != nix::errno::Errno::EINTR {
+                        tracing::error!(error = %e, "supervisor poll failed");
+                    }
+                    continue;
+                }
+                let ready = |i: usize| fds.get(i).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
+                (ready(0), ready(1), ready(2))
+            };
+            if wake {
+                let mut buf = [0u8; 8];
+                let _ = nix::unistd::read(&self.wake, &mut buf);
+            }
+            while let Ok(req) = self.requests.try_recv() {
+                self.handle(req);
+            }
+            if fs_readable || fs_exited {
+                self.read_forkserver();
+            }
+            if let Some(fs) = &mut self.forkserver
+                && let Err(e) = fs.ch.flush()
+            {
+                tracing::warn!(error = %e, "cannot write to the forkserver");
+                self.forkserver_lost();
+            }
+            self.check_shutdown();
+        }
+    }
+
+    fn handle(&mut self, req: Request) {
+        match req {
+            Request::Spawn { exec, control, name, daemon, reply } => {
+                if let Err(e) = self.ensure_forkserver() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                let fs = self.forkserver.as_mut().expect("ensured above");
+                match fs.ch.feed(&ToForkserver::Spawn { id, exec, control: PassFd(control) }) {
+                    Ok(()) => {
+                        self.pending.insert(id, (name, daemon, reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Request::Signal { pid, signal } => {
+                if self.live.contains_key(&pid)
+                    && let Some(fs) = &mut self.forkserver
+                {
+                    tracing::debug!(pid, signal, "signalling child");
+                    let _ = fs.ch.feed(&ToForkserver::Signal { pid, signal });
+                }
+            }
+            Request::Shutdown { done } => {
+                for (&pid, live) in &self.live {
+                    if live.daemon
+                        && let Some(fs) = &mut self.forkserver
+                    {
+                        tracing::debug!(pid, "terminating daemonic child at exit");
+                        let _ = fs.ch.feed(&ToForkserver::Signal { pid, signal: nix::libc::SIGTERM });
+                    }
+                }
+                self.kill_at.get_or_insert(Instant::now() + EXIT_GRACE);
+                self.shutdown.push(done);
+            }
+        }
+    }
+
+    fn check_shutdown(&mut self) {
+        if self.shutdown.is_empty() {
+            return;
+        }
+        if self.kill_at.is_some_and(|at| Instant::now() >= at) {
+            self.kill_at = None;
+            let daemons: Vec<u32> = self.live.iter().filter(|(_, l)| l.daemon).map(|(&p, _)| p).collect();
+            if let Some(fs) = &mut self.forkserver {
+                for pid in daemons {
+                    let _ = fs.ch.feed(&ToForkserver::Signal { pid, signal: nix::libc::SIGKILL });
+                }
+                let _ = fs.ch.flush();
+            }
+        }
+        if self.live.is_empty() && self.pending.is_empty() {
+            for done in self.shutdown.drain(..) {
+                let _ = done.send(());
+            }
+            self.kill_at = None;
+        }
+    }
+
+    fn read_forkserver(&mut self) {
+        let Some(fs) = &mut self.forkserver else { return };
+        let mut lost = fs.ch.read_available().is_err();
+        let mut reports = Vec::new();
+        loop {
+            match fs.ch.try_recv::<FromForkserver>() {
+                Ok(Some(r)) => reports.push(r),
+                Ok(None) => break,
+                Err(e) => {
+                    if !matches!(e, Error::Eof) {
+                        tracing::warn!(error = %e, "bad message from the forkserver");
+                    }
+                    lost = true;
+                    break;
+                }
+            }
+        }
+        for r in reports {
+            self.report(r);
+        }
+        if !lost && let Some(fs) = &self.forkserver {
+            lost = matches!(sys::try_reap(fs.pidfd.as_fd()), Ok(Some(_)) | Err(_));
+        }
+        if lost {
+            self.forkserver_lost();
+        }
+    }
+
+    fn report(&mut self, r: FromForkserver) {
+        match r {
+            FromForkserver::Started { id, pid } => {
+                let Some((name, daemon, reply)) = self.pending.remove(&id) else { return };
+                let (tx, rx) = watch::channel(None);
+                tracing::debug!(pid, %name, daemon, "process started");
+                self.children.lock().expect("children lock").insert(pid, ChildProcess { name, pid, daemon });
+                self.live.insert(pid, Live { exit: tx, daemon });
+                if reply.send(Ok(Spawned { pid, exit: rx })).is_err() {
+                    // The caller gave up on start: it will never talk to the
+                    // child, which exits when its control socket closes.
+                    tracing::debug!(pid, "start cancelled");
+                }
+            }
+            FromForkserver::SpawnFailed { id, reason } => {
+                if let Some((_, _, reply)) = self.pending.remove(&id) {
+                    let _ = reply.send(Err(Error::Io(std::io::Error::other(format!("fork a child: {reason}")))));
+                }
+            }
+            FromForkserver::Exited { pid, status } => {
+                tracing::debug!(pid, %status, "process exited");
+                self.children.lock().expect("children lock").remove(&pid);
+                if let Some(live) = self.live.remove(&pid) {
+                    let _ = live.exit.send(Some(ExitState::Exited(status)));
+                }
+            }
+        }
+    }
+
+    fn forkserver_lost(&mut self) {
+        let Some(fs) = self.forkserver.take() else { return };
+        // It is our child: reap it (it may still be exiting).
+        let _ = sys::pidfd_send_signal(fs.pidfd.as_fd(), nix::libc::SIGKILL);
+        let _ = wait_reap(&fs.pidfd);
+        tracing::warn!(pid = fs.pid, children = self.live.len(), "the forkserver died; its children are lost; it restarts on the next start");
+        self.children.lock().expect("children lock").clear();
+        for (_, live) in self.live.drain() {
+            let _ = live.exit.send(Some(ExitState::Lost));
+        }
+        for (_, (_, _, reply)) in self.pending.drain() {
+            let _ = reply.send(Err(Error::ForkserverLost { pid: 0 }));
+        }
+    }
+
+    fn ensure_forkserver(&mut self) -> Result<()> {
+        if self.forkserver.is_none() {
+            self.forkserver = Some(start_forkserver()?);
+        }
+        Ok(())
+    }
+}
+
+fn wait_reap(pidfd: &OwnedFd) -> Result<()> {
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let _ = poll(&mut fds, PollTimeout::from(1000u16));
+    sys::try_reap(pidfd.as_fd())?;
+    Ok(())
+}
+
+/// Re-executes this binary as the forkserver and shakes hands with it.
+fn start_forkserver() -> Result<Forkserver> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    const CHILD_FD: i32 = 3;
+    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)?;
+    let mut cmd = Command::new("/proc/self/exe");
+    if let Some(argv0) = std::env::args_os().next() {
+        use std::os::unix::process::CommandExt;
+        cmd.arg0(argv0);
+    }
+    cmd.envs(role_env("forkserver", CHILD_FD, std::process::id()));
+    sys::command_with_fd(&mut cmd, theirs.as_fd(), CHILD_FD);
+    let child = cmd.spawn()?;
+    drop(theirs);
+    let pid = child.id();
+    let pidfd = sys::pidfd_open(pid as i32)?;
+    let mut ch = BlockingChannel::new(ours, DEFAULT_MAX_FRAME);
+    ch.send(&Hello::ours())?;
+    let hello: Hello = ch.recv()?;
+    hello.check().map_err(Error::Handshake)?;
+    set_nonblocking(ch.fd())?;
+    tracing::debug!(pid, "forkserver started");
+    Ok(Forkserver { ch, pidfd, pid })
+}
+
+fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! Framed msgpack channels over a Unix stream socket, with fds attached:
+//! [`Channel`] for async code, [`BlockingChannel`] for the forkserver and for
+//! sync code in workers. Both wait for readiness the same way a blocking
+//! socket would, so the fd may be shared between them across processes.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::Interest;
+use tokio::net::UnixStream;
+
+use super::fds;
+use super::frame::{Frame, FrameReader, FrameWriter};
+use crate::error::{Error, Result};
+
+fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Encodes `msg` into `buf`, collecting the fds its handles own.
+fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, msg: &T) -> (Result<()>, Vec<OwnedFd>) {
+    fds::capture(|| {
+        rmp_serde::encode::write(buf, msg).map_err(|e| Error::Encode { what: "a message", reason: e.to_string() })
+    })
+}
+
+/// Decodes a frame whose fds belong to handles inside the message itself.
+fn decode_frame<T: DeserializeOwned>(frame: Frame<'_>) -> Result<T> {
+    let Frame { payload, fds: list } = frame;
+    fds::provide(list, || super::decode("a message", payload))
+}
+
+/// Decodes a frame and hands its fds back for a nested payload to use.
+fn decode_frame_raw<T: DeserializeOwned>(frame: Frame<'_>) -> Result<(T, Vec<OwnedFd>)> {
+    Ok((super::decode("a message", frame.payload)?, frame.fds))
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Waits until `fd` is readable or writable, as a blocking socket would.
+fn wait_ready(fd: BorrowedFd<'_>, write: bool) -> io::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let flags = if write { PollFlags::POLLOUT } else { PollFlags::POLLIN };
+    loop {
+        match poll(&mut [PollFd::new(fd, flags)], PollTimeout::NONE) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A framed channel used from synchronous code.
+#[derive(Debug)]
+pub(crate) struct BlockingChannel {
+    fd: OwnedFd,
+    reader: FrameReader,
+    writer: FrameWriter,
+    max: usize,
+}
+
+impl BlockingChannel {
+    pub fn new(fd: OwnedFd, max: usize) -> Self {
+        Self { fd, reader: FrameReader::new(max), writer: FrameWriter::default(), max }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Queues a message without writing it.
+    pub fn feed<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
+        self.feed_with(msg, Vec::new())
+    }
+
+    /// Queues a message with extra fds (for payloads encoded earlier).
+    pub fn feed_with<T: Serialize + ?Sized>(&mut self, msg: &T, mut extra: Vec<OwnedFd>) -> Result<()> {
+        self.writer.push(self.max, |buf| {
+            let (r, own) = encode_into(buf, msg);
+            extra.extend(own);
+            r.map(|()| extra)
+        })
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        while !self.writer.is_empty() {
+            match self.writer.write_to(self.fd.as_fd()) {
+                Ok(()) => {}
+                Err(e) if would_block(&e) => wait_ready(self.fd.as_fd(), true)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn send<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
+        self.feed(msg)?;
+        self.flush()
+    }
+
+    /// Reads until a frame is buffered.
+    fn fill(&mut self) -> Result<()> {
+        while !self.reader.has_frame()? && !self.reader.is_eof() {
+            match self.reader.read_from(self.fd.as_fd()) {
+                Ok(_) => {}
+                Err(e) if would_block(&e) => wait_ready(self.fd.as_fd(), false)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
+        self.fill()?;
+        let frame = self.reader.next_frame()?.ok_or(Error::Eof)?;
+        decode_frame(frame)
+    }
+
+    pub fn recv_raw<T: DeserializeOwned>(&mut self) -> Result<(T, Vec<OwnedFd>)> {
+        self.fill()?;
+        let frame = self.reader.next_frame()?.ok_or(Error::Eof)?;
+        decode_frame_raw(frame)
+    }
+
+    /// Whether a whole frame is already buffered.
+    pub fn has_buffered(&self) -> bool {
+        self.reader.has_frame().unwrap_or(true)
+    }
+
+    /// One read without waiting; `Ok(false)` when nothing was there.
+    pub fn read_available(&mut self) -> Result<bool> {
+        match self.reader.read_from(self.fd.as_fd()) {
+            Ok(_) => Ok(true),
+            Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes a buffered frame, if any, without reading.
+    pub fn try_recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+        match self.reader.next_frame()? {
+            Some(frame) => decode_frame(frame).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+}
+
+/// A framed channel used from async code on a tokio runtime.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    fd: UnixStream,
+    reader: FrameReader,
+    writer: FrameWriter,
+    max: usize,
+}
+
+impl Channel {
+    /// Registers the socket with the current runtime (sets `O_NONBLOCK`).
+    pub fn new(fd: OwnedFd, max: usize) -> Result<Self> {
+        set_nonblocking(fd.as_fd())?;
+        Ok(Self {
+            fd: UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))?,
+            reader: FrameReader::new(max),
+            writer: FrameWriter::default(),
+            max,
+        })
+    }
+
+    pub fn feed<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
+        self.feed_with(msg, Vec::new())
+    }
+
+    pub fn feed_with<T: Serialize + ?Sized>(&mut self, msg: &T, mut extra: Vec<OwnedFd>) -> Result<()> {
+        self.writer.push(self.max, |buf| {
+            let (r, own) = encode_into(buf, msg);
+            extra.extend(own);
+            r.map(|()| extra)
+        })
+    }
+
+    /// Bytes queued by `feed` and not yet written.
+    pub fn pending_len(&self) -> usize {
+        self.writer.pending_len()
+    }
+
+    pub async fn flush(&mut self) -> Result<()> {
+        while !self.writer.is_empty() {
+            self.fd.writable().await?;
+            match self.fd.try_io(Interest::WRITABLE, || self.writer.write_to(self.fd.as_fd())) {
+                Ok(()) => {}
+                Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn send<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
+        self.feed(msg)?;
+        self.flush().await
+    }
+
+    async fn fill(&mut self) -> Result<()> {
+        while !self.reader.has_frame()? && !self.reader.is_eof() {
+            self.fd.readable().await?;
+            match self.fd.try_io(Interest::READABLE, || self.reader.read_from(self.fd.as_fd())) {
+                Ok(_) => {}
+                Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives one message. Cancel-safe: a dropped call loses no bytes.
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
+        self.fill().await?;
+        let frame = self.reader.next_frame()?.ok_or(Error::Eof)?;
+        decode_frame(frame)
+    }
+
+    pub async fn recv_raw<T: DeserializeOwned>(&mut self) -> Result<(T, Vec<OwnedFd>)> {
+        self.fill().await?;
+        let frame = self.reader.next_frame()?.ok_or(Error::Eof)?;
+        decode_frame_raw(frame)
+    }
+
+    pub fn into_fd(self) -> Result<OwnedFd> {
+        Ok(self.fd.into_std()?.into())
+    }
+}

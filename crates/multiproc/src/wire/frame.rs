@@ -1,0 +1,200 @@
+//! Framing: a 4-byte big-endian payload length, a 1-byte count of attached
+//! fds, then the msgpack payload. Lengths are checked against the limit before
+//! any allocation, and a partial frame is "need more", not an error.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use multiproc_sys::fdpass::{self, CmsgBuffer, MAX_FDS_PER_MESSAGE};
+
+use crate::error::{Error, Result};
+
+pub(crate) const HEADER_LEN: usize = 5;
+/// Default largest payload a connection accepts.
+pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
+const READ_CHUNK: usize = 64 << 10;
+
+/// Builds a frame header.
+pub(crate) fn header(len: usize, nfds: usize, max: usize) -> Result<[u8; HEADER_LEN]> {
+    if len > max {
+        return Err(Error::FrameTooLarge { len, max });
+    }
+    let nfds = u8::try_from(nfds)
+        .ok()
+        .filter(|&n| usize::from(n) <= MAX_FDS_PER_MESSAGE)
+        .ok_or_else(|| Error::Encode { what: "a message", reason: format!("{nfds} file descriptors in one message; at most {MAX_FDS_PER_MESSAGE}") })?;
+    let len = u32::try_from(len).map_err(|_| Error::FrameTooLarge { len, max })?;
+    let mut h = [0; HEADER_LEN];
+    h[..4].copy_from_slice(&len.to_be_bytes());
+    h[4] = nfds;
+    Ok(h)
+}
+
+/// The receiving half of a framed stream: bytes and fds read so far.
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    fds: VecDeque<OwnedFd>,
+    cmsg: CmsgBuffer,
+    max: usize,
+    eof: bool,
+}
+
+/// One decoded frame, borrowed from the reader until the next read.
+pub(crate) struct Frame<'a> {
+    pub payload: &'a [u8],
+    pub fds: Vec<OwnedFd>,
+}
+
+impl FrameReader {
+    pub fn new(max: usize) -> Self {
+        Self { buf: Vec::new(), start: 0, end: 0, fds: VecDeque::new(), cmsg: CmsgBuffer::default(), max, eof: false }
+    }
+
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
+    /// Length of the frame at the head of the buffer, once its header is in.
+    fn pending(&self) -> Result<Option<(usize, usize)>> {
+        let have = &self.buf[self.start..self.end];
+        if have.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes(have[..4].try_into().expect("four bytes")) as usize;
+        if len > self.max {
+            return Err(Error::FrameTooLarge { len, max: self.max });
+        }
+        Ok(Some((len, usize::from(have[4]))))
+    }
+
+    /// Whether a whole frame is buffered (a `next_frame` call will succeed
+    /// without reading).
+    pub fn has_frame(&self) -> Result<bool> {
+        Ok(self.pending()?.is_some_and(|(len, _)| self.end - self.start >= HEADER_LEN + len))
+    }
+
+    /// Takes the next complete frame, if one is buffered.
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>> {
+        let Some((len, nfds)) = self.pending()? else { return self.eof_check() };
+        if self.end - self.start < HEADER_LEN + len {
+            return self.eof_check();
+        }
+        if self.fds.len() < nfds {
+            return Err(Error::Malformed(format!("frame announces {nfds} fds, {} arrived", self.fds.len())));
+        }
+        let fds = self.fds.drain(..nfds).collect();
+        let at = self.start + HEADER_LEN;
+        self.start = at + len;
+        Ok(Some(Frame { payload: &self.buf[at..at + len], fds }))
+    }
+
+    fn eof_check<'a>(&self) -> Result<Option<Frame<'a>>> {
+        if self.eof {
+            return Err(if self.start == self.end { Error::Eof } else { Error::Malformed("stream ended inside a frame".into()) });
+        }
+        Ok(None)
+    }
+
+    /// One `recvmsg` into the buffer. `Ok(0)` is end of stream (remembered).
+    pub fn read_from(&mut self, sock: BorrowedFd<'_>) -> io::Result<usize> {
+        self.make_room();
+        let n = fdpass::recv(sock, &mut self.buf[self.end..], &mut self.cmsg, &mut self.fds)?;
+        if n == 0 {
+            self.eof = true;
+        }
+        self.end += n;
+        Ok(n)
+    }
+
+    pub fn is_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Ensures free space for the rest of the current frame (or a chunk),
+    /// compacting first; never grows past one frame of the checked maximum.
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        let frame_total = self.pending().ok().flatten().map_or(0, |(len, _)| HEADER_LEN + len);
+        let need = frame_total.saturating_sub(self.end - self.start).max(READ_CHUNK.min(HEADER_LEN + self.max));
+        if self.buf.len() - self.end >= need {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < need {
+            self.buf.resize(self.end + need, 0);
+        }
+    }
+}
+
+/// Outgoing bytes and fds not yet written.
+#[derive(Debug, Default)]
+pub(crate) struct FrameWriter {
+    buf: Vec<u8>,
+    sent: usize,
+    fds: Vec<OwnedFd>,
+}
+
+impl FrameWriter {
+    /// Appends one frame whose payload `encode` writes; `encode` returns the
+    /// fds that travel with it. On error nothing is appended.
+    pub fn push(&mut self, max: usize, encode: impl FnOnce(&mut Vec<u8>) -> Result<Vec<OwnedFd>>) -> Result<()> {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; HEADER_LEN]);
+        let written = encode(&mut self.buf).and_then(|fds| {
+            if self.fds.len() + fds.len() > MAX_FDS_PER_MESSAGE {
+                return Err(Error::Encode {
+                    what: "a message",
+                    reason: format!("more than {MAX_FDS_PER_MESSAGE} file descriptors queued at once"),
+                });
+            }
+            Ok((header(self.buf.len() - at - HEADER_LEN, fds.len(), max)?, fds))
+        });
+        match written {
+            Ok((h, fds)) => {
+                self.buf[at..at + HEADER_LEN].copy_from_slice(&h);
+                self.fds.extend(fds);
+                Ok(())
+            }
+            Err(e) => {
+                self.buf.truncate(at);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sent == self.buf.len()
+    }
+
+    /// Bytes buffered and not yet written.
+    pub fn pending_len(&self) -> usize {
+        self.buf.len() - self.sent
+    }
+
+    /// One `sendmsg` of what is pending; fds ride on the first write so they
+    /// arrive no later than the first byte of their frame.
+    pub fn write_to(&mut self, sock: BorrowedFd<'_>) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(|f| f.as_fd()).collect();
+        let n = fdpass::send(sock, &[io::IoSlice::new(&self.buf[self.sent..])], &fds)?;
+        drop(fds);
+        self.fds.clear();
+        self.sent += n;
+        if self.sent == self.buf.len() {
+            self.buf.clear();
+            self.sent = 0;
+        }
+        Ok(())
+    }
+}

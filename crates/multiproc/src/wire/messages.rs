@@ -1,0 +1,101 @@
+//! Every message exchanged between the user's process, the forkserver and
+//! workers. User values travel inside as opaque msgpack bytes.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use super::fds::PassFd;
+use crate::error::ExitStatus;
+
+/// First frame each way on every connection.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    pub build_id: u64,
+    pub pid: u32,
+}
+
+impl Hello {
+    pub fn ours() -> Self {
+        Self { protocol: super::PROTOCOL_VERSION, build_id: super::build_id(), pid: std::process::id() }
+    }
+
+    /// Why a peer's hello is unacceptable, if it is.
+    pub fn check(&self) -> Result<(), String> {
+        if self.protocol != super::PROTOCOL_VERSION {
+            return Err(format!("peer {} speaks protocol {}, this build speaks {}", self.pid, self.protocol, super::PROTOCOL_VERSION));
+        }
+        if self.build_id != super::build_id() {
+            return Err(format!(
+                "peer {} runs another build of the program (build id {:016x}, ours {:016x}); start both from the same binary",
+                self.pid,
+                self.build_id,
+                super::build_id()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// User process → forkserver.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToForkserver {
+    /// Fork a child that talks to its parent over `control`; `exec` re-executes
+    /// the binary first (the `spawn` start method).
+    Spawn { id: u64, exec: bool, control: PassFd },
+    /// Send `signal` to a child that has not been reaped yet.
+    Signal { pid: u32, signal: i32 },
+}
+
+/// Forkserver → user process.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromForkserver {
+    Started { id: u64, pid: u32 },
+    SpawnFailed { id: u64, reason: String },
+    Exited { pid: u32, status: ExitStatus },
+}
+
+/// What a worker runs, named as registered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRef {
+    pub name: String,
+    pub signature: String,
+}
+
+/// Who a child process is, as `current_process()` reports it there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub name: String,
+    pub identity: Vec<u32>,
+    pub daemon: bool,
+    pub parent_pid: u32,
+    pub parent_name: String,
+}
+
+/// User process → worker, after the hellos.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Run one target and exit (a `Process`).
+    Run { info: ProcessInfo, task: TaskRef, args: ByteBuf },
+    /// Serve calls until the channel closes (a pool worker).
+    Serve { info: ProcessInfo, init: Option<(TaskRef, ByteBuf)> },
+    /// Run `task` once per argument tuple (a chunk of a map).
+    Call { id: u64, task: TaskRef, args: Vec<ByteBuf> },
+}
+
+/// How one call ended in the worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Failure {
+    Panicked { message: String, location: String },
+    Decode(String),
+    Encode(String),
+    Unknown { name: String, reason: String },
+}
+
+/// Worker → user process.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromWorker {
+    Ready,
+    Refused { reason: String },
+    Done { id: u64, results: Vec<Result<ByteBuf, Failure>> },
+}

@@ -1,0 +1,160 @@
+//! The child side: handshake with the parent, then either run one target and
+//! exit (a `Process`) or serve calls until the parent hangs up (a pool
+//! worker). Runs synchronously; async tasks get a runtime of their own.
+
+use std::cell::RefCell;
+use std::os::fd::OwnedFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use multiproc_sys::process as sys;
+use serde_bytes::ByteBuf;
+
+use crate::bootstrap::ControlFd;
+use crate::error::{Error, Result};
+use crate::registry::{Invoke, Outcome, TaskEntry, resolve};
+use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, Failure, FromWorker, Hello, ToWorker, fds};
+
+/// Exit code of a worker that refused to start (bad handshake or task).
+const REFUSED: i32 = 1;
+
+pub(crate) fn run(control: ControlFd) -> ! {
+    let code = match serve(control) {
+        Ok(code) => code,
+        Err(Error::Eof) => 0,
+        Err(e) => {
+            eprintln!("multiproc worker {}: {e}", std::process::id());
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn serve(control: ControlFd) -> Result<i32> {
+    sys::ignore_signals(false)?;
+    let mut ch = BlockingChannel::new(control, DEFAULT_MAX_FRAME);
+    let hello: Hello = ch.recv()?;
+    ch.send(&Hello::ours())?;
+    if let Err(reason) = hello.check() {
+        ch.send(&FromWorker::Refused { reason })?;
+        return Ok(REFUSED);
+    }
+    let (msg, fds) = ch.recv_raw::<ToWorker>()?;
+    match msg {
+        ToWorker::Run { info, task, args } => {
+            sys::default_signal(nix::libc::SIGINT)?;
+            let entry = match resolve(&task) {
+                Ok(entry) => entry,
+                Err(reason) => {
+                    ch.send(&FromWorker::Refused { reason })?;
+                    return Ok(REFUSED);
+                }
+            };
+            crate::current::enter_child(info);
+            ch.send(&FromWorker::Ready)?;
+            let mut runtime = None;
+            match catch_unwind(AssertUnwindSafe(|| call(entry, &args, fds, &mut runtime))) {
+                Ok(Ok(_)) => Ok(0),
+                Ok(Err(failure)) => {
+                    eprintln!("multiproc: process {}: {failure:?}", std::process::id());
+                    Ok(1)
+                }
+                // The default panic hook already printed the message.
+                Err(_) => Ok(1),
+            }
+        }
+        ToWorker::Serve { info, init } => {
+            sys::ignore_signals(true)?;
+            crate::current::enter_child(info);
+            std::panic::set_hook(Box::new(record_panic));
+            serve_pool(ch, init, fds)
+        }
+        ToWorker::Call { .. } => Err(Error::Malformed("a call arrived before the worker was told its role".into())),
+    }
+}
+
+fn serve_pool(mut ch: BlockingChannel, init: Option<(crate::wire::TaskRef, ByteBuf)>, init_fds: Vec<OwnedFd>) -> Result<i32> {
+    let mut runtime = None;
+    if let Some((task, args)) = init {
+        let failure = match resolve(&task) {
+            Ok(entry) => match call_caught(entry, &args, init_fds, &mut runtime) {
+                Ok(_) => None,
+                Err(f) => Some(format!("{f:?}")),
+            },
+            Err(reason) => Some(reason),
+        };
+        if let Some(reason) = failure {
+            ch.send(&FromWorker::Refused { reason: format!("the initializer failed: {reason}") })?;
+            return Ok(REFUSED);
+        }
+    }
+    ch.send(&FromWorker::Ready)?;
+    loop {
+        let (msg, fds) = match ch.recv_raw::<ToWorker>() {
+            Ok(m) => m,
+            Err(Error::Eof) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let ToWorker::Call { id, task, args } = msg else {
+            return Err(Error::Malformed("expected a call".into()));
+        };
+        let results = match resolve(&task) {
+            Ok(entry) => fds::provide(fds, || {
+                args.iter()
+                    .map(|a| call_caught(entry, a, Vec::new(), &mut runtime).map(ByteBuf::from))
+                    .collect()
+            }),
+            Err(reason) => vec![Err(Failure::Unknown { name: task.name.clone(), reason }); args.len()],
+        };
+        ch.send(&FromWorker::Done { id, results })?;
+    }
+}
+
+/// Runs a registered item on its encoded arguments.
+fn call(entry: &TaskEntry, args: &[u8], fds: Vec<OwnedFd>, runtime: &mut Option<tokio::runtime::Runtime>) -> Outcome {
+    match entry.invoke {
+        Invoke::Sync(f) => fds::provide(fds, || f(args)),
+        Invoke::Async(f) => {
+            let fut = fds::provide(fds, || f(args));
+            let rt = match runtime {
+                Some(rt) => rt,
+                None => runtime.insert(
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| Failure::Unknown { name: entry.name.into(), reason: format!("cannot start a runtime: {e}") })?,
+                ),
+            };
+            rt.block_on(fut)
+        }
+    }
+}
+
+thread_local! {
+    static LAST_PANIC: RefCell<Option<(String, String)>> = const { RefCell::new(None) };
+}
+
+/// Pool workers keep a task's panic for the caller instead of printing it.
+fn record_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = info.payload().downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_owned()
+    };
+    let location = info.location().map_or_else(|| "<unknown>".to_owned(), |l| l.to_string());
+    LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, location)));
+}
+
+/// [`call`], with a panic turned into a [`Failure`].
+fn call_caught(entry: &TaskEntry, args: &[u8], fds: Vec<OwnedFd>, runtime: &mut Option<tokio::runtime::Runtime>) -> Outcome {
+    match catch_unwind(AssertUnwindSafe(|| call(entry, args, fds, runtime))) {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            let (message, location) = LAST_PANIC
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_else(|| ("panic".to_owned(), "<unknown>".to_owned()));
+            Err(Failure::Panicked { message, location })
+        }
+    }
+}
