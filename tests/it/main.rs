@@ -1,0 +1,5 @@
+//! The integration suite: one test binary made of modules, one per area.
+//! Every test runs real processes.
+
+mod common;
+mod process;
