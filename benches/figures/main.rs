@@ -45,7 +45,10 @@ fn main() {
         }
         let f = rt.block_on(measure());
         if json {
-            println!(r#"{{"name": "{name}", "unit": "{}", "better": "{}", "multiproc": {:.3}}}"#, f.unit, f.better, f.value);
+            println!(
+                r#"{{"name": "{name}", "unit": "{}", "better": "{}", "multiproc": {:.3}}}"#,
+                f.unit, f.better, f.value
+            );
         } else {
             println!("{name} {:.3} {}", f.value, f.unit);
         }

@@ -31,7 +31,10 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
 fn expand_task(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     let sig = &func.sig;
     if !sig.generics.params.is_empty() {
-        return Err(syn::Error::new_spanned(&sig.generics, "a task cannot be generic: register one non-generic wrapper per type"));
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
+            "a task cannot be generic: register one non-generic wrapper per type",
+        ));
     }
     let ident = &sig.ident;
     let mut types: Vec<&Type> = Vec::new();
@@ -107,9 +110,12 @@ pub fn target(attr: TokenStream, item: TokenStream) -> TokenStream {
     let imp = parse_macro_input!(item as ItemImpl);
     let ty = &imp.self_ty;
     if imp.trait_.is_none() || !imp.generics.params.is_empty() {
-        return syn::Error::new_spanned(&imp.self_ty, "#[multiproc::target] goes on a non-generic `impl multiproc::Target for Type` block")
-            .to_compile_error()
-            .into();
+        return syn::Error::new_spanned(
+            &imp.self_ty,
+            "#[multiproc::target] goes on a non-generic `impl multiproc::Target for Type` block",
+        )
+        .to_compile_error()
+        .into();
     }
     let type_ident = match &**ty {
         Type::Path(tp) => tp.path.segments.last().map(|s| s.ident.clone()),

@@ -30,7 +30,12 @@ pub fn send(sock: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) 
 
 /// Receives into `buf`, appending any fds that arrived to `fds`. Returns the
 /// bytes read; 0 means end of stream.
-pub fn recv(sock: BorrowedFd<'_>, buf: &mut [u8], cmsg: &mut CmsgBuffer, fds: &mut impl Extend<OwnedFd>) -> io::Result<usize> {
+pub fn recv(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    cmsg: &mut CmsgBuffer,
+    fds: &mut impl Extend<OwnedFd>,
+) -> io::Result<usize> {
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg.0), MsgFlags::MSG_CMSG_CLOEXEC)?;
     let mut truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);

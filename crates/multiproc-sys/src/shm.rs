@@ -58,8 +58,8 @@ impl SharedRegion {
     /// Opens an existing named object and maps all of it.
     pub fn open_named(name: &CStr) -> io::Result<Self> {
         let fd = shm_open(name, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())?;
-        let len = usize::try_from(nix::sys::stat::fstat(&fd)?.st_size)
-            .map_err(|_| io::Error::other("negative size"))?;
+        let len =
+            usize::try_from(nix::sys::stat::fstat(&fd)?.st_size).map_err(|_| io::Error::other("negative size"))?;
         Self::map(fd, len)
     }
 
@@ -71,8 +71,7 @@ impl SharedRegion {
 
     /// Maps `len` bytes of a shared-memory fd received from another process.
     pub fn map(fd: OwnedFd, len: usize) -> io::Result<Self> {
-        let size = NonZeroUsize::new(len)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "size 0"))?;
+        let size = NonZeroUsize::new(len).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "size 0"))?;
         let actual = nix::sys::stat::fstat(&fd)?.st_size;
         if usize::try_from(actual).map_or(true, |a| a < len) {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "object smaller than mapping"));
@@ -80,9 +79,8 @@ impl SharedRegion {
         // SAFETY: a fresh mapping chosen by the kernel (no address hint), so it
         // aliases no Rust object; the fd is a valid shared-memory object at
         // least `len` bytes long.
-        let ptr = unsafe {
-            mmap(None, size, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, &fd, 0)
-        }?;
+        let ptr =
+            unsafe { mmap(None, size, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, &fd, 0) }?;
         Ok(Self { ptr: ptr.cast(), len, fd })
     }
 

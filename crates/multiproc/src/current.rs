@@ -49,7 +49,9 @@ pub fn current_process() -> CurrentProcess {
             daemon: info.daemon,
             identity: info.identity.clone(),
         },
-        None => CurrentProcess { name: "MainProcess".into(), pid: std::process::id(), daemon: false, identity: Vec::new() },
+        None => {
+            CurrentProcess { name: "MainProcess".into(), pid: std::process::id(), daemon: false, identity: Vec::new() }
+        }
     }
 }
 

@@ -35,7 +35,9 @@ impl std::fmt::Display for ExitStatus {
 #[non_exhaustive]
 pub enum Error {
     /// The function or type passed as a target was never registered.
-    #[error("run `{name}`: it is not registered; put #[multiproc::task] on the function (or #[multiproc::target] on its `impl Target` block)")]
+    #[error(
+        "run `{name}`: it is not registered; put #[multiproc::task] on the function (or #[multiproc::target] on its `impl Target` block)"
+    )]
     UnregisteredTask { name: &'static str },
     /// The worker has no task by that name and signature.
     #[error("run task `{name}` in the worker: {reason}")]

@@ -121,11 +121,7 @@ fn spawn(exec: bool, control: OwnedFd, ch: &BlockingChannel, children: &mut Vec<
             if sys::die_with_parent(me as i32).is_err() {
                 sys::exit_now(70);
             }
-            if exec {
-                exec_worker(control, me)
-            } else {
-                crate::worker::run(control)
-            }
+            if exec { exec_worker(control, me) } else { crate::worker::run(control) }
         }
     }
 }
@@ -138,10 +134,8 @@ fn exec_worker(control: OwnedFd, forkserver: u32) -> ! {
         sys::exit_now(70);
     }
     let argv0 = std::env::args_os().next().unwrap_or_else(|| "multiproc-worker".into());
-    let err = Command::new("/proc/self/exe")
-        .arg0(argv0)
-        .envs(role_env("worker", control.as_raw_fd(), forkserver))
-        .exec();
+    let err =
+        Command::new("/proc/self/exe").arg0(argv0).envs(role_env("worker", control.as_raw_fd(), forkserver)).exec();
     eprintln!("multiproc: cannot re-execute /proc/self/exe: {err}");
     sys::exit_now(70)
 }

@@ -41,7 +41,9 @@ mod supervisor;
 pub mod wire;
 mod worker;
 
-pub use current::{ChildProcess, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process};
+pub use current::{
+    ChildProcess, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process,
+};
 pub use error::{Error, ExitStatus, Result};
 pub use multiproc_macros::{target, task};
 pub use process::{Process, StartMethod, get_start_method, set_start_method};
@@ -49,7 +51,9 @@ pub use registry::{Async, Plain, Target, TaskFn};
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::registry::{BoxFuture, Invoke, Outcome, TASKS, TaskEntry, decode_args, encode_result, type_id_of_val};
+    pub use crate::registry::{
+        BoxFuture, Invoke, Outcome, TASKS, TaskEntry, decode_args, encode_result, type_id_of_val,
+    };
     pub use crate::wire::Failure;
     pub use linkme;
 }

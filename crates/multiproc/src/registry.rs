@@ -58,10 +58,7 @@ fn index() -> &'static Index {
         let mut by_name = HashMap::new();
         for entry in TASKS.iter() {
             by_key.insert((entry.key)(), entry);
-            by_name
-                .entry(entry.name)
-                .and_modify(|e| *e = Err(()))
-                .or_insert(Ok(entry));
+            by_name.entry(entry.name).and_modify(|e| *e = Err(())).or_insert(Ok(entry));
         }
         Index { by_key, by_name }
     })
@@ -69,11 +66,7 @@ fn index() -> &'static Index {
 
 /// The entry registered for the item of type `F`.
 pub(crate) fn lookup<F: 'static>() -> Result<&'static TaskEntry> {
-    index()
-        .by_key
-        .get(&TypeId::of::<F>())
-        .copied()
-        .ok_or(Error::UnregisteredTask { name: std::any::type_name::<F>() })
+    index().by_key.get(&TypeId::of::<F>()).copied().ok_or(Error::UnregisteredTask { name: std::any::type_name::<F>() })
 }
 
 /// The worker's entry for a task named by the parent; refuses a different

@@ -70,7 +70,8 @@ fn handle() -> Result<&'static Handle> {
     let mut started = None;
     let h = SUPERVISOR.get_or_init(|| {
         let (tx, rx) = mpsc::channel();
-        let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).expect("eventfd is available on Linux");
+        let wake =
+            EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).expect("eventfd is available on Linux");
         let children = Arc::new(Mutex::new(HashMap::new()));
         let thread = Supervisor {
             requests: rx,
@@ -83,9 +84,7 @@ fn handle() -> Result<&'static Handle> {
             shutdown: Vec::new(),
             kill_at: None,
         };
-        started = Some(
-            std::thread::Builder::new().name("multiproc-supervisor".into()).spawn(move || thread.run()),
-        );
+        started = Some(std::thread::Builder::new().name("multiproc-supervisor".into()).spawn(move || thread.run()));
         Handle { requests: Mutex::new(tx), wake, children }
     });
     if let Some(Err(e)) = started {
@@ -327,7 +326,11 @@ impl Supervisor {
         // It is our child: reap it (it may still be exiting).
         let _ = sys::pidfd_send_signal(fs.pidfd.as_fd(), nix::libc::SIGKILL);
         let _ = wait_reap(&fs.pidfd);
-        tracing::warn!(pid = fs.pid, children = self.live.len(), "the forkserver died; its children are lost; it restarts on the next start");
+        tracing::warn!(
+            pid = fs.pid,
+            children = self.live.len(),
+            "the forkserver died; its children are lost; it restarts on the next start"
+        );
         self.children.lock().expect("children lock").clear();
         for (_, live) in self.live.drain() {
             let _ = live.exit.send(Some(ExitState::Lost));

@@ -72,7 +72,11 @@ fn serve(control: ControlFd) -> Result<i32> {
     }
 }
 
-fn serve_pool(mut ch: BlockingChannel, init: Option<(crate::wire::TaskRef, ByteBuf)>, init_fds: Vec<OwnedFd>) -> Result<i32> {
+fn serve_pool(
+    mut ch: BlockingChannel,
+    init: Option<(crate::wire::TaskRef, ByteBuf)>,
+    init_fds: Vec<OwnedFd>,
+) -> Result<i32> {
     let mut runtime = None;
     if let Some((task, args)) = init {
         let failure = match resolve(&task) {
@@ -99,9 +103,7 @@ fn serve_pool(mut ch: BlockingChannel, init: Option<(crate::wire::TaskRef, ByteB
         };
         let results = match resolve(&task) {
             Ok(entry) => fds::provide(fds, || {
-                args.iter()
-                    .map(|a| call_caught(entry, a, Vec::new(), &mut runtime).map(ByteBuf::from))
-                    .collect()
+                args.iter().map(|a| call_caught(entry, a, Vec::new(), &mut runtime).map(ByteBuf::from)).collect()
             }),
             Err(reason) => vec![Err(Failure::Unknown { name: task.name.clone(), reason }); args.len()],
         };
@@ -117,12 +119,11 @@ fn call(entry: &TaskEntry, args: &[u8], fds: Vec<OwnedFd>, runtime: &mut Option<
             let fut = fds::provide(fds, || f(args));
             let rt = match runtime {
                 Some(rt) => rt,
-                None => runtime.insert(
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .map_err(|e| Failure::Unknown { name: entry.name.into(), reason: format!("cannot start a runtime: {e}") })?,
-                ),
+                None => {
+                    runtime.insert(tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+                        Failure::Unknown { name: entry.name.into(), reason: format!("cannot start a runtime: {e}") }
+                    })?)
+                }
             };
             rt.block_on(fut)
         }
@@ -147,7 +148,12 @@ fn record_panic(info: &std::panic::PanicHookInfo<'_>) {
 }
 
 /// [`call`], with a panic turned into a [`Failure`].
-fn call_caught(entry: &TaskEntry, args: &[u8], fds: Vec<OwnedFd>, runtime: &mut Option<tokio::runtime::Runtime>) -> Outcome {
+fn call_caught(
+    entry: &TaskEntry,
+    args: &[u8],
+    fds: Vec<OwnedFd>,
+    runtime: &mut Option<tokio::runtime::Runtime>,
+) -> Outcome {
     match catch_unwind(AssertUnwindSafe(|| call(entry, args, fds, runtime))) {
         Ok(outcome) => outcome,
         Err(_) => {

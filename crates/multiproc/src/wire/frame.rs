@@ -20,10 +20,11 @@ pub(crate) fn header(len: usize, nfds: usize, max: usize) -> Result<[u8; HEADER_
     if len > max {
         return Err(Error::FrameTooLarge { len, max });
     }
-    let nfds = u8::try_from(nfds)
-        .ok()
-        .filter(|&n| usize::from(n) <= MAX_FDS_PER_MESSAGE)
-        .ok_or_else(|| Error::Encode { what: "a message", reason: format!("{nfds} file descriptors in one message; at most {MAX_FDS_PER_MESSAGE}") })?;
+    let nfds =
+        u8::try_from(nfds).ok().filter(|&n| usize::from(n) <= MAX_FDS_PER_MESSAGE).ok_or_else(|| Error::Encode {
+            what: "a message",
+            reason: format!("{nfds} file descriptors in one message; at most {MAX_FDS_PER_MESSAGE}"),
+        })?;
     let len = u32::try_from(len).map_err(|_| Error::FrameTooLarge { len, max })?;
     let mut h = [0; HEADER_LEN];
     h[..4].copy_from_slice(&len.to_be_bytes());
@@ -94,7 +95,11 @@ impl FrameReader {
 
     fn eof_check<'a>(&self) -> Result<Option<Frame<'a>>> {
         if self.eof {
-            return Err(if self.start == self.end { Error::Eof } else { Error::Malformed("stream ended inside a frame".into()) });
+            return Err(if self.start == self.end {
+                Error::Eof
+            } else {
+                Error::Malformed("stream ended inside a frame".into())
+            });
         }
         Ok(None)
     }

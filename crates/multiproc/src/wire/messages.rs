@@ -23,7 +23,12 @@ impl Hello {
     /// Why a peer's hello is unacceptable, if it is.
     pub fn check(&self) -> Result<(), String> {
         if self.protocol != super::PROTOCOL_VERSION {
-            return Err(format!("peer {} speaks protocol {}, this build speaks {}", self.pid, self.protocol, super::PROTOCOL_VERSION));
+            return Err(format!(
+                "peer {} speaks protocol {}, this build speaks {}",
+                self.pid,
+                self.protocol,
+                super::PROTOCOL_VERSION
+            ));
         }
         if self.build_id != super::build_id() {
             return Err(format!(

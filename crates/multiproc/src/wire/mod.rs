@@ -11,8 +11,8 @@ mod messages;
 
 pub(crate) use channel::{BlockingChannel, Channel};
 pub(crate) use frame::DEFAULT_MAX_FRAME;
-pub(crate) use messages::*;
 pub use messages::Failure;
+pub(crate) use messages::*;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
