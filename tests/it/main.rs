@@ -2,4 +2,5 @@
 //! Every test runs real processes.
 
 mod common;
+mod faults;
 mod process;

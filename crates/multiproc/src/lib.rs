@@ -31,6 +31,10 @@
 //! ```
 #![deny(unsafe_code)]
 
+// Lets the crate's own tests use `#[multiproc::task]`.
+#[cfg(test)]
+extern crate self as multiproc;
+
 mod bootstrap;
 mod current;
 mod error;

@@ -386,3 +386,50 @@ fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
     fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     Ok(())
 }
+
+#[cfg(test)]
+#[expect(unsafe_code, reason = "registering a task inside the crate declares a link-section static")]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    #[multiproc::task]
+    fn returns() {}
+
+    /// Starts a bare worker and hands back the parent's end of its socket.
+    async fn raw_worker() -> (Spawned, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().expect("socketpair");
+        let spawned = spawn(false, theirs.into(), "raw".into(), false).await.expect("spawn");
+        (spawned, ours)
+    }
+
+    async fn exit_of(mut s: Spawned) -> ExitState {
+        s.exit.wait_for(Option::is_some).await.expect("supervisor alive").expect("exited")
+    }
+
+    #[tokio::test]
+    async fn garbage_to_a_worker_ends_that_worker_only() {
+        // A well-formed frame holding bytes that are not a hello.
+        let (worker, mut sock) = raw_worker().await;
+        sock.write_all(&[0, 0, 0, 3, 0, 0xc1, 0xc1, 0xc1]).expect("write");
+        assert_eq!(exit_of(worker).await, ExitState::Exited(ExitStatus::Code(1)));
+
+        // A header announcing 4 GiB: refused before any allocation.
+        let (worker, mut sock) = raw_worker().await;
+        sock.write_all(&[0xff, 0xff, 0xff, 0xff, 0]).expect("write");
+        assert_eq!(exit_of(worker).await, ExitState::Exited(ExitStatus::Code(1)));
+
+        // The stream ends in the middle of a frame.
+        let (worker, mut sock) = raw_worker().await;
+        sock.write_all(&[0, 0, 0, 9, 0, 1]).expect("write");
+        drop(sock);
+        assert_eq!(exit_of(worker).await, ExitState::Exited(ExitStatus::Code(1)));
+
+        // The supervisor and forkserver carry on.
+        let mut p = crate::Process::new(returns, ());
+        p.start().await.expect("start after garbage");
+        assert_eq!(p.join().await.expect("join"), 0);
+    }
+}

@@ -203,3 +203,91 @@ impl FrameWriter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    fn pair() -> (UnixStream, UnixStream) {
+        UnixStream::pair().expect("socketpair")
+    }
+
+    #[test]
+    fn partial_frame_is_need_more_then_whole() {
+        let (mut a, b) = pair();
+        let mut r = FrameReader::new(1024);
+        a.write_all(&[0, 0, 0, 3, 0, 1]).expect("write");
+        r.read_from(b.as_fd()).expect("read");
+        assert!(r.next_frame().expect("no error").is_none(), "two bytes missing: need more");
+        a.write_all(&[2, 3]).expect("write");
+        r.read_from(b.as_fd()).expect("read");
+        let f = r.next_frame().expect("no error").expect("a frame");
+        assert_eq!(f.payload, &[1, 2, 3]);
+    }
+
+    #[test]
+    fn oversized_header_is_refused_before_allocating() {
+        let (mut a, b) = pair();
+        let mut r = FrameReader::new(1024);
+        a.write_all(&[0, 0, 4, 1, 0]).expect("write");
+        r.read_from(b.as_fd()).expect("read");
+        assert!(matches!(r.next_frame(), Err(Error::FrameTooLarge { len: 1025, max: 1024 })));
+        assert!(r.buf.len() <= READ_CHUNK, "no allocation for the announced size");
+    }
+
+    #[test]
+    fn eof_inside_a_frame_is_malformed_and_clean_eof_is_eof() {
+        let (mut a, b) = pair();
+        let mut r = FrameReader::new(1024);
+        a.write_all(&[0, 0, 0, 1, 0, 7, 0, 0]).expect("write");
+        drop(a);
+        while r.read_from(b.as_fd()).expect("read") > 0 {}
+        assert_eq!(r.next_frame().expect("first frame").expect("whole").payload, &[7]);
+        assert!(matches!(r.next_frame(), Err(Error::Malformed(_))));
+
+        let (a, b) = pair();
+        let mut r = FrameReader::new(1024);
+        drop(a);
+        r.read_from(b.as_fd()).expect("read");
+        assert!(matches!(r.next_frame(), Err(Error::Eof)));
+    }
+
+    #[test]
+    fn fds_travel_with_their_frame() {
+        let (a, b) = pair();
+        let mut w = FrameWriter::default();
+        let (x, _y) = pair();
+        w.push(1024, |buf| {
+            buf.push(9);
+            Ok(vec![x.into()])
+        })
+        .expect("push");
+        w.push(1024, |buf| {
+            buf.push(8);
+            Ok(Vec::new())
+        })
+        .expect("push");
+        w.write_to(a.as_fd()).expect("write");
+        let mut r = FrameReader::new(1024);
+        r.read_from(b.as_fd()).expect("read");
+        let f = r.next_frame().expect("ok").expect("frame");
+        assert_eq!((f.payload, f.fds.len()), (&[9u8][..], 1));
+        let f = r.next_frame().expect("ok").expect("frame");
+        assert_eq!((f.payload, f.fds.len()), (&[8u8][..], 0));
+    }
+
+    #[test]
+    fn frame_above_the_limit_is_not_queued() {
+        let mut w = FrameWriter::default();
+        let r = w.push(4, |buf| {
+            buf.extend_from_slice(&[0; 5]);
+            Ok(Vec::new())
+        });
+        assert!(matches!(r, Err(Error::FrameTooLarge { len: 5, max: 4 })));
+        assert!(w.is_empty());
+    }
+}

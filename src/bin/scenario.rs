@@ -1,0 +1,98 @@
+//! Fault scenarios that must run in a process of their own (they kill the
+//! forkserver, or get killed themselves). Used by `tests/it/faults.rs`.
+//!
+//! `scenario forkserver-killed`: kills the forkserver between two starts and
+//! with a child running; prints `ok` when everything behaved.
+//! `scenario tree`: starts children and a grandchild under both start methods,
+//! prints `ready`, then waits to be SIGKILLed.
+
+use multiproc::{Error, Process, StartMethod};
+
+#[multiproc::task]
+fn returns() {}
+
+#[multiproc::task]
+fn block_forever() {
+    loop {
+        std::thread::park();
+    }
+}
+
+#[multiproc::task]
+async fn child_with_grandchild() {
+    let mut p = Process::new(block_forever, ());
+    p.start().await.expect("start grandchild");
+    println!("grandchild {}", p.pid().expect("pid"));
+    p.join().await.expect("join");
+}
+
+/// Pids of this process's direct children whose environment says `role`.
+fn children_with_role(role: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let needle = format!("MULTIPROC_ROLE={role}");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse().ok());
+            ppid == Some(me)
+                && std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()))
+        })
+        .collect()
+}
+
+async fn forkserver_killed() {
+    let mut p = Process::new(returns, ());
+    p.start().await.expect("first start");
+    assert_eq!(p.join().await.expect("join"), 0);
+
+    let mut running = Process::new(block_forever, ());
+    running.start().await.expect("start a child to lose");
+    let servers = children_with_role("forkserver");
+    assert_eq!(servers.len(), 1, "one forkserver: {servers:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(servers[0] as i32), nix::sys::signal::Signal::SIGKILL)
+        .expect("kill the forkserver");
+    match running.join().await {
+        Err(Error::ForkserverLost { pid }) => assert_eq!(Some(pid), running.pid()),
+        other => panic!("a child of a dead forkserver must report it, got {other:?}"),
+    }
+    assert!(!running.is_alive());
+
+    let mut p = Process::new(returns, ());
+    p.start().await.expect("start after the forkserver died");
+    assert_eq!(p.join().await.expect("join"), 0);
+    let servers_after = children_with_role("forkserver");
+    assert_eq!(servers_after.len(), 1);
+    assert_ne!(servers_after, servers, "a new forkserver");
+    println!("ok");
+}
+
+async fn tree() {
+    let mut keep = Vec::new();
+    for method in [StartMethod::Forkserver, StartMethod::Spawn] {
+        let mut p = Process::new(block_forever, ()).start_method(method);
+        p.start().await.expect("start");
+        println!("child {}", p.pid().expect("pid"));
+        keep.push(p);
+        let mut p = Process::new(child_with_grandchild, ()).start_method(method);
+        p.start().await.expect("start");
+        println!("child {}", p.pid().expect("pid"));
+        keep.push(p);
+    }
+    println!("ready");
+    std::future::pending::<()>().await;
+}
+
+#[tokio::main]
+async fn main() {
+    match std::env::args().nth(1).as_deref() {
+        Some("forkserver-killed") => forkserver_killed().await,
+        Some("tree") => tree().await,
+        other => {
+            eprintln!("usage: scenario forkserver-killed|tree (got {other:?})");
+            std::process::exit(2);
+        }
+    }
+}

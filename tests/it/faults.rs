@@ -1,0 +1,73 @@
+//! Faults that need a process of their own: a killed forkserver, a killed
+//! parent. They run `src/bin/scenario.rs`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::pid_alive;
+
+const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
+
+#[test]
+fn forkserver_killed_between_starts_is_restarted() {
+    let out = Command::new(SCENARIO).arg("forkserver-killed").output().expect("run scenario");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("ok"), "{out:?}");
+}
+
+/// Every descendant of `root`, found through /proc.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if let Some(ppid) =
+            stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse().ok())
+        {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+#[test]
+fn parent_sigkilled_leaves_no_child_alive() {
+    let mut parent = Command::new(SCENARIO).arg("tree").stdout(Stdio::piped()).spawn().expect("run scenario");
+    let mut lines = BufReader::new(parent.stdout.take().expect("stdout")).lines();
+    let mut reported = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        if line == "ready" {
+            break;
+        }
+        if let Some(pid) = line.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+            reported.push(pid);
+        }
+    }
+    let tree = descendants(parent.id());
+    // 4 children, 2 grandchildren, and at least one forkserver.
+    assert!(reported.len() >= 4, "reported {reported:?}");
+    for pid in &reported {
+        assert!(tree.contains(pid), "{pid} is in the tree {tree:?}");
+    }
+    parent.kill().expect("SIGKILL the parent");
+    parent.wait().expect("reap the parent");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let alive: Vec<u32> = tree.iter().copied().filter(|&p| pid_alive(p)).collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still alive 5 s after the parent died: {alive:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
