@@ -101,16 +101,19 @@ impl Process {
         A: Serialize,
     {
         let _ = target;
-        Self::with(Prepared::new::<F, A>(&args))
+        Self::with(Prepared::new::<F, A>(&args), "Process")
     }
 
     /// A process that will run `target.run()` (a Python `Process` subclass).
+    /// Named after the type, like a Python subclass: `MyProcess-N`.
     pub fn from_target<T: Target>(target: T) -> Self {
-        Self::with(Prepared::new::<T, (T,)>(&(target,)))
+        let type_name = std::any::type_name::<T>();
+        let short = type_name.rsplit("::").next().unwrap_or(type_name);
+        Self::with(Prepared::new::<T, (T,)>(&(target,)), short)
     }
 
-    fn with(target: Result<Prepared>) -> Self {
-        let (identity, name) = crate::current::next_child_identity("Process");
+    fn with(target: Result<Prepared>, prefix: &str) -> Self {
+        let (identity, name) = crate::current::next_child_identity(prefix);
         let daemon = crate::current::current_process().daemon;
         Self { target: Some(target), name, identity, daemon, method: None, state: State::Idle }
     }
@@ -250,6 +253,32 @@ impl Process {
             return Err((self, Error::StillRunning));
         }
         Ok(())
+    }
+}
+
+/// Python's repr: `<Process name='Process-1' pid=4 parent=3 stopped exitcode=-SIGTERM>`.
+impl std::fmt::Display for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<Process name='{}'", self.name)?;
+        if let Some(pid) = self.pid() {
+            write!(f, " pid={pid}")?;
+        }
+        write!(f, " parent={}", std::process::id())?;
+        match (&self.state, self.exitcode()) {
+            (State::Idle, _) => write!(f, " initial")?,
+            (State::Started { .. }, None) if self.is_alive() => write!(f, " started")?,
+            (State::Started { .. }, None) => write!(f, " lost")?,
+            (State::Started { .. }, Some(0)) => write!(f, " stopped")?,
+            (State::Started { .. }, Some(code)) if code < 0 => match nix::sys::signal::Signal::try_from(-code) {
+                Ok(sig) => write!(f, " stopped exitcode=-{}", sig.as_str())?,
+                Err(_) => write!(f, " stopped exitcode={code}")?,
+            },
+            (State::Started { .. }, Some(code)) => write!(f, " stopped exitcode={code}")?,
+        }
+        if self.daemon {
+            write!(f, " daemon")?;
+        }
+        write!(f, ">")
     }
 }
 
