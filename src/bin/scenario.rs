@@ -5,6 +5,8 @@
 //! with a child running; prints `ok` when everything behaved.
 //! `scenario tree`: starts children and a grandchild under both start methods,
 //! prints `ready`, then waits to be SIGKILLed.
+//! `scenario orderly-exit`: starts a daemonic child that never ends and a
+//! non-daemonic one that finishes a little later, then returns from `main`.
 
 use multiproc::{Error, Process, StartMethod};
 
@@ -24,6 +26,21 @@ async fn child_with_grandchild() {
     p.start().await.expect("start grandchild");
     println!("grandchild {}", p.pid().expect("pid"));
     p.join().await.expect("join");
+}
+
+#[multiproc::task]
+fn finish_later() {
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    println!("non-daemon finished");
+}
+
+async fn orderly_exit() {
+    for (daemon, p) in [(true, Process::new(block_forever, ())), (false, Process::new(finish_later, ()))] {
+        let mut p = p.daemon(daemon);
+        p.start().await.expect("start");
+        println!("child {} daemon={daemon}", p.pid().expect("pid"));
+    }
+    println!("main returns");
 }
 
 /// Pids of this process's direct children whose environment says `role`.
@@ -90,6 +107,7 @@ async fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("forkserver-killed") => forkserver_killed().await,
         Some("tree") => tree().await,
+        Some("orderly-exit") => orderly_exit().await,
         other => {
             eprintln!("usage: scenario forkserver-killed|tree (got {other:?})");
             std::process::exit(2);

@@ -71,3 +71,16 @@ fn parent_sigkilled_leaves_no_child_alive() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn orderly_exit_terminates_daemons_and_waits_for_the_rest() {
+    let out = Command::new(SCENARIO).arg("orderly-exit").output().expect("run scenario");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let returned = stdout.find("main returns").expect("main returned");
+    let finished = stdout.find("non-daemon finished").expect("the non-daemonic child ran to its end");
+    assert!(returned < finished, "the program waited for its child after main returned:\n{stdout}");
+    for pid in stdout.lines().filter_map(|l| l.strip_prefix("child ")?.split_whitespace().next()?.parse::<u32>().ok()) {
+        assert!(!pid_alive(pid), "child {pid} outlived an orderly exit");
+    }
+}

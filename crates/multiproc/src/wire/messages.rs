@@ -104,3 +104,18 @@ pub enum FromWorker {
     Refused { reason: String },
     Done { id: u64, results: Vec<Result<ByteBuf, Failure>> },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_from_another_build_or_protocol_is_refused() {
+        assert!(Hello::ours().check().is_ok());
+        let other_build = Hello { build_id: super::super::build_id() ^ 1, ..Hello::ours() };
+        let why = other_build.check().expect_err("another build");
+        assert!(why.contains("another build") && why.contains("same binary"), "{why}");
+        let other_protocol = Hello { protocol: super::super::PROTOCOL_VERSION + 1, ..Hello::ours() };
+        assert!(other_protocol.check().expect_err("another protocol").contains("protocol"));
+    }
+}
