@@ -104,6 +104,8 @@ async fn exit_codes(m: StartMethod) {
     assert_eq!(p.join().await.expect("join"), -15);
     assert_eq!(p.exitcode(), Some(-15));
     p.close().expect("close after exit");
+    assert!(matches!(p.join().await, Err(Error::Closed(_))));
+    assert_eq!(p.pid(), None);
 
     let mut p = Process::new(block_forever, ()).start_method(m);
     p.start().await.expect("start");
@@ -116,10 +118,7 @@ async fn join_timeout_zero_returns_while_running(m: StartMethod) {
     p.start().await.expect("start");
     assert_eq!(p.join_timeout(Duration::ZERO).await.expect("join_timeout"), None);
     assert!(p.is_alive());
-    let p = match p.close() {
-        Err((p, Error::StillRunning)) => p,
-        other => panic!("close of a running process gave {other:?}"),
-    };
+    assert!(matches!(p.close(), Err(Error::StillRunning)), "close of a running process");
     p.kill().expect("kill");
     assert_eq!(p.join_timeout(Duration::from_secs(30)).await.expect("join"), Some(-9));
 }

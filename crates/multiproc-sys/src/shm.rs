@@ -120,7 +120,7 @@ impl SharedRegion {
 
     fn checked<T>(&self, offset: usize) -> Option<*const T> {
         let end = offset.checked_add(size_of::<T>())?;
-        if end > self.len || (self.ptr.as_ptr() as usize + offset) % align_of::<T>() != 0 {
+        if end > self.len || !(self.ptr.as_ptr() as usize + offset).is_multiple_of(align_of::<T>()) {
             return None;
         }
         Some(self.ptr.as_ptr().wrapping_add(offset).cast::<T>())

@@ -91,6 +91,7 @@ pub struct Process {
 enum State {
     Idle,
     Started { pid: u32, exit: watch::Receiver<Option<ExitState>> },
+    Closed,
 }
 
 impl Process {
@@ -146,6 +147,7 @@ impl Process {
                 Ok(())
             }
             State::Started { .. } => Err(Error::AlreadyStarted),
+            State::Closed => Err(Error::Closed("process")),
         }
     }
 
@@ -159,8 +161,10 @@ impl Process {
 
     /// Starts the child and waits until it has accepted its target.
     pub async fn start(&mut self) -> Result<()> {
-        if matches!(self.state, State::Started { .. }) {
-            return Err(Error::AlreadyStarted);
+        match self.state {
+            State::Idle => {}
+            State::Started { .. } => return Err(Error::AlreadyStarted),
+            State::Closed => return Err(Error::Closed("process")),
         }
         let me = crate::current::current_process();
         if me.daemon {
@@ -186,7 +190,7 @@ impl Process {
     pub fn pid(&self) -> Option<u32> {
         match &self.state {
             State::Started { pid, .. } => Some(*pid),
-            State::Idle => None,
+            State::Idle | State::Closed => None,
         }
     }
 
@@ -198,20 +202,24 @@ impl Process {
                 Some(ExitState::Exited(status)) => Some(status.code()),
                 _ => None,
             },
-            State::Idle => None,
+            State::Idle | State::Closed => None,
         }
     }
 
     pub fn is_alive(&self) -> bool {
         match &self.state {
             State::Started { exit, .. } => exit.borrow().is_none(),
-            State::Idle => false,
+            State::Idle | State::Closed => false,
         }
     }
 
     /// Waits for the child to exit; returns its exit code.
     pub async fn join(&self) -> Result<i32> {
-        let State::Started { pid, exit } = &self.state else { return Err(Error::NotStarted) };
+        let (pid, exit) = match &self.state {
+            State::Started { pid, exit } => (pid, exit),
+            State::Idle => return Err(Error::NotStarted),
+            State::Closed => return Err(Error::Closed("process")),
+        };
         let mut exit = exit.clone();
         let state = *exit.wait_for(Option::is_some).await.map_err(|_| Error::Closed("supervisor"))?;
         match state {
@@ -239,7 +247,11 @@ impl Process {
     }
 
     fn signal(&self, signal: i32) -> Result<()> {
-        let State::Started { pid, .. } = &self.state else { return Err(Error::NotStarted) };
+        let pid = match &self.state {
+            State::Started { pid, .. } => pid,
+            State::Idle => return Err(Error::NotStarted),
+            State::Closed => return Err(Error::Closed("process")),
+        };
         if self.is_alive() {
             tracing::debug!(pid, signal, "signalling process");
             supervisor::signal(*pid, signal)?;
@@ -247,11 +259,15 @@ impl Process {
         Ok(())
     }
 
-    /// Releases the handle (`Process.close`); refuses while the child runs.
-    pub fn close(self) -> std::result::Result<(), (Self, Error)> {
+    /// Releases what the handle holds (`Process.close`); refuses while the
+    /// child runs. Afterwards `join`, `terminate` and `kill` fail with
+    /// `Error::Closed`, and `pid`/`exitcode` say `None`.
+    pub fn close(&mut self) -> Result<()> {
         if self.is_alive() {
-            return Err((self, Error::StillRunning));
+            return Err(Error::StillRunning);
         }
+        self.target = None;
+        self.state = State::Closed;
         Ok(())
     }
 }
@@ -266,6 +282,7 @@ impl std::fmt::Display for Process {
         write!(f, " parent={}", std::process::id())?;
         match (&self.state, self.exitcode()) {
             (State::Idle, _) => write!(f, " initial")?,
+            (State::Closed, _) => write!(f, " closed")?,
             (State::Started { .. }, None) if self.is_alive() => write!(f, " started")?,
             (State::Started { .. }, None) => write!(f, " lost")?,
             (State::Started { .. }, Some(0)) => write!(f, " stopped")?,
