@@ -5,6 +5,8 @@
 //! with a child running; prints `ok` when everything behaved.
 //! `scenario tree`: starts children and a grandchild under both start methods,
 //! prints `ready`, then waits to be SIGKILLed.
+//! `scenario fds-stable`: starts and joins many processes under both start
+//! methods and prints `ok` if this process's open fds did not grow.
 //! `scenario orderly-exit`: starts a daemonic child that never ends and a
 //! non-daemonic one that finishes a little later, then returns from `main`.
 
@@ -41,6 +43,32 @@ async fn orderly_exit() {
         println!("child {} daemon={daemon}", p.pid().expect("pid"));
     }
     println!("main returns");
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).expect("/proc/self/fd")
+}
+
+async fn fds_stable() {
+    let cycle = || async {
+        for method in [StartMethod::Forkserver, StartMethod::Spawn] {
+            let mut p = Process::new(returns, ()).start_method(method);
+            p.start().await.expect("start");
+            p.join().await.expect("join");
+            let mut p = Process::new(block_forever, ()).start_method(method);
+            p.start().await.expect("start");
+            p.kill().expect("kill");
+            p.join().await.expect("join");
+        }
+    };
+    cycle().await;
+    let before = open_fds();
+    for _ in 0..25 {
+        cycle().await;
+    }
+    let after = open_fds();
+    assert_eq!(before, after, "open fds grew from {before} to {after}");
+    println!("ok");
 }
 
 /// Pids of this process's direct children whose environment says `role`.
@@ -108,6 +136,7 @@ async fn main() {
         Some("forkserver-killed") => forkserver_killed().await,
         Some("tree") => tree().await,
         Some("orderly-exit") => orderly_exit().await,
+        Some("fds-stable") => fds_stable().await,
         other => {
             eprintln!("usage: scenario forkserver-killed|tree (got {other:?})");
             std::process::exit(2);

@@ -84,3 +84,9 @@ fn orderly_exit_terminates_daemons_and_waits_for_the_rest() {
         assert!(!pid_alive(pid), "child {pid} outlived an orderly exit");
     }
 }
+
+#[test]
+fn starting_and_joining_leaks_no_fd_in_the_parent() {
+    let out = Command::new(SCENARIO).arg("fds-stable").output().expect("run scenario");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
+}
