@@ -82,6 +82,9 @@ pub enum Error {
     /// The object was closed by this process.
     #[error("use a closed {0}")]
     Closed(&'static str),
+    /// A manager could not carry out a request (Python raises there).
+    #[error("call the manager: {0}")]
+    Remote(String),
     #[error(transparent)]
     Io(#[from] io::Error),
 }

@@ -31,14 +31,15 @@
 //! ```
 #![deny(unsafe_code)]
 
-// Lets the crate's own tests use `#[multiproc::task]`.
-#[cfg(test)]
+// Lets the crate register its own tasks (the manager's server) with
+// `#[multiproc::task]`, which names paths from `::multiproc`.
 extern crate self as multiproc;
 
 mod bootstrap;
 mod current;
 mod error;
 mod forkserver;
+mod manager;
 mod process;
 mod registry;
 mod supervisor;
@@ -49,6 +50,7 @@ pub use current::{
     ChildProcess, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process,
 };
 pub use error::{Error, ExitStatus, Result};
+pub use manager::{DictProxy, ListProxy, Manager, Namespace};
 pub use multiproc_macros::{target, task};
 pub use process::{Process, StartMethod, get_start_method, set_start_method};
 pub use registry::{Async, Plain, Target, TaskFn};

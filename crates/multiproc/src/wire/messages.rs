@@ -105,6 +105,62 @@ pub enum FromWorker {
     Done { id: u64, results: Vec<Result<ByteBuf, Failure>> },
 }
 
+/// Kinds of object a manager hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectKind {
+    Dict,
+    List,
+    Namespace,
+}
+
+/// Proxy → manager. Keys and values are msgpack bytes of the proxy's types.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ManagerRequest {
+    /// Host a new object, filled with `items` (pairs for a dict, one value
+    /// each for a list).
+    Create {
+        kind: ObjectKind,
+        items: Vec<(ByteBuf, ByteBuf)>,
+    },
+    Call {
+        id: u64,
+        op: ObjectOp,
+    },
+    Shutdown,
+}
+
+/// One operation on a hosted object; Python's method names where they exist.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ObjectOp {
+    Get(ByteBuf),
+    Set(ByteBuf, ByteBuf),
+    Delete(ByteBuf),
+    Contains(ByteBuf),
+    Len,
+    Items,
+    Clear,
+    Index(i64),
+    SetIndex(i64, ByteBuf),
+    Append(ByteBuf),
+    Extend(Vec<ByteBuf>),
+    Insert(i64, ByteBuf),
+    Pop(Option<i64>),
+    Reverse,
+}
+
+/// Manager → proxy.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ManagerReply {
+    Created(u64),
+    Value(Option<ByteBuf>),
+    Items(Vec<(ByteBuf, ByteBuf)>),
+    Len(u64),
+    Bool(bool),
+    Done,
+    /// Python would raise here (`IndexError`, a wrong object kind).
+    Error(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
