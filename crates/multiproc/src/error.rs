@@ -85,6 +85,9 @@ pub enum Error {
     /// A manager could not carry out a request (Python raises there).
     #[error("call the manager: {0}")]
     Remote(String),
+    /// The peer does not know the authkey, or we do not know its.
+    #[error("authenticate: {0}")]
+    Authentication(String),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
