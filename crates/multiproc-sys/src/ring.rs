@@ -56,7 +56,9 @@ pub enum Push {
     /// Not enough free bytes right now.
     NoRoom,
     /// The record can never fit: larger than the whole ring.
-    TooLarge { max: usize },
+    TooLarge {
+        max: usize,
+    },
 }
 
 /// The shared queue storage. Cheap to share by reference between threads.
@@ -187,7 +189,7 @@ impl Ring {
         loop {
             match self.try_push(payload)? {
                 Push::Full | Push::NoRoom if !passed(deadline) => {
-                    self.wait_room(deadline)?;
+                    self.wait_room(payload.len(), deadline)?;
                 }
                 other => return Ok(other),
             }
@@ -218,13 +220,18 @@ impl Ring {
         self.sleep_until(O_NOT_EMPTY, O_GETTERS, deadline, || self.len() > 0)
     }
 
-    /// Waits until some record leaves the ring (or it is empty), or until
-    /// `deadline`; a producer then retries.
-    pub fn wait_room(&self, deadline: Option<Instant>) -> io::Result<bool> {
-        let seq = self.u32(O_NOT_FULL).load(Ordering::SeqCst);
-        self.sleep_until(O_NOT_FULL, O_PUTTERS, deadline, || {
-            self.u32(O_NOT_FULL).load(Ordering::SeqCst) != seq || self.len() == 0
-        })
+    /// Waits until a record of `payload_len` bytes would fit (by item count
+    /// and by bytes), or until `deadline`; a producer then retries.
+    pub fn wait_room(&self, payload_len: usize, deadline: Option<Instant>) -> io::Result<bool> {
+        self.sleep_until(O_NOT_FULL, O_PUTTERS, deadline, || self.has_room(payload_len))
+    }
+
+    /// A lock-free estimate: whether a record of `payload_len` bytes fits now.
+    fn has_room(&self, payload_len: usize) -> bool {
+        let tail = self.u64(O_TAIL).load(Ordering::SeqCst);
+        let head = self.u64(O_HEAD).load(Ordering::SeqCst);
+        let used = tail.saturating_sub(head);
+        !self.is_full() && self.capacity as u64 - used.min(self.capacity as u64) >= (LEN_BYTES + payload_len) as u64
     }
 
     /// Sleeps on the sequence word at `seq_at` until `ready()` or `deadline`,
