@@ -220,6 +220,17 @@ impl Connection {
         Ok(Self::with(fd, DEFAULT_MAX_FRAME))
     }
 
+    /// Another handle on the same end (the socket is duplicated; buffers
+    /// are not). Useful to pass an end to a child while keeping it, as
+    /// Python code does by passing `pipe` and then calling `pipe[0].close()`.
+    pub fn try_clone(&self) -> Result<Self> {
+        let fd = self.fd()?.try_clone_to_owned()?;
+        let mut c = Self::with(fd, self.max);
+        c.readable = self.readable;
+        c.writable = self.writable;
+        Ok(c)
+    }
+
     /// Largest message this end sends or accepts.
     pub fn max_message(&self) -> usize {
         self.max
