@@ -34,8 +34,27 @@ pub struct PidLock<'a> {
     owner: &'a AtomicU32,
 }
 
+/// This process's pid, cached: `getpid` is a system call, and the lock
+/// records its holder on every acquisition. A forked child resets the cache
+/// (an `atfork` handler) before it can take a lock.
 fn my_pid() -> u32 {
-    std::process::id()
+    static CACHED: AtomicU32 = AtomicU32::new(0);
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget_in_child() {
+        CACHED.store(0, Ordering::Relaxed);
+    }
+    let pid = CACHED.load(Ordering::Relaxed);
+    if pid != 0 {
+        return pid;
+    }
+    REGISTER.call_once(|| {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe, so it may run in a child forked from any thread.
+        unsafe { nix::libc::pthread_atfork(None, None, Some(forget_in_child)) };
+    });
+    let pid = std::process::id();
+    CACHED.store(pid, Ordering::Relaxed);
+    pid
 }
 
 /// Whether `pid` names a process that has not exited (a zombie has).
