@@ -96,6 +96,9 @@ impl PipeBuilder {
     }
 }
 
+/// Bytes [`Connection::feed`] lets accumulate before it writes.
+pub const BATCH_BYTES: usize = 64 << 10;
+
 /// How the socket is waited on: not yet registered with a runtime, or
 /// registered with the one that first waited on it.
 #[derive(Debug)]
@@ -268,7 +271,7 @@ impl Connection {
     }
 
     /// Queues `msg` as one frame, without writing.
-    fn feed<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
+    fn queue_frame<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
         self.check(true)?;
         self.writer.push(self.max, |buf| {
             let (r, fds) = fds::capture(|| {
@@ -309,7 +312,8 @@ impl Connection {
         }
     }
 
-    async fn flush(&mut self) -> Result<()> {
+    /// Writes every queued message (see [`feed`](Self::feed)).
+    pub async fn flush(&mut self) -> Result<()> {
         while !self.writer.is_empty() {
             if !self.write_some()? {
                 ready_async(&mut self.io, true).await?;
@@ -318,7 +322,8 @@ impl Connection {
         Ok(())
     }
 
-    fn blocking_flush(&mut self) -> Result<()> {
+    /// [`flush`](Self::flush) for sync code.
+    pub fn blocking_flush(&mut self) -> Result<()> {
         while !self.writer.is_empty() {
             if !self.write_some()? {
                 poll_fd(self.fd()?, true, None)?;
@@ -371,14 +376,36 @@ impl Connection {
     /// all of it. Cancel-safe: a dropped call leaves the message queued
     /// whole, to be written before the next one.
     pub async fn send<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
-        self.feed(msg)?;
+        self.queue_frame(msg)?;
         self.flush().await
     }
 
     /// [`send`](Self::send) for sync code.
     pub fn blocking_send<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
-        self.feed(msg)?;
+        self.queue_frame(msg)?;
         self.blocking_flush()
+    }
+
+    /// Queues one value to be sent, writing only once [`BATCH_BYTES`] are
+    /// queued: many small messages then cost one system call. Queued
+    /// messages are sent by the next [`flush`](Self::flush) or `send`, in
+    /// order; call `flush` when done, as with a buffered writer (dropping
+    /// the connection makes one last attempt that does not wait).
+    pub async fn feed<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
+        self.queue_frame(msg)?;
+        if self.writer.pending_len() >= BATCH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// [`feed`](Self::feed) for sync code.
+    pub fn blocking_feed<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
+        self.queue_frame(msg)?;
+        if self.writer.pending_len() >= BATCH_BYTES {
+            self.blocking_flush()?;
+        }
+        Ok(())
     }
 
     /// Sends raw bytes as one message (`conn.send_bytes(buf)`).
@@ -450,6 +477,15 @@ impl Connection {
         self.check(false)?;
         let deadline = timeout.map(|t| Instant::now() + t);
         self.blocking_fill(deadline)
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Fed but unflushed messages: one last write that does not wait.
+        if !self.writer.is_empty() && self.io.is_some() {
+            while matches!(self.write_some(), Ok(true)) && !self.writer.is_empty() {}
+        }
     }
 }
 
