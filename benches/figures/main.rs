@@ -6,6 +6,7 @@
 //! Each area of the library owns one module and lists its figures there.
 
 mod manager;
+mod pipe;
 mod process;
 
 use std::future::Future;
@@ -26,6 +27,7 @@ fn all() -> Vec<(&'static str, Measure)> {
     let mut v = Vec::new();
     v.extend(process::FIGURES.iter().copied());
     v.extend(manager::FIGURES.iter().copied());
+    v.extend(pipe::FIGURES.iter().copied());
     v
 }
 

@@ -4,4 +4,6 @@
 mod common;
 mod faults;
 mod manager;
+mod pipe;
 mod process;
+mod queue;

@@ -88,6 +88,23 @@ pub enum Error {
     /// The peer does not know the authkey, or we do not know its.
     #[error("authenticate: {0}")]
     Authentication(String),
+    /// Nothing to take: `queue.Empty`.
+    #[error("get an item: the queue is empty")]
+    Empty,
+    /// No room: `queue.Full`.
+    #[error("put an item: the queue is full")]
+    Full,
+    /// An item too big for the queue's shared storage.
+    #[error(
+        "put an item of {len} bytes: the queue holds items of at most {max} bytes (see Queue::builder().capacity_bytes)"
+    )]
+    ItemTooLarge { len: usize, max: usize },
+    /// `JoinableQueue.task_done` called more often than items were put.
+    #[error("mark a task done: task_done() called too many times")]
+    TaskDoneTooManyTimes,
+    /// A byte range outside its buffer (`send_bytes(buf, offset, size)`).
+    #[error("send bytes {offset}..{offset}+{size} of a {len}-byte buffer: out of range")]
+    BadRange { offset: usize, size: usize, len: usize },
     #[error(transparent)]
     Io(#[from] io::Error),
 }

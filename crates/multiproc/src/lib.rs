@@ -40,7 +40,9 @@ mod current;
 mod error;
 mod forkserver;
 mod manager;
+mod pipe;
 mod process;
+mod queue;
 mod registry;
 mod supervisor;
 pub mod wire;
@@ -52,7 +54,9 @@ pub use current::{
 pub use error::{Error, ExitStatus, Result};
 pub use manager::{DictProxy, ListProxy, Manager, Namespace};
 pub use multiproc_macros::{target, task};
+pub use pipe::{Connection, Pipe, PipeBuilder};
 pub use process::{Process, StartMethod, get_start_method, set_start_method};
+pub use queue::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
 pub use registry::{Async, Plain, Target, TaskFn};
 
 #[doc(hidden)]
