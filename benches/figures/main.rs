@@ -8,6 +8,7 @@
 mod manager;
 mod pipe;
 mod process;
+mod sync;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,6 +28,7 @@ fn all() -> Vec<(&'static str, Measure)> {
     let mut v = Vec::new();
     v.extend(process::FIGURES.iter().copied());
     v.extend(manager::FIGURES.iter().copied());
+    v.extend(sync::FIGURES.iter().copied());
     v.extend(pipe::FIGURES.iter().copied());
     v
 }
