@@ -205,3 +205,23 @@ fn async_methods_outside_a_runtime_are_an_error() {
     let r = futures::executor::block_on(b.recv::<u8>());
     assert!(matches!(r, Err(Error::Io(e)) if e.to_string().contains("blocking_")));
 }
+
+#[tokio::test]
+async fn fed_messages_arrive_in_order_after_flush_or_send() {
+    let (mut a, mut b) = Pipe::new().expect("pipe");
+    for i in 0..50_000u32 {
+        a.feed(&i).await.expect("feed");
+    }
+    a.send(&u32::MAX).await.expect("send writes what was fed first");
+    a.blocking_feed(&7u32).expect("feed");
+    a.blocking_flush().expect("flush");
+    for i in 0..50_000u32 {
+        assert_eq!(b.recv::<u32>().await.expect("recv"), i);
+    }
+    assert_eq!(b.recv::<u32>().await.expect("recv"), u32::MAX);
+    assert_eq!(b.blocking_recv::<u32>().expect("recv"), 7);
+    a.feed(&8u32).await.expect("feed");
+    drop(a);
+    assert_eq!(b.recv::<u32>().await.expect("dropping makes one last write"), 8);
+    assert!(matches!(b.recv::<u32>().await, Err(Error::Eof)));
+}

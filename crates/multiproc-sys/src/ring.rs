@@ -170,7 +170,7 @@ impl Ring {
     /// Moves the oldest record into `out` (replacing its contents); `false`
     /// when the ring is empty. Wakes waiting producers.
     pub fn try_pop(&self, out: &mut Vec<u8>) -> io::Result<bool> {
-        if self.len() == 0 {
+        if self.is_empty() {
             return Ok(false);
         }
         let popped = self.lock()?.pop(out);
@@ -212,12 +212,12 @@ impl Ring {
     /// take it. `true` when a record was seen.
     pub fn wait_items(&self, deadline: Option<Instant>) -> io::Result<bool> {
         for _ in 0..SPINS {
-            if self.len() > 0 {
+            if !self.is_empty() {
                 return Ok(true);
             }
             std::hint::spin_loop();
         }
-        self.sleep_until(O_NOT_EMPTY, O_GETTERS, deadline, || self.len() > 0)
+        self.sleep_until(O_NOT_EMPTY, O_GETTERS, deadline, || !self.is_empty())
     }
 
     /// Waits until a record of `payload_len` bytes would fit (by item count
