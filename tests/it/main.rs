@@ -7,3 +7,4 @@ mod manager;
 mod pipe;
 mod process;
 mod queue;
+mod sync;

@@ -96,3 +96,53 @@ async fn manager_exits_when_every_handle_is_gone() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[multiproc::task]
+fn push_from_child(l: ListProxy<String>) {
+    l.blocking_append("from a child over TCP".into()).expect("append");
+}
+
+#[tokio::test]
+async fn tcp_peers_share_named_objects_after_the_challenge() {
+    let key = b"secret key";
+    let server = Manager::serve("127.0.0.1:0".parse().expect("addr"), key).await.expect("serve");
+    let address = server.address().expect("bound address");
+    let jobs = server.list_named::<String>("jobs").await.expect("list_named");
+    jobs.append("from the server".into()).await.expect("append");
+
+    let peer = Manager::connect(address, key).await.expect("connect with the key");
+    let same = peer.list_named::<String>("jobs").await.expect("the same list by name");
+    assert_eq!(same.to_vec().await.expect("to_vec"), vec!["from the server".to_string()]);
+    assert!(matches!(peer.dict_named::<u8, u8>("jobs").await, Err(Error::Remote(_))), "a name keeps its kind");
+
+    let mut p = Process::new(push_from_child, (same.clone(),));
+    p.start().await.expect("start");
+    assert_eq!(p.join().await.expect("join"), 0);
+    assert_eq!(jobs.len().await.expect("len"), 2);
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn tcp_strangers_are_refused_and_the_manager_serves_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Manager::serve("127.0.0.1:0".parse().expect("addr"), b"right").await.expect("serve");
+    let address = server.address().expect("bound address");
+
+    match Manager::connect(address, b"wrong").await {
+        Err(Error::Authentication(m)) => assert!(m.contains("refused"), "{m}"),
+        other => panic!("a wrong key must be refused, got {other:?}"),
+    }
+
+    // A stranger that announces a huge frame instead of answering.
+    let mut stranger = tokio::net::TcpStream::connect(address).await.expect("connect");
+    stranger.write_all(&[0x7f, 0xff, 0xff, 0xff, 0]).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = stranger.read_to_end(&mut buf).await;
+
+    let peer = Manager::connect(address, b"right").await.expect("the right key still works");
+    let ns = peer.namespace_named("ns").await.expect("namespace");
+    ns.set("x", &1u8).await.expect("set");
+    assert_eq!(ns.get::<u8>("x").await.expect("get"), Some(1));
+    assert!(matches!(Manager::serve("127.0.0.1:0".parse().expect("addr"), b"").await, Err(Error::Authentication(_))));
+    server.shutdown().await.expect("shutdown");
+}

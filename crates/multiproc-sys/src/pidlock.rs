@@ -8,7 +8,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::futex;
 
@@ -77,30 +77,86 @@ impl<'a> PidLock<'a> {
     /// Takes the lock, waiting as long as it takes (a dead holder is
     /// replaced within [`CHECK_EVERY`]).
     pub fn lock(&self) -> io::Result<Acquired> {
+        Ok(self.lock_until(None)?.expect("no deadline, so never timed out"))
+    }
+
+    /// Takes the lock if it is free now.
+    pub fn try_lock(&self) -> bool {
         if self.word.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
             self.owner.store(my_pid(), Ordering::Relaxed);
-            return Ok(Acquired::Clean);
+            return true;
+        }
+        false
+    }
+
+    /// Takes the lock, waiting until `deadline` at most; `Ok(None)` when the
+    /// deadline passed first.
+    pub fn lock_until(&self, deadline: Option<Instant>) -> io::Result<Option<Acquired>> {
+        if self.try_lock() {
+            return Ok(Some(Acquired::Clean));
         }
         for _ in 0..SPINS {
             std::hint::spin_loop();
-            if self.word.load(Ordering::Relaxed) == 0
-                && self.word.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
-            {
-                self.owner.store(my_pid(), Ordering::Relaxed);
-                return Ok(Acquired::Clean);
+            if self.word.load(Ordering::Relaxed) == 0 && self.try_lock() {
+                return Ok(Some(Acquired::Clean));
             }
         }
         loop {
             if self.word.swap(2, Ordering::Acquire) == 0 {
                 self.owner.store(my_pid(), Ordering::Relaxed);
-                return Ok(Acquired::Clean);
+                return Ok(Some(Acquired::Clean));
             }
-            if futex::wait(self.word, 2, Some(CHECK_EVERY))? == futex::Wait::TimedOut
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left.min(CHECK_EVERY),
+                    _ => return Ok(None),
+                },
+                None => CHECK_EVERY,
+            };
+            if futex::wait(self.word, 2, Some(left))? == futex::Wait::TimedOut
                 && let Some(dead) = self.take_over_from_dead()
             {
-                return Ok(Acquired::FromDeadHolder(dead));
+                return Ok(Some(Acquired::FromDeadHolder(dead)));
             }
         }
+    }
+
+    /// Takes the lock if it is free now, marking it contended so that its
+    /// release wakes the next waiter (for a waiter that slept elsewhere).
+    pub fn try_lock_contended(&self) -> bool {
+        if self.word.compare_exchange(0, 2, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            self.owner.store(my_pid(), Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Sleeps while the lock is held, until `until` at most, without taking
+    /// it (a waiter that may be cancelled takes it afterwards with
+    /// [`try_lock_contended`](Self::try_lock_contended)).
+    pub fn wait_while_held(&self, until: Instant) -> io::Result<()> {
+        loop {
+            match self.word.load(Ordering::Relaxed) {
+                0 => return Ok(()),
+                1 if self.word.compare_exchange(1, 2, Ordering::Relaxed, Ordering::Relaxed).is_err() => continue,
+                _ => {}
+            }
+            let left = until.saturating_duration_since(Instant::now()).min(CHECK_EVERY);
+            if left.is_zero() || futex::wait(self.word, 2, Some(left))? == futex::Wait::TimedOut {
+                return Ok(());
+            }
+        }
+    }
+
+    /// If the recorded holder died, becomes the holder in its place and
+    /// returns the dead pid.
+    pub fn try_take_over(&self) -> Option<u32> {
+        self.take_over_from_dead()
+    }
+
+    /// Whether some process holds the lock now.
+    pub fn is_locked(&self) -> bool {
+        self.word.load(Ordering::Relaxed) != 0
     }
 
     /// If the recorded holder is gone, becomes the holder in its place.

@@ -45,6 +45,8 @@ mod process;
 mod queue;
 mod registry;
 mod supervisor;
+mod sync;
+mod value;
 pub mod wire;
 mod worker;
 
@@ -58,6 +60,11 @@ pub use pipe::{Connection, Pipe, PipeBuilder};
 pub use process::{Process, StartMethod, get_start_method, set_start_method};
 pub use queue::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
 pub use registry::{Async, Plain, Target, TaskFn};
+pub use sync::{
+    Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
+    SemaphoreGuard,
+};
+pub use value::{Array, Primitive, SharedString, Value};
 
 #[doc(hidden)]
 pub mod __private {

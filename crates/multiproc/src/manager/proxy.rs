@@ -2,6 +2,7 @@
 //! `blocking_*` twins for sync code (a plain `fn` task in a child).
 
 use std::marker::PhantomData;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
@@ -9,43 +10,88 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_bytes::ByteBuf;
 
-use super::{decode, encode, unexpected};
+use super::{auth, decode, encode, unexpected};
 use crate::error::{Error, Result};
 use crate::wire::fds::PassFd;
 use crate::wire::{BlockingChannel, Channel, DEFAULT_MAX_FRAME, ManagerReply, ManagerRequest, ObjectOp};
 
-/// This process's way to the manager: the rendezvous end, and connections
-/// made from it on first use (one for async calls, one for blocking ones).
+/// How a process reaches a manager.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Route {
+    /// Locally: the rendezvous end; a new connection is a socketpair end
+    /// sent through it.
+    Rendezvous(PassFd),
+    /// Over TCP, proving knowledge of the authkey.
+    Tcp { address: SocketAddr, authkey: ByteBuf },
+}
+
+/// This process's way to the manager, and the connections made on first use
+/// (one for async calls, one for blocking ones).
 #[derive(Debug)]
 pub(crate) struct Server {
-    rendezvous: PassFd,
+    route: Route,
     blocking: std::sync::Mutex<Option<BlockingChannel>>,
     asynchronous: tokio::sync::Mutex<Option<Channel>>,
 }
 
 impl Server {
-    pub fn new(rendezvous: OwnedFd) -> Self {
-        Self {
-            rendezvous: PassFd(rendezvous),
-            blocking: std::sync::Mutex::new(None),
-            asynchronous: tokio::sync::Mutex::new(None),
+    pub fn new(route: Route) -> Self {
+        Self { route, blocking: std::sync::Mutex::new(None), asynchronous: tokio::sync::Mutex::new(None) }
+    }
+
+    /// A new private local connection.
+    fn rendezvous(rendezvous: &PassFd) -> Result<OwnedFd> {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)?;
+        multiproc_sys::fdpass::send(rendezvous.borrow(), &[std::io::IoSlice::new(&[1])], &[theirs.as_fd()])
+            .map_err(|e| if e.raw_os_error() == Some(nix::libc::EPIPE) { Error::Eof } else { e.into() })?;
+        Ok(ours)
+    }
+
+    async fn connect(&self) -> Result<Channel> {
+        match &self.route {
+            Route::Rendezvous(r) => Channel::new(Self::rendezvous(r)?, DEFAULT_MAX_FRAME),
+            Route::Tcp { address, authkey } => {
+                let stream = tokio::net::TcpStream::connect(address).await?.into_std()?;
+                let mut ch = Channel::new(OwnedFd::from(stream), auth::UNAUTHENTICATED_MAX_FRAME)?;
+                let (answer, ours) = auth::answer(ch.recv().await?, authkey)?;
+                ch.send(&answer).await?;
+                auth::check_welcome(ch.recv().await?, authkey, &ours)?;
+                ch.set_max(DEFAULT_MAX_FRAME);
+                Ok(ch)
+            }
         }
     }
 
-    /// A new private connection: one end of a fresh socketpair goes to the
-    /// manager through the rendezvous.
-    fn connect(&self) -> Result<OwnedFd> {
-        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)?;
-        multiproc_sys::fdpass::send(self.rendezvous.borrow(), &[std::io::IoSlice::new(&[1])], &[theirs.as_fd()])
-            .map_err(|e| if e.raw_os_error() == Some(nix::libc::EPIPE) { Error::Eof } else { e.into() })?;
-        Ok(ours)
+    fn blocking_connect(&self) -> Result<BlockingChannel> {
+        match &self.route {
+            Route::Rendezvous(r) => Ok(BlockingChannel::new(Self::rendezvous(r)?, DEFAULT_MAX_FRAME)),
+            Route::Tcp { address, authkey } => {
+                let stream = std::net::TcpStream::connect(address)?;
+                let mut ch = BlockingChannel::new(OwnedFd::from(stream), auth::UNAUTHENTICATED_MAX_FRAME);
+                let (answer, ours) = auth::answer(ch.recv()?, authkey)?;
+                ch.send(&answer)?;
+                auth::check_welcome(ch.recv()?, authkey, &ours)?;
+                ch.set_max(DEFAULT_MAX_FRAME);
+                Ok(ch)
+            }
+        }
+    }
+
+    /// Checks the manager can be reached (and, over TCP, that both sides
+    /// know the authkey).
+    pub async fn ensure_connected(&self) -> Result<()> {
+        let mut conn = self.asynchronous.lock().await;
+        if conn.is_none() {
+            *conn = Some(self.connect().await?);
+        }
+        Ok(())
     }
 
     pub async fn request(&self, req: &ManagerRequest) -> Result<ManagerReply> {
         let mut conn = self.asynchronous.lock().await;
         if conn.is_none() {
-            *conn = Some(Channel::new(self.connect()?, DEFAULT_MAX_FRAME)?);
+            *conn = Some(self.connect().await?);
         }
         let ch = conn.as_mut().expect("connected above");
         ch.send(req).await?;
@@ -55,7 +101,7 @@ impl Server {
     pub fn blocking_request(&self, req: &ManagerRequest) -> Result<ManagerReply> {
         let mut conn = self.blocking.lock().map_err(|_| Error::Closed("manager connection"))?;
         if conn.is_none() {
-            *conn = Some(BlockingChannel::new(self.connect()?, DEFAULT_MAX_FRAME));
+            *conn = Some(self.blocking_connect()?);
         }
         let ch = conn.as_mut().expect("connected above");
         ch.send(req)?;
@@ -82,14 +128,14 @@ impl Handle {
 
 impl Serialize for Handle {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        (&self.server.rendezvous, self.id).serialize(s)
+        (&self.server.route, self.id).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Handle {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (rendezvous, id) = <(PassFd, u64)>::deserialize(d)?;
-        Ok(Self { server: Arc::new(Server::new(rendezvous.0)), id })
+        let (route, id) = <(Route, u64)>::deserialize(d)?;
+        Ok(Self { server: Arc::new(Server::new(route)), id })
     }
 }
 

@@ -117,10 +117,12 @@ pub enum ObjectKind {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ManagerRequest {
     /// Host a new object, filled with `items` (pairs for a dict, one value
-    /// each for a list).
+    /// each for a list); with a `name`, return the object of that name if it
+    /// exists (how peers on other hosts find shared objects).
     Create {
         kind: ObjectKind,
         items: Vec<(ByteBuf, ByteBuf)>,
+        name: Option<String>,
     },
     Call {
         id: u64,
@@ -146,6 +148,17 @@ pub enum ObjectOp {
     Insert(i64, ByteBuf),
     Pop(Option<i64>),
     Reverse,
+}
+
+/// The mutual challenge on a manager's TCP connections (HMAC-SHA256 of the
+/// other side's nonce under the shared authkey), as Python's
+/// `deliver_challenge`/`answer_challenge` but both ways in one exchange.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum AuthMessage {
+    Challenge { protocol: u32, nonce: ByteBuf },
+    Answer { digest: ByteBuf, nonce: ByteBuf },
+    Welcome { digest: ByteBuf },
+    Refused,
 }
 
 /// Manager → proxy.
