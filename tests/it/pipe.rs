@@ -229,3 +229,23 @@ async fn fed_messages_arrive_in_order_after_flush_or_send() {
     drop(a);
     tokio::task::spawn_blocking(move || reader.join().expect("reader")).await.expect("join");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_is_a_sink() {
+    use futures::SinkExt;
+    let (mut a, mut b) = Pipe::new().expect("pipe");
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        loop {
+            match b.recv::<u32>().await {
+                Ok(v) => got.push(v),
+                Err(Error::Eof) => return got,
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+    });
+    a.send_all(&mut futures::stream::iter((0..100_000u32).map(Ok))).await.expect("send_all");
+    SinkExt::<u32>::close(&mut a).await.expect("close");
+    assert!(a.is_closed());
+    assert_eq!(reader.await.expect("reader"), (0..100_000).collect::<Vec<_>>());
+}

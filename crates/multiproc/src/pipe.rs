@@ -481,6 +481,52 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// `poll_flush` of the `Sink`: writes until done or the socket is full.
+    fn poll_write_all(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<()>> {
+        use std::task::Poll;
+        loop {
+            if self.writer.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if self.write_some()? {
+                continue;
+            }
+            let s = registered(&mut self.io)?;
+            std::task::ready!(s.poll_write_ready(cx))?;
+            // As in `ready_async`: the next attempt decides.
+            let _ = s.try_io(Interest::WRITABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+        }
+    }
+}
+
+/// Messages as a `futures::Sink`: `start_send` queues as [`Connection::feed`]
+/// does, `poll_flush` writes, so `SinkExt::send_all` batches by itself.
+/// `poll_close` flushes and closes this end.
+impl<T: Serialize> futures::Sink<T> for Connection {
+    type Error = Error;
+
+    fn poll_ready(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<()>> {
+        let this = self.get_mut();
+        if this.writer.pending_len() >= BATCH_BYTES { this.poll_write_all(cx) } else { std::task::Poll::Ready(Ok(())) }
+    }
+
+    fn start_send(self: std::pin::Pin<&mut Self>, item: T) -> Result<()> {
+        self.get_mut().queue_frame(&item)
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<()>> {
+        self.get_mut().poll_write_all(cx)
+    }
+
+    fn poll_close(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_write_all(cx))?;
+        this.close();
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 impl Drop for Connection {
     fn drop(&mut self) {
         // Fed but unflushed messages: one last write that does not wait.
