@@ -47,9 +47,12 @@ const O_UNFINISHED: usize = 80;
 /// queue's memory follows what it holds rather than its capacity.
 const RELEASE_CHUNK: u64 = 2 << 20;
 
-/// Polls of the item count before a waiter sleeps on the futex: a consumer
-/// that keeps up with its producer should not pay a syscall per item.
-const SPINS: u32 = 2_000;
+/// Before a consumer sleeps on the futex it polls the item count, first
+/// yielding its CPU between polls (on a busy machine the producer may be
+/// waiting for it), then spinning: a consumer that keeps up with its producer
+/// should not pay two system calls per item.
+const YIELDS: u32 = 10;
+const SPINS: u32 = 200;
 
 /// Outcome of [`Ring::try_push`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +218,12 @@ impl Ring {
     /// Waits until the ring holds a record or `deadline` passes; does not
     /// take it. `true` when a record was seen.
     pub fn wait_items(&self, deadline: Option<Instant>) -> io::Result<bool> {
+        for _ in 0..YIELDS {
+            if !self.is_empty() {
+                return Ok(true);
+            }
+            std::thread::yield_now();
+        }
         for _ in 0..SPINS {
             if !self.is_empty() {
                 return Ok(true);
