@@ -49,6 +49,9 @@ pub const DEFAULT_CAPACITY_BYTES: usize = 32 << 20;
 /// Longest single wait of an async method on the blocking pool: a caller
 /// that gave up frees its thread within this time.
 const ASYNC_WAIT_SLICE: Duration = Duration::from_millis(250);
+/// Times an async `get` on an empty queue yields to the runtime and looks
+/// again before it waits on the blocking pool.
+const ASYNC_POLLS: u32 = 8;
 
 /// The per-process state of a queue, shared by its clones.
 #[derive(Debug)]
@@ -216,6 +219,7 @@ async fn put_async(shared: &Arc<Shared>, bytes: Vec<u8>, deadline: Option<Instan
 }
 
 async fn get_async<T: DeserializeOwned>(shared: &Arc<Shared>, deadline: Option<Instant>) -> Result<T> {
+    let mut polls = 0;
     loop {
         if let Some(v) = shared.try_get()? {
             return Ok(v);
@@ -223,6 +227,14 @@ async fn get_async<T: DeserializeOwned>(shared: &Arc<Shared>, deadline: Option<I
         if passed(deadline) {
             return Err(Error::Empty);
         }
+        // A consumer that keeps up finds the next item a moment later:
+        // yield to the runtime a few times before paying for a thread hop.
+        if polls < ASYNC_POLLS {
+            polls += 1;
+            tokio::task::yield_now().await;
+            continue;
+        }
+        polls = 0;
         wait_off_runtime(shared, deadline, |r, d, _| r.wait_items(Some(d)), 0).await?;
     }
 }
