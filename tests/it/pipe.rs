@@ -249,3 +249,19 @@ async fn a_connection_is_a_sink() {
     assert!(a.is_closed());
     assert_eq!(reader.await.expect("reader"), (0..100_000).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_cancelled_large_send_still_goes_out_whole_before_the_next() {
+    let (mut a, mut b) = Pipe::new().expect("pipe");
+    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
+    // Nobody reads yet: the socket fills and the send is cancelled half way.
+    let r = tokio::time::timeout(Duration::from_millis(50), a.send_bytes(&big)).await;
+    assert!(r.is_err(), "4 MiB cannot fit in the socket without a reader");
+    let expected = big.clone();
+    let reader = std::thread::spawn(move || {
+        assert!(b.blocking_recv_bytes().expect("the big message") == expected);
+        assert_eq!(b.blocking_recv_bytes().expect("the next"), b"after");
+    });
+    a.send_bytes(b"after").await.expect("send");
+    tokio::task::spawn_blocking(move || reader.join().expect("reader")).await.expect("join");
+}

@@ -23,7 +23,7 @@ use tokio::net::UnixStream;
 
 use crate::error::{Error, Result};
 use crate::wire::fds::{self, PassFd};
-use crate::wire::{DEFAULT_MAX_FRAME, FrameReader, FrameWriter};
+use crate::wire::{DEFAULT_MAX_FRAME, FrameReader, FrameWriter, HEADER_LEN, header};
 
 /// Makes connected pairs: `multiprocessing.Pipe`.
 ///
@@ -99,6 +99,58 @@ impl PipeBuilder {
 
 /// Bytes [`Connection::feed`] lets accumulate before it writes.
 pub const BATCH_BYTES: usize = 64 << 10;
+
+/// Raw messages at least this big are written straight from the caller's
+/// buffer instead of being copied into the connection's first.
+const DIRECT_BYTES: usize = 64 << 10;
+
+/// A large `send_bytes` in progress, written from the caller's buffer. If it
+/// stops half way (cancelled, or an error), the unsent rest is queued so the
+/// stream stays well-formed: a message goes out whole or not at all.
+struct DirectSend<'a> {
+    conn: &'a mut Connection,
+    header: [u8; HEADER_LEN],
+    payload: &'a [u8],
+    sent: usize,
+}
+
+impl DirectSend<'_> {
+    fn done(&self) -> bool {
+        self.sent == HEADER_LEN + self.payload.len()
+    }
+
+    /// One write attempt; `Ok(false)` when the socket is full.
+    fn write_some(&mut self) -> Result<bool> {
+        use nix::sys::socket::{MsgFlags, sendmsg};
+        let fd = self.conn.fd()?.as_raw_fd();
+        let (head, body) = if self.sent < HEADER_LEN {
+            (&self.header[self.sent..], self.payload)
+        } else {
+            (&[][..], &self.payload[self.sent - HEADER_LEN..])
+        };
+        match sendmsg::<()>(fd, &[io::IoSlice::new(head), io::IoSlice::new(body)], &[], MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(n) => {
+                self.sent += n;
+                Ok(true)
+            }
+            Err(nix::errno::Errno::EAGAIN) => Ok(false),
+            Err(nix::errno::Errno::EINTR) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Drop for DirectSend<'_> {
+    fn drop(&mut self) {
+        if self.sent > 0 && !self.done() {
+            if self.sent < HEADER_LEN {
+                self.conn.writer.push_raw(&self.header[self.sent..]);
+            }
+            let from = self.sent.saturating_sub(HEADER_LEN);
+            self.conn.writer.push_raw(&self.payload[from..]);
+        }
+    }
+}
 
 /// How the socket is waited on: not yet registered with a runtime, or
 /// registered with the one that first waited on it.
@@ -409,16 +461,41 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends raw bytes as one message (`conn.send_bytes(buf)`).
+    /// Sends raw bytes as one message (`conn.send_bytes(buf)`). Cancel-safe
+    /// like [`send`](Self::send).
     pub async fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
-        self.feed_bytes(buf)?;
-        self.flush().await
+        if buf.len() < DIRECT_BYTES {
+            self.feed_bytes(buf)?;
+            return self.flush().await;
+        }
+        self.check(true)?;
+        let header = header(buf.len(), 0, self.max)?;
+        self.flush().await?;
+        let mut d = DirectSend { conn: self, header, payload: buf, sent: 0 };
+        while !d.done() {
+            if !d.write_some()? {
+                ready_async(&mut d.conn.io, true).await?;
+            }
+        }
+        Ok(())
     }
 
     /// [`send_bytes`](Self::send_bytes) for sync code.
     pub fn blocking_send_bytes(&mut self, buf: &[u8]) -> Result<()> {
-        self.feed_bytes(buf)?;
-        self.blocking_flush()
+        if buf.len() < DIRECT_BYTES {
+            self.feed_bytes(buf)?;
+            return self.blocking_flush();
+        }
+        self.check(true)?;
+        let header = header(buf.len(), 0, self.max)?;
+        self.blocking_flush()?;
+        let mut d = DirectSend { conn: self, header, payload: buf, sent: 0 };
+        while !d.done() {
+            if !d.write_some()? {
+                poll_fd(d.conn.fd()?, true, None)?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends `size` bytes of `buf` from `offset` (`send_bytes(buf, offset,
