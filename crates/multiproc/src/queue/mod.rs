@@ -126,6 +126,8 @@ fn deadline_after(timeout: Duration) -> Option<Instant> {
 thread_local! {
     /// Reused buffer for records taken out of a ring.
     static RECORD: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Reused buffer for items being put.
+    static ENCODED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 impl Shared {
@@ -136,6 +138,25 @@ impl Shared {
     fn encode<T: Serialize>(&self, item: &T) -> Result<Vec<u8>> {
         self.check_open()?;
         crate::wire::encode("a queue item", item)
+    }
+
+    /// Encodes `item` and pushes it if there is room now; otherwise returns
+    /// the encoded bytes for a waiting retry. The fast path reuses a
+    /// per-thread buffer.
+    fn try_put<T: Serialize>(&self, item: &T) -> Result<Option<Vec<u8>>> {
+        self.check_open()?;
+        let mut buf = ENCODED.take();
+        buf.clear();
+        let r = rmp_serde::encode::write(&mut buf, item)
+            .map_err(|e| Error::Encode { what: "a queue item", reason: e.to_string() })
+            .and_then(|()| self.try_push(&buf));
+        let out = match r {
+            Ok(true) => Ok(None),
+            Ok(false) => Ok(Some(buf.clone())),
+            Err(e) => Err(e),
+        };
+        ENCODED.set(buf);
+        out
     }
 
     /// One attempt to push; `Ok(false)` when there is no room now.
@@ -310,8 +331,10 @@ impl<T> Queue<T> {
 impl<T: Serialize> Queue<T> {
     /// Puts an item, waiting while the queue is full (`q.put(item)`).
     pub async fn put(&self, item: T) -> Result<()> {
-        let bytes = self.shared.encode(&item)?;
-        put_async(&self.shared, bytes, None).await
+        match self.shared.try_put(&item)? {
+            None => Ok(()),
+            Some(bytes) => put_async(&self.shared, bytes, None).await,
+        }
     }
 
     /// Puts an item, waiting at most `timeout` for room; [`Error::Full`]
@@ -324,14 +347,18 @@ impl<T: Serialize> Queue<T> {
     /// Puts an item if there is room now, else [`Error::Full`]
     /// (`q.put_nowait(item)`).
     pub fn put_nowait(&self, item: T) -> Result<()> {
-        let bytes = self.shared.encode(&item)?;
-        if self.shared.try_push(&bytes)? { Ok(()) } else { Err(Error::Full) }
+        match self.shared.try_put(&item)? {
+            None => Ok(()),
+            Some(_) => Err(Error::Full),
+        }
     }
 
     /// [`put`](Self::put) for sync code.
     pub fn blocking_put(&self, item: T) -> Result<()> {
-        let bytes = self.shared.encode(&item)?;
-        self.shared.blocking_put(&bytes, None)
+        match self.shared.try_put(&item)? {
+            None => Ok(()),
+            Some(bytes) => self.shared.blocking_put(&bytes, None),
+        }
     }
 
     /// [`put_timeout`](Self::put_timeout) for sync code.
