@@ -265,3 +265,14 @@ async fn a_cancelled_large_send_still_goes_out_whole_before_the_next() {
     a.send_bytes(b"after").await.expect("send");
     tokio::task::spawn_blocking(move || reader.join().expect("reader")).await.expect("join");
 }
+
+/// On a single-threaded runtime a waiting `recv` must leave the thread to
+/// the task that will send.
+#[tokio::test(flavor = "current_thread")]
+async fn a_waiting_recv_does_not_block_the_runtime() {
+    let (mut a, mut b) = Pipe::new().expect("pipe");
+    let receiver = tokio::spawn(async move { b.recv::<String>().await });
+    tokio::task::yield_now().await;
+    a.send("wake up").await.expect("send");
+    assert_eq!(receiver.await.expect("task").expect("recv"), "wake up");
+}
