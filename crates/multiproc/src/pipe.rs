@@ -120,21 +120,28 @@ impl DirectSend<'_> {
     }
 
     /// One write attempt; `Ok(false)` when the socket is full.
-    fn write_some(&mut self) -> Result<bool> {
+    fn write_some(&mut self, via_runtime: bool) -> Result<bool> {
         use nix::sys::socket::{MsgFlags, sendmsg};
-        let fd = self.conn.fd()?.as_raw_fd();
         let (head, body) = if self.sent < HEADER_LEN {
             (&self.header[self.sent..], self.payload)
         } else {
             (&[][..], &self.payload[self.sent - HEADER_LEN..])
         };
-        match sendmsg::<()>(fd, &[io::IoSlice::new(head), io::IoSlice::new(body)], &[], MsgFlags::MSG_NOSIGNAL, None) {
+        let write = |fd: BorrowedFd<'_>| -> io::Result<usize> {
+            let bufs = [io::IoSlice::new(head), io::IoSlice::new(body)];
+            Ok(sendmsg::<()>(fd.as_raw_fd(), &bufs, &[], MsgFlags::MSG_NOSIGNAL, None)?)
+        };
+        let r = match self.conn.io.as_ref().ok_or(Error::Closed("connection"))? {
+            Io::Registered(s) if via_runtime => s.try_io(Interest::WRITABLE, || write(s.as_fd())),
+            other => write(other.fd()),
+        };
+        match r {
             Ok(n) => {
                 self.sent += n;
                 Ok(true)
             }
-            Err(nix::errno::Errno::EAGAIN) => Ok(false),
-            Err(nix::errno::Errno::EINTR) => Ok(true),
+            Err(e) if would_block(&e) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
             Err(e) => Err(e.into()),
         }
     }
@@ -245,15 +252,16 @@ fn registered(io: &mut Option<Io>) -> Result<&UnixStream> {
     }
 }
 
-/// Waits (async) until the socket may be ready again after a `WouldBlock`.
+/// Waits (async) until the socket may be ready after a `WouldBlock`.
+///
+/// Async attempts go through tokio's `try_io`, which clears its readiness
+/// flag when the system call says `WouldBlock`, so this sleeps until the
+/// kernel reports readiness again. (Blocking attempts bypass tokio; the flag
+/// they may leave set only costs one more attempt.)
 async fn ready_async(io: &mut Option<Io>, write: bool) -> Result<()> {
     let s = registered(io)?;
     let interest = if write { Interest::WRITABLE } else { Interest::READABLE };
     s.ready(interest).await?;
-    // The caller's next attempt tells whether it really is ready; clearing
-    // the flag now makes the wait after a failed attempt sleep until the
-    // kernel reports readiness again.
-    let _ = s.try_io(interest, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
     Ok(())
 }
 
@@ -343,10 +351,15 @@ impl Connection {
         })
     }
 
-    /// One write attempt; `Ok(false)` when the socket is full.
-    fn write_some(&mut self) -> Result<bool> {
-        let fd = self.io.as_ref().map(Io::fd).ok_or(Error::Closed("connection"))?;
-        match self.writer.write_to(fd) {
+    /// One write attempt; `Ok(false)` when the socket is full. `via_runtime`:
+    /// an async caller, whose `WouldBlock` must clear tokio's readiness.
+    fn write_some(&mut self, via_runtime: bool) -> Result<bool> {
+        let Self { io, writer, .. } = self;
+        let r = match io.as_ref().ok_or(Error::Closed("connection"))? {
+            Io::Registered(s) if via_runtime => s.try_io(Interest::WRITABLE, || writer.write_to(s.as_fd())),
+            other => writer.write_to(other.fd()),
+        };
+        match r {
             Ok(()) => Ok(true),
             Err(e) if would_block(&e) => Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
@@ -354,10 +367,15 @@ impl Connection {
         }
     }
 
-    /// One read attempt; `Ok(false)` when nothing was there.
-    fn read_some(&mut self) -> Result<bool> {
-        let fd = self.io.as_ref().map(Io::fd).ok_or(Error::Closed("connection"))?;
-        match self.reader.read_from(fd) {
+    /// One read attempt; `Ok(false)` when nothing was there. `via_runtime`
+    /// as for [`write_some`](Self::write_some).
+    fn read_some(&mut self, via_runtime: bool) -> Result<bool> {
+        let Self { io, reader, .. } = self;
+        let r = match io.as_ref().ok_or(Error::Closed("connection"))? {
+            Io::Registered(s) if via_runtime => s.try_io(Interest::READABLE, || reader.read_from(s.as_fd())),
+            other => reader.read_from(other.fd()),
+        };
+        match r {
             Ok(_) => Ok(true),
             Err(e) if would_block(&e) => Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
@@ -368,7 +386,7 @@ impl Connection {
     /// Writes every queued message (see [`feed`](Self::feed)).
     pub async fn flush(&mut self) -> Result<()> {
         while !self.writer.is_empty() {
-            if !self.write_some()? {
+            if !self.write_some(true)? {
                 ready_async(&mut self.io, true).await?;
             }
         }
@@ -378,7 +396,7 @@ impl Connection {
     /// [`flush`](Self::flush) for sync code.
     pub fn blocking_flush(&mut self) -> Result<()> {
         while !self.writer.is_empty() {
-            if !self.write_some()? {
+            if !self.write_some(false)? {
                 poll_fd(self.fd()?, true, None)?;
             }
         }
@@ -392,7 +410,7 @@ impl Connection {
 
     async fn fill(&mut self, deadline: Option<Instant>) -> Result<bool> {
         while !self.has_frame()? {
-            if !self.read_some()? {
+            if !self.read_some(true)? {
                 let wait = ready_async(&mut self.io, false);
                 match deadline {
                     None => wait.await?,
@@ -408,7 +426,7 @@ impl Connection {
 
     fn blocking_fill(&mut self, deadline: Option<Instant>) -> Result<bool> {
         while !self.has_frame()? {
-            if !self.read_some()? && !poll_fd(self.fd()?, false, deadline)? {
+            if !self.read_some(false)? && !poll_fd(self.fd()?, false, deadline)? {
                 return Ok(false);
             }
         }
@@ -473,7 +491,7 @@ impl Connection {
         self.flush().await?;
         let mut d = DirectSend { conn: self, header, payload: buf, sent: 0 };
         while !d.done() {
-            if !d.write_some()? {
+            if !d.write_some(true)? {
                 ready_async(&mut d.conn.io, true).await?;
             }
         }
@@ -491,7 +509,7 @@ impl Connection {
         self.blocking_flush()?;
         let mut d = DirectSend { conn: self, header, payload: buf, sent: 0 };
         while !d.done() {
-            if !d.write_some()? {
+            if !d.write_some(false)? {
                 poll_fd(d.conn.fd()?, true, None)?;
             }
         }
@@ -566,13 +584,11 @@ impl Connection {
             if self.writer.is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            if self.write_some()? {
+            if self.write_some(true)? {
                 continue;
             }
-            let s = registered(&mut self.io)?;
-            std::task::ready!(s.poll_write_ready(cx))?;
-            // As in `ready_async`: the next attempt decides.
-            let _ = s.try_io(Interest::WRITABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+            // As in `ready_async`: the failed attempt cleared readiness.
+            std::task::ready!(registered(&mut self.io)?.poll_write_ready(cx))?;
         }
     }
 }
@@ -608,7 +624,7 @@ impl Drop for Connection {
     fn drop(&mut self) {
         // Fed but unflushed messages: one last write that does not wait.
         if !self.writer.is_empty() && self.io.is_some() {
-            while matches!(self.write_some(), Ok(true)) && !self.writer.is_empty() {}
+            while matches!(self.write_some(false), Ok(true)) && !self.writer.is_empty() {}
         }
     }
 }
