@@ -205,3 +205,74 @@ fn async_methods_outside_a_runtime_are_an_error() {
     let r = futures::executor::block_on(b.recv::<u8>());
     assert!(matches!(r, Err(Error::Io(e)) if e.to_string().contains("blocking_")));
 }
+
+#[tokio::test]
+async fn fed_messages_arrive_in_order_after_flush_or_send() {
+    let (mut a, mut b) = Pipe::new().expect("pipe");
+    // More than the socket holds: `feed` writes (and waits) as it goes.
+    let reader = std::thread::spawn(move || {
+        for i in 0..200_000u32 {
+            assert_eq!(b.blocking_recv::<u32>().expect("recv"), i);
+        }
+        assert_eq!(b.blocking_recv::<u32>().expect("recv"), u32::MAX);
+        assert_eq!(b.blocking_recv::<u32>().expect("recv"), 7);
+        assert_eq!(b.blocking_recv::<u32>().expect("dropping makes one last write"), 8);
+        assert!(matches!(b.blocking_recv::<u32>(), Err(Error::Eof)));
+    });
+    for i in 0..200_000u32 {
+        a.feed(&i).await.expect("feed");
+    }
+    a.send(&u32::MAX).await.expect("send writes what was fed first");
+    a.blocking_feed(&7u32).expect("feed");
+    a.blocking_flush().expect("flush");
+    a.feed(&8u32).await.expect("feed");
+    drop(a);
+    tokio::task::spawn_blocking(move || reader.join().expect("reader")).await.expect("join");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_is_a_sink() {
+    use futures::SinkExt;
+    let (mut a, mut b) = Pipe::new().expect("pipe");
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        loop {
+            match b.recv::<u32>().await {
+                Ok(v) => got.push(v),
+                Err(Error::Eof) => return got,
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+    });
+    a.send_all(&mut futures::stream::iter((0..100_000u32).map(Ok))).await.expect("send_all");
+    SinkExt::<u32>::close(&mut a).await.expect("close");
+    assert!(a.is_closed());
+    assert_eq!(reader.await.expect("reader"), (0..100_000).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_cancelled_large_send_still_goes_out_whole_before_the_next() {
+    let (mut a, mut b) = Pipe::new().expect("pipe");
+    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
+    // Nobody reads yet: the socket fills and the send is cancelled half way.
+    let r = tokio::time::timeout(Duration::from_millis(50), a.send_bytes(&big)).await;
+    assert!(r.is_err(), "4 MiB cannot fit in the socket without a reader");
+    let expected = big.clone();
+    let reader = std::thread::spawn(move || {
+        assert!(b.blocking_recv_bytes().expect("the big message") == expected);
+        assert_eq!(b.blocking_recv_bytes().expect("the next"), b"after");
+    });
+    a.send_bytes(b"after").await.expect("send");
+    tokio::task::spawn_blocking(move || reader.join().expect("reader")).await.expect("join");
+}
+
+/// On a single-threaded runtime a waiting `recv` must leave the thread to
+/// the task that will send.
+#[tokio::test(flavor = "current_thread")]
+async fn a_waiting_recv_does_not_block_the_runtime() {
+    let (mut a, mut b) = Pipe::new().expect("pipe");
+    let receiver = tokio::spawn(async move { b.recv::<String>().await });
+    tokio::task::yield_now().await;
+    a.send("wake up").await.expect("send");
+    assert_eq!(receiver.await.expect("task").expect("recv"), "wake up");
+}

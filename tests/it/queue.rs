@@ -334,3 +334,30 @@ async fn simple_queue_round_trip_through_a_child() {
     assert!(outq.empty());
     assert_eq!(p.join().await.expect("join"), 0);
 }
+
+/// On a single-threaded runtime a waiting `get` must leave the thread to
+/// the task that will put (it would deadlock if it blocked).
+#[tokio::test(flavor = "current_thread")]
+async fn a_waiting_get_does_not_block_the_runtime() {
+    let q = Queue::<u32>::new().expect("queue");
+    let getter = tokio::spawn({
+        let q = q.clone();
+        async move { q.get().await }
+    });
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    q.put(5).await.expect("put");
+    assert_eq!(getter.await.expect("task").expect("get"), 5);
+
+    let j = JoinableQueue::<u32>::new().expect("queue");
+    j.put(1).await.expect("put");
+    let joiner = tokio::spawn({
+        let j = j.clone();
+        async move { j.join().await }
+    });
+    tokio::task::yield_now().await;
+    j.get().await.expect("get");
+    j.task_done().expect("done");
+    joiner.await.expect("task").expect("join");
+}

@@ -43,9 +43,16 @@ const O_MAXSIZE: usize = 64;
 const O_CAPACITY: usize = 72;
 const O_UNFINISHED: usize = 80;
 
-/// Polls of the item count before a waiter sleeps on the futex: a consumer
-/// that keeps up with its producer should not pay a syscall per item.
-const SPINS: u32 = 2_000;
+/// Consumed ring bytes are given back to the kernel this many at a time, so a
+/// queue's memory follows what it holds rather than its capacity.
+const RELEASE_CHUNK: u64 = 2 << 20;
+
+/// Before a consumer sleeps on the futex it polls the item count, first
+/// yielding its CPU between polls (on a busy machine the producer may be
+/// waiting for it), then spinning: a consumer that keeps up with its producer
+/// should not pay two system calls per item.
+const YIELDS: u32 = 10;
+const SPINS: u32 = 200;
 
 /// Outcome of [`Ring::try_push`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,7 +177,7 @@ impl Ring {
     /// Moves the oldest record into `out` (replacing its contents); `false`
     /// when the ring is empty. Wakes waiting producers.
     pub fn try_pop(&self, out: &mut Vec<u8>) -> io::Result<bool> {
-        if self.len() == 0 {
+        if self.is_empty() {
             return Ok(false);
         }
         let popped = self.lock()?.pop(out);
@@ -211,13 +218,19 @@ impl Ring {
     /// Waits until the ring holds a record or `deadline` passes; does not
     /// take it. `true` when a record was seen.
     pub fn wait_items(&self, deadline: Option<Instant>) -> io::Result<bool> {
+        for _ in 0..YIELDS {
+            if !self.is_empty() {
+                return Ok(true);
+            }
+            std::thread::yield_now();
+        }
         for _ in 0..SPINS {
-            if self.len() > 0 {
+            if !self.is_empty() {
                 return Ok(true);
             }
             std::hint::spin_loop();
         }
-        self.sleep_until(O_NOT_EMPTY, O_GETTERS, deadline, || self.len() > 0)
+        self.sleep_until(O_NOT_EMPTY, O_GETTERS, deadline, || !self.is_empty())
     }
 
     /// Waits until a record of `payload_len` bytes would fit (by item count
@@ -318,6 +331,25 @@ impl Ring {
         }
     }
 
+    /// Frees the pages behind ring positions `from..to` (already consumed)
+    /// unless the ring is so full that they may hold live records again.
+    /// Best effort: a failure only costs memory.
+    fn release(&self, from: u64, to: u64, tail: u64) {
+        use nix::fcntl::{FallocateFlags, fallocate};
+        let cap = self.capacity as u64;
+        if cap < 4 * RELEASE_CHUNK || from + cap < tail {
+            return;
+        }
+        let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        let (start, len) = (from % cap, to - from);
+        let first = len.min(cap - start);
+        for (at, n) in [(start, first), (0, len - first)] {
+            if n > 0 {
+                let _ = fallocate(self.region.fd(), flags, (DATA as u64 + at) as i64, n as i64);
+            }
+        }
+    }
+
     fn copy_out(&self, pos: u64, dst: &mut [u8]) {
         let at = (pos % self.capacity as u64) as usize;
         let first = dst.len().min(self.capacity - at);
@@ -371,7 +403,12 @@ impl Guard<'_> {
         out.clear();
         out.resize(len, 0);
         r.copy_out(head + LEN_BYTES as u64, out);
-        r.u64(O_HEAD).store(head + (LEN_BYTES + len) as u64, Ordering::Release);
+        let new_head = head + (LEN_BYTES + len) as u64;
+        r.u64(O_HEAD).store(new_head, Ordering::Release);
+        if new_head / RELEASE_CHUNK > head / RELEASE_CHUNK {
+            let from = head / RELEASE_CHUNK * RELEASE_CHUNK;
+            r.release(from, new_head / RELEASE_CHUNK * RELEASE_CHUNK, tail);
+        }
         let count = r.u64(O_COUNT).load(Ordering::Relaxed);
         r.u64(O_COUNT).store(count.saturating_sub(1), Ordering::SeqCst);
         true
@@ -452,6 +489,21 @@ mod tests {
         assert!(ring.try_pop(&mut out).expect("pop"));
         assert_eq!(out, [0; 5]);
         assert_eq!(ring.len(), 2);
+    }
+
+    #[test]
+    fn consumed_pages_are_given_back() {
+        let ring = Ring::create(16 << 20, 0).expect("ring");
+        let item = vec![7u8; 100_000];
+        let mut out = Vec::new();
+        for _ in 0..300 {
+            assert_eq!(ring.try_push(&item).expect("push"), Push::Done);
+            assert!(ring.try_pop(&mut out).expect("pop"));
+            assert_eq!(out, item);
+        }
+        // 30 MB went through a 16 MiB ring; at most a few chunks stay resident.
+        let blocks = nix::sys::stat::fstat(ring.fd()).expect("fstat").st_blocks as u64 * 512;
+        assert!(blocks <= 3 * RELEASE_CHUNK, "{blocks} bytes still allocated");
     }
 
     #[test]

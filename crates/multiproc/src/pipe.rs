@@ -23,7 +23,7 @@ use tokio::net::UnixStream;
 
 use crate::error::{Error, Result};
 use crate::wire::fds::{self, PassFd};
-use crate::wire::{DEFAULT_MAX_FRAME, FrameReader, FrameWriter};
+use crate::wire::{DEFAULT_MAX_FRAME, FrameReader, FrameWriter, HEADER_LEN, header};
 
 /// Makes connected pairs: `multiprocessing.Pipe`.
 ///
@@ -40,6 +40,7 @@ pub struct Pipe;
 
 impl Pipe {
     /// Two ends that can both send and receive (`Pipe()`, `Pipe(True)`).
+    #[expect(clippy::new_ret_no_self, reason = "Python's Pipe() returns the two ends, not a Pipe")]
     pub fn new() -> Result<(Connection, Connection)> {
         Self::builder().build()
     }
@@ -98,6 +99,65 @@ impl PipeBuilder {
 
 /// Bytes [`Connection::feed`] lets accumulate before it writes.
 pub const BATCH_BYTES: usize = 64 << 10;
+
+/// Raw messages at least this big are written straight from the caller's
+/// buffer instead of being copied into the connection's first.
+const DIRECT_BYTES: usize = 64 << 10;
+
+/// A large `send_bytes` in progress, written from the caller's buffer. If it
+/// stops half way (cancelled, or an error), the unsent rest is queued so the
+/// stream stays well-formed: a message goes out whole or not at all.
+struct DirectSend<'a> {
+    conn: &'a mut Connection,
+    header: [u8; HEADER_LEN],
+    payload: &'a [u8],
+    sent: usize,
+}
+
+impl DirectSend<'_> {
+    fn done(&self) -> bool {
+        self.sent == HEADER_LEN + self.payload.len()
+    }
+
+    /// One write attempt; `Ok(false)` when the socket is full.
+    fn write_some(&mut self, via_runtime: bool) -> Result<bool> {
+        use nix::sys::socket::{MsgFlags, sendmsg};
+        let (head, body) = if self.sent < HEADER_LEN {
+            (&self.header[self.sent..], self.payload)
+        } else {
+            (&[][..], &self.payload[self.sent - HEADER_LEN..])
+        };
+        let write = |fd: BorrowedFd<'_>| -> io::Result<usize> {
+            let bufs = [io::IoSlice::new(head), io::IoSlice::new(body)];
+            Ok(sendmsg::<()>(fd.as_raw_fd(), &bufs, &[], MsgFlags::MSG_NOSIGNAL, None)?)
+        };
+        let r = match self.conn.io.as_ref().ok_or(Error::Closed("connection"))? {
+            Io::Registered(s) if via_runtime => s.try_io(Interest::WRITABLE, || write(s.as_fd())),
+            other => write(other.fd()),
+        };
+        match r {
+            Ok(n) => {
+                self.sent += n;
+                Ok(true)
+            }
+            Err(e) if would_block(&e) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Drop for DirectSend<'_> {
+    fn drop(&mut self) {
+        if self.sent > 0 && !self.done() {
+            if self.sent < HEADER_LEN {
+                self.conn.writer.push_raw(&self.header[self.sent..]);
+            }
+            let from = self.sent.saturating_sub(HEADER_LEN);
+            self.conn.writer.push_raw(&self.payload[from..]);
+        }
+    }
+}
 
 /// How the socket is waited on: not yet registered with a runtime, or
 /// registered with the one that first waited on it.
@@ -192,15 +252,16 @@ fn registered(io: &mut Option<Io>) -> Result<&UnixStream> {
     }
 }
 
-/// Waits (async) until the socket may be ready again after a `WouldBlock`.
+/// Waits (async) until the socket may be ready after a `WouldBlock`.
+///
+/// Async attempts go through tokio's `try_io`, which clears its readiness
+/// flag when the system call says `WouldBlock`, so this sleeps until the
+/// kernel reports readiness again. (Blocking attempts bypass tokio; the flag
+/// they may leave set only costs one more attempt.)
 async fn ready_async(io: &mut Option<Io>, write: bool) -> Result<()> {
     let s = registered(io)?;
     let interest = if write { Interest::WRITABLE } else { Interest::READABLE };
     s.ready(interest).await?;
-    // The caller's next attempt tells whether it really is ready; clearing
-    // the flag now makes the wait after a failed attempt sleep until the
-    // kernel reports readiness again.
-    let _ = s.try_io(interest, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
     Ok(())
 }
 
@@ -290,10 +351,15 @@ impl Connection {
         })
     }
 
-    /// One write attempt; `Ok(false)` when the socket is full.
-    fn write_some(&mut self) -> Result<bool> {
-        let fd = self.io.as_ref().map(Io::fd).ok_or(Error::Closed("connection"))?;
-        match self.writer.write_to(fd) {
+    /// One write attempt; `Ok(false)` when the socket is full. `via_runtime`:
+    /// an async caller, whose `WouldBlock` must clear tokio's readiness.
+    fn write_some(&mut self, via_runtime: bool) -> Result<bool> {
+        let Self { io, writer, .. } = self;
+        let r = match io.as_ref().ok_or(Error::Closed("connection"))? {
+            Io::Registered(s) if via_runtime => s.try_io(Interest::WRITABLE, || writer.write_to(s.as_fd())),
+            other => writer.write_to(other.fd()),
+        };
+        match r {
             Ok(()) => Ok(true),
             Err(e) if would_block(&e) => Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
@@ -301,10 +367,15 @@ impl Connection {
         }
     }
 
-    /// One read attempt; `Ok(false)` when nothing was there.
-    fn read_some(&mut self) -> Result<bool> {
-        let fd = self.io.as_ref().map(Io::fd).ok_or(Error::Closed("connection"))?;
-        match self.reader.read_from(fd) {
+    /// One read attempt; `Ok(false)` when nothing was there. `via_runtime`
+    /// as for [`write_some`](Self::write_some).
+    fn read_some(&mut self, via_runtime: bool) -> Result<bool> {
+        let Self { io, reader, .. } = self;
+        let r = match io.as_ref().ok_or(Error::Closed("connection"))? {
+            Io::Registered(s) if via_runtime => s.try_io(Interest::READABLE, || reader.read_from(s.as_fd())),
+            other => reader.read_from(other.fd()),
+        };
+        match r {
             Ok(_) => Ok(true),
             Err(e) if would_block(&e) => Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
@@ -315,7 +386,7 @@ impl Connection {
     /// Writes every queued message (see [`feed`](Self::feed)).
     pub async fn flush(&mut self) -> Result<()> {
         while !self.writer.is_empty() {
-            if !self.write_some()? {
+            if !self.write_some(true)? {
                 ready_async(&mut self.io, true).await?;
             }
         }
@@ -325,7 +396,7 @@ impl Connection {
     /// [`flush`](Self::flush) for sync code.
     pub fn blocking_flush(&mut self) -> Result<()> {
         while !self.writer.is_empty() {
-            if !self.write_some()? {
+            if !self.write_some(false)? {
                 poll_fd(self.fd()?, true, None)?;
             }
         }
@@ -339,7 +410,7 @@ impl Connection {
 
     async fn fill(&mut self, deadline: Option<Instant>) -> Result<bool> {
         while !self.has_frame()? {
-            if !self.read_some()? {
+            if !self.read_some(true)? {
                 let wait = ready_async(&mut self.io, false);
                 match deadline {
                     None => wait.await?,
@@ -355,7 +426,7 @@ impl Connection {
 
     fn blocking_fill(&mut self, deadline: Option<Instant>) -> Result<bool> {
         while !self.has_frame()? {
-            if !self.read_some()? && !poll_fd(self.fd()?, false, deadline)? {
+            if !self.read_some(false)? && !poll_fd(self.fd()?, false, deadline)? {
                 return Ok(false);
             }
         }
@@ -408,16 +479,41 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends raw bytes as one message (`conn.send_bytes(buf)`).
+    /// Sends raw bytes as one message (`conn.send_bytes(buf)`). Cancel-safe
+    /// like [`send`](Self::send).
     pub async fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
-        self.feed_bytes(buf)?;
-        self.flush().await
+        if buf.len() < DIRECT_BYTES {
+            self.feed_bytes(buf)?;
+            return self.flush().await;
+        }
+        self.check(true)?;
+        let header = header(buf.len(), 0, self.max)?;
+        self.flush().await?;
+        let mut d = DirectSend { conn: self, header, payload: buf, sent: 0 };
+        while !d.done() {
+            if !d.write_some(true)? {
+                ready_async(&mut d.conn.io, true).await?;
+            }
+        }
+        Ok(())
     }
 
     /// [`send_bytes`](Self::send_bytes) for sync code.
     pub fn blocking_send_bytes(&mut self, buf: &[u8]) -> Result<()> {
-        self.feed_bytes(buf)?;
-        self.blocking_flush()
+        if buf.len() < DIRECT_BYTES {
+            self.feed_bytes(buf)?;
+            return self.blocking_flush();
+        }
+        self.check(true)?;
+        let header = header(buf.len(), 0, self.max)?;
+        self.blocking_flush()?;
+        let mut d = DirectSend { conn: self, header, payload: buf, sent: 0 };
+        while !d.done() {
+            if !d.write_some(false)? {
+                poll_fd(d.conn.fd()?, true, None)?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends `size` bytes of `buf` from `offset` (`send_bytes(buf, offset,
@@ -480,11 +576,55 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// `poll_flush` of the `Sink`: writes until done or the socket is full.
+    fn poll_write_all(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<()>> {
+        use std::task::Poll;
+        loop {
+            if self.writer.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if self.write_some(true)? {
+                continue;
+            }
+            // As in `ready_async`: the failed attempt cleared readiness.
+            std::task::ready!(registered(&mut self.io)?.poll_write_ready(cx))?;
+        }
+    }
+}
+
+/// Messages as a `futures::Sink`: `start_send` queues as [`Connection::feed`]
+/// does, `poll_flush` writes, so `SinkExt::send_all` batches by itself.
+/// `poll_close` flushes and closes this end.
+impl<T: Serialize> futures::Sink<T> for Connection {
+    type Error = Error;
+
+    fn poll_ready(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<()>> {
+        let this = self.get_mut();
+        if this.writer.pending_len() >= BATCH_BYTES { this.poll_write_all(cx) } else { std::task::Poll::Ready(Ok(())) }
+    }
+
+    fn start_send(self: std::pin::Pin<&mut Self>, item: T) -> Result<()> {
+        self.get_mut().queue_frame(&item)
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<()>> {
+        self.get_mut().poll_write_all(cx)
+    }
+
+    fn poll_close(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_write_all(cx))?;
+        this.close();
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 impl Drop for Connection {
     fn drop(&mut self) {
         // Fed but unflushed messages: one last write that does not wait.
         if !self.writer.is_empty() && self.io.is_some() {
-            while matches!(self.write_some(), Ok(true)) && !self.writer.is_empty() {}
+            while matches!(self.write_some(false), Ok(true)) && !self.writer.is_empty() {}
         }
     }
 }

@@ -49,6 +49,9 @@ pub const DEFAULT_CAPACITY_BYTES: usize = 32 << 20;
 /// Longest single wait of an async method on the blocking pool: a caller
 /// that gave up frees its thread within this time.
 const ASYNC_WAIT_SLICE: Duration = Duration::from_millis(250);
+/// Times an async `get` on an empty queue yields to the runtime and looks
+/// again before it waits on the blocking pool.
+const ASYNC_POLLS: u32 = 8;
 
 /// The per-process state of a queue, shared by its clones.
 #[derive(Debug)]
@@ -123,6 +126,8 @@ fn deadline_after(timeout: Duration) -> Option<Instant> {
 thread_local! {
     /// Reused buffer for records taken out of a ring.
     static RECORD: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Reused buffer for items being put.
+    static ENCODED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 impl Shared {
@@ -133,6 +138,25 @@ impl Shared {
     fn encode<T: Serialize>(&self, item: &T) -> Result<Vec<u8>> {
         self.check_open()?;
         crate::wire::encode("a queue item", item)
+    }
+
+    /// Encodes `item` and pushes it if there is room now; otherwise returns
+    /// the encoded bytes for a waiting retry. The fast path reuses a
+    /// per-thread buffer.
+    fn try_put<T: Serialize>(&self, item: &T) -> Result<Option<Vec<u8>>> {
+        self.check_open()?;
+        let mut buf = ENCODED.take();
+        buf.clear();
+        let r = rmp_serde::encode::write(&mut buf, item)
+            .map_err(|e| Error::Encode { what: "a queue item", reason: e.to_string() })
+            .and_then(|()| self.try_push(&buf));
+        let out = match r {
+            Ok(true) => Ok(None),
+            Ok(false) => Ok(Some(buf.clone())),
+            Err(e) => Err(e),
+        };
+        ENCODED.set(buf);
+        out
     }
 
     /// One attempt to push; `Ok(false)` when there is no room now.
@@ -216,6 +240,7 @@ async fn put_async(shared: &Arc<Shared>, bytes: Vec<u8>, deadline: Option<Instan
 }
 
 async fn get_async<T: DeserializeOwned>(shared: &Arc<Shared>, deadline: Option<Instant>) -> Result<T> {
+    let mut polls = 0;
     loop {
         if let Some(v) = shared.try_get()? {
             return Ok(v);
@@ -223,6 +248,14 @@ async fn get_async<T: DeserializeOwned>(shared: &Arc<Shared>, deadline: Option<I
         if passed(deadline) {
             return Err(Error::Empty);
         }
+        // A consumer that keeps up finds the next item a moment later:
+        // yield to the runtime a few times before paying for a thread hop.
+        if polls < ASYNC_POLLS {
+            polls += 1;
+            tokio::task::yield_now().await;
+            continue;
+        }
+        polls = 0;
         wait_off_runtime(shared, deadline, |r, d, _| r.wait_items(Some(d)), 0).await?;
     }
 }
@@ -298,8 +331,10 @@ impl<T> Queue<T> {
 impl<T: Serialize> Queue<T> {
     /// Puts an item, waiting while the queue is full (`q.put(item)`).
     pub async fn put(&self, item: T) -> Result<()> {
-        let bytes = self.shared.encode(&item)?;
-        put_async(&self.shared, bytes, None).await
+        match self.shared.try_put(&item)? {
+            None => Ok(()),
+            Some(bytes) => put_async(&self.shared, bytes, None).await,
+        }
     }
 
     /// Puts an item, waiting at most `timeout` for room; [`Error::Full`]
@@ -312,14 +347,18 @@ impl<T: Serialize> Queue<T> {
     /// Puts an item if there is room now, else [`Error::Full`]
     /// (`q.put_nowait(item)`).
     pub fn put_nowait(&self, item: T) -> Result<()> {
-        let bytes = self.shared.encode(&item)?;
-        if self.shared.try_push(&bytes)? { Ok(()) } else { Err(Error::Full) }
+        match self.shared.try_put(&item)? {
+            None => Ok(()),
+            Some(_) => Err(Error::Full),
+        }
     }
 
     /// [`put`](Self::put) for sync code.
     pub fn blocking_put(&self, item: T) -> Result<()> {
-        let bytes = self.shared.encode(&item)?;
-        self.shared.blocking_put(&bytes, None)
+        match self.shared.try_put(&item)? {
+            None => Ok(()),
+            Some(bytes) => self.shared.blocking_put(&bytes, None),
+        }
     }
 
     /// [`put_timeout`](Self::put_timeout) for sync code.

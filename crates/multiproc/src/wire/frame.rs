@@ -178,6 +178,13 @@ impl FrameWriter {
         }
     }
 
+    /// Appends bytes that continue a frame whose start was written
+    /// elsewhere (straight from a caller's buffer), so the rest goes out
+    /// before any later frame.
+    pub fn push_raw(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.sent == self.buf.len()
     }
