@@ -39,6 +39,7 @@ mod bootstrap;
 mod current;
 mod error;
 mod forkserver;
+mod pool;
 mod process;
 mod registry;
 mod supervisor;
@@ -50,6 +51,7 @@ pub use current::{
 };
 pub use error::{Error, ExitStatus, Result};
 pub use multiproc_macros::{target, task};
+pub use pool::{AsyncResult, Imap, MapCall, MapResult, Pool, PoolBuilder, PoolStats};
 pub use process::{Process, StartMethod, get_start_method, set_start_method};
 pub use registry::{Async, Plain, Target, TaskFn};
 

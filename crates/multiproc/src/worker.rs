@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
 
 use multiproc_sys::process as sys;
 use serde_bytes::ByteBuf;
@@ -72,6 +73,12 @@ fn serve(control: ControlFd) -> Result<i32> {
     }
 }
 
+/// A reply is held back to batch writes only while calls this short keep
+/// arriving from the same submission.
+const BATCH_CALL_LIMIT: Duration = Duration::from_micros(200);
+/// At most this many replies wait for one write.
+const BATCH_MAX_REPLIES: u32 = 64;
+
 fn serve_pool(
     mut ch: BlockingChannel,
     init: Option<(crate::wire::TaskRef, ByteBuf)>,
@@ -92,22 +99,77 @@ fn serve_pool(
         }
     }
     ch.send(&FromWorker::Ready)?;
+    // The task of the previous call (calls name it only when it changes).
+    let mut current: std::result::Result<&'static TaskEntry, (String, String)> =
+        Err((String::new(), "no task was named yet".to_owned()));
+    // Reply buffers, reused from call to call.
+    let mut data = Vec::new();
+    let mut ends = Vec::new();
+    let mut failures = Vec::new();
+    let mut unflushed = 0;
     loop {
         let (msg, fds) = match ch.recv_raw::<ToWorker>() {
             Ok(m) => m,
             Err(Error::Eof) => return Ok(0),
             Err(e) => return Err(e),
         };
-        let ToWorker::Call { id, task, args } = msg else {
+        let ToWorker::Call { id, task, args, ends: arg_ends, more } = msg else {
             return Err(Error::Malformed("expected a call".into()));
         };
-        let results = match resolve(&task) {
-            Ok(entry) => fds::provide(fds, || {
-                args.iter().map(|a| call_caught(entry, a, Vec::new(), &mut runtime).map(ByteBuf::from)).collect()
-            }),
-            Err(reason) => vec![Err(Failure::Unknown { name: task.name.clone(), reason }); args.len()],
+        if let Some(task) = task {
+            current = resolve(&task).map_err(|reason| (task.name, reason));
+        }
+        let started = Instant::now();
+        let (r, out_fds) = fds::capture(|| {
+            fds::provide(fds, || {
+                let mut start = 0;
+                for (i, &end) in arg_ends.iter().enumerate() {
+                    let item = args.get(start..end as usize).unwrap_or_default();
+                    start = end as usize;
+                    let outcome = match current {
+                        Ok(entry) => call_caught(entry, item, Vec::new(), &mut runtime),
+                        Err((ref name, ref reason)) => {
+                            Err(Failure::Unknown { name: name.clone(), reason: reason.clone() })
+                        }
+                    };
+                    match outcome {
+                        Ok(bytes) => data.extend_from_slice(&bytes),
+                        Err(f) => failures.push((i as u32, f)),
+                    }
+                    ends.push(u32::try_from(data.len()).unwrap_or(u32::MAX));
+                }
+            })
+        });
+        let () = r;
+        let done = FromWorker::Done {
+            id,
+            data: ByteBuf::from(std::mem::take(&mut data)),
+            ends: std::mem::take(&mut ends),
+            failures: std::mem::take(&mut failures),
         };
-        ch.send(&FromWorker::Done { id, results })?;
+        if let Err(e) = ch.feed_with(&done, out_fds) {
+            // Too large or unencodable as a whole: every item of the call
+            // fails, and the caller still hears back.
+            let reason = e.to_string();
+            let n = arg_ends.len();
+            let failures = (0..n as u32).map(|i| (i, Failure::Encode(reason.clone()))).collect();
+            ch.feed(&FromWorker::Done { id, data: ByteBuf::new(), ends: vec![0; n], failures })?;
+        }
+        if let FromWorker::Done { data: d, ends: e, failures: f, .. } = done {
+            (data, ends, failures) = (d.into_vec(), e, f);
+            data.clear();
+            ends.clear();
+            failures.clear();
+        }
+        unflushed += 1;
+        let hold = more
+            && unflushed < BATCH_MAX_REPLIES
+            && started.elapsed() < BATCH_CALL_LIMIT
+            && (ch.has_buffered() || (ch.read_available()? && ch.has_buffered()));
+        if !hold {
+            ch.flush()?;
+            unflushed = 0;
+        }
     }
 }
 

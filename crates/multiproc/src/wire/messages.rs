@@ -84,8 +84,12 @@ pub enum ToWorker {
     Run { info: ProcessInfo, task: TaskRef, args: ByteBuf },
     /// Serve calls until the channel closes (a pool worker).
     Serve { info: ProcessInfo, init: Option<(TaskRef, ByteBuf)> },
-    /// Run `task` once per argument tuple (a chunk of a map).
-    Call { id: u64, task: TaskRef, args: Vec<ByteBuf> },
+    /// Run a task once per argument tuple (a chunk of a map). `args` holds
+    /// the encoded tuples back to back; tuple `i` ends at `ends[i]`. `task` is
+    /// `None` when it is the same as in the previous call on this connection.
+    /// `more` says another call of the same submission follows right behind,
+    /// so the worker may hold this reply back a little to batch its writes.
+    Call { id: u64, task: Option<TaskRef>, args: ByteBuf, ends: Vec<u32>, more: bool },
 }
 
 /// How one call ended in the worker.
@@ -102,7 +106,9 @@ pub enum Failure {
 pub enum FromWorker {
     Ready,
     Refused { reason: String },
-    Done { id: u64, results: Vec<Result<ByteBuf, Failure>> },
+    /// The results of call `id`, laid out like its arguments: result `i` ends
+    /// at `ends[i]` in `data`; the items listed in `failures` have no bytes.
+    Done { id: u64, data: ByteBuf, ends: Vec<u32>, failures: Vec<(u32, Failure)> },
 }
 
 #[cfg(test)]
