@@ -5,6 +5,7 @@
 //! bench` runs this beside the CPython baseline and prints the ratios.
 //! Each area of the library owns one module and lists its figures there.
 
+mod pool;
 mod process;
 
 use std::future::Future;
@@ -24,6 +25,7 @@ pub type Measure = fn() -> Pin<Box<dyn Future<Output = Figure>>>;
 fn all() -> Vec<(&'static str, Measure)> {
     let mut v = Vec::new();
     v.extend(process::FIGURES.iter().copied());
+    v.extend(pool::FIGURES.iter().copied());
     v
 }
 

@@ -3,4 +3,5 @@
 
 mod common;
 mod faults;
+mod pool;
 mod process;

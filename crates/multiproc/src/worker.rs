@@ -5,7 +5,6 @@
 use std::cell::RefCell;
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::{Duration, Instant};
 
 use multiproc_sys::process as sys;
 use serde_bytes::ByteBuf;
@@ -73,12 +72,6 @@ fn serve(control: ControlFd) -> Result<i32> {
     }
 }
 
-/// A reply is held back to batch writes only while calls this short keep
-/// arriving from the same submission.
-const BATCH_CALL_LIMIT: Duration = Duration::from_micros(200);
-/// At most this many replies wait for one write.
-const BATCH_MAX_REPLIES: u32 = 64;
-
 fn serve_pool(
     mut ch: BlockingChannel,
     init: Option<(crate::wire::TaskRef, ByteBuf)>,
@@ -106,20 +99,18 @@ fn serve_pool(
     let mut data = Vec::new();
     let mut ends = Vec::new();
     let mut failures = Vec::new();
-    let mut unflushed = 0;
     loop {
         let (msg, fds) = match ch.recv_raw::<ToWorker>() {
             Ok(m) => m,
             Err(Error::Eof) => return Ok(0),
             Err(e) => return Err(e),
         };
-        let ToWorker::Call { id, task, args, ends: arg_ends, more } = msg else {
+        let ToWorker::Call { id, task, args, ends: arg_ends } = msg else {
             return Err(Error::Malformed("expected a call".into()));
         };
         if let Some(task) = task {
             current = resolve(&task).map_err(|reason| (task.name, reason));
         }
-        let started = Instant::now();
         let (r, out_fds) = fds::capture(|| {
             fds::provide(fds, || {
                 let mut start = 0;
@@ -161,15 +152,9 @@ fn serve_pool(
             ends.clear();
             failures.clear();
         }
-        unflushed += 1;
-        let hold = more
-            && unflushed < BATCH_MAX_REPLIES
-            && started.elapsed() < BATCH_CALL_LIMIT
-            && (ch.has_buffered() || (ch.read_available()? && ch.has_buffered()));
-        if !hold {
-            ch.flush()?;
-            unflushed = 0;
-        }
+        // Every reply goes out before the next call starts: if that call
+        // kills the worker, all it finished has been reported.
+        ch.flush()?;
     }
 }
 

@@ -170,14 +170,20 @@ impl<'a> Owner<'a> {
             if *phase.borrow_and_update() == Phase::Terminating {
                 return self.stop(ChunkError::Terminated).await;
             }
-            let work = self.shared.work.notified();
-            tokio::pin!(work);
+            // Registered before looking at the queue, so no wake-up is missed.
+            let work = std::pin::pin!(Some(self.shared.work.notified()));
+            let mut work = work;
             if self.in_flight.is_empty() {
-                work.as_mut().enable();
+                work.as_mut().as_pin_mut().expect("just set").enable();
             }
             if let Err(e) = self.take_jobs() {
                 tracing::warn!(error = %e, "could not send work to a pool worker");
                 return self.lost().await;
+            }
+            if !self.in_flight.is_empty() {
+                // Busy: a wake-up meant for an idle owner must go to one
+                // (dropping a notified waiter passes its wake-up on).
+                work.as_mut().set(None);
             }
             if self.in_flight.is_empty() {
                 if self.budget() == 0 {
@@ -205,7 +211,7 @@ impl<'a> Owner<'a> {
                 },
                 _ = self.exit.changed() => return self.lost().await,
                 () = sleep_until(deadline) => return self.timed_out().await,
-                () = &mut work, if self.in_flight.is_empty() => {}
+                () = async { if let Some(w) = work.as_mut().as_pin_mut() { w.await } }, if self.in_flight.is_empty() => {}
                 _ = phase.changed() => {}
             }
         }
@@ -252,18 +258,15 @@ impl<'a> Owner<'a> {
                 self.idle = true;
             }
         }
-        let taken = std::mem::take(&mut self.taken);
-        let n = taken.len();
-        let mut taken = taken.into_iter().peekable();
-        while let Some(job) = taken.next() {
-            let more = taken.peek().is_some_and(|next| next.batch == job.batch);
-            self.send(job, more)?;
+        let mut taken = std::mem::take(&mut self.taken);
+        for job in taken.drain(..) {
+            self.send(job)?;
         }
-        debug_assert!(n == 0 || !self.in_flight.is_empty());
+        self.taken = taken;
         Ok(())
     }
 
-    fn send(&mut self, mut job: Job, more: bool) -> Result<()> {
+    fn send(&mut self, mut job: Job) -> Result<()> {
         let task = match &self.last_task {
             Some(t) if Arc::ptr_eq(t, &job.task) || t.name == job.task.name => None,
             _ => {
@@ -284,7 +287,6 @@ impl<'a> Owner<'a> {
             task,
             args: ByteBuf::from(std::mem::take(&mut job.args)),
             ends: std::mem::take(&mut job.ends),
-            more,
         };
         let fed = self.ch.feed_with(&msg, fds);
         if let ToWorker::Call { args, ends, .. } = msg {

@@ -87,9 +87,7 @@ pub enum ToWorker {
     /// Run a task once per argument tuple (a chunk of a map). `args` holds
     /// the encoded tuples back to back; tuple `i` ends at `ends[i]`. `task` is
     /// `None` when it is the same as in the previous call on this connection.
-    /// `more` says another call of the same submission follows right behind,
-    /// so the worker may hold this reply back a little to batch its writes.
-    Call { id: u64, task: Option<TaskRef>, args: ByteBuf, ends: Vec<u32>, more: bool },
+    Call { id: u64, task: Option<TaskRef>, args: ByteBuf, ends: Vec<u32> },
 }
 
 /// How one call ended in the worker.
