@@ -3,7 +3,7 @@
 //! [`MapResult`] (`map_async`/`starmap_async`). Dropping a handle cancels the
 //! work still queued for it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -160,21 +160,24 @@ impl<T: DeserializeOwned, X> MapCall<T, X> {
         };
         let batch = self.shared.next_batch();
         let timeout = self.timeout.or(self.shared.config.task_timeout);
-        let jobs: Vec<Job> = self
-            .items
-            .chunks(chunksize)
-            .enumerate()
-            .map(|(i, chunk)| {
-                let base = i * chunksize;
-                let (args, ends, fds) = encode_chunk(chunk.iter(), base, self.encode, &mut prefailed);
-                Job { batch, base, task: Arc::clone(&task), args, ends, fds, timeout, attempts: 0, sink: tx.clone() }
-            })
-            .collect();
-        drop(self.items);
-        if let Err(e) = self.shared.submit(jobs) {
-            return MapResult::failed(e);
+        // Each chunk is queued as soon as it is encoded, so workers start
+        // while the rest is still being encoded.
+        for (i, chunk) in self.items.chunks(chunksize).enumerate() {
+            let base = i * chunksize;
+            let (args, ends, fds) = encode_chunk(chunk.iter(), base, self.encode, &mut prefailed);
+            let job = Job { batch, base, task: Arc::clone(&task), args, ends, fds, timeout, attempts: 0, sink: tx.clone() };
+            if let Err(e) = self.shared.submit(std::iter::once(job)) {
+                return MapResult::failed(e);
+            }
         }
-        MapResult { rx: Some(rx), results: (0..n).map(|_| None).collect(), remaining: n, prefailed, error: None }
+        MapResult {
+            rx: Some(rx),
+            results: Vec::with_capacity(n),
+            early: BTreeMap::new(),
+            remaining: n,
+            prefailed,
+            error: None,
+        }
     }
 }
 
@@ -193,7 +196,10 @@ impl<T: DeserializeOwned, X> IntoFuture for MapCall<T, X> {
 #[derive(Debug)]
 pub struct MapResult<T> {
     rx: Option<mpsc::UnboundedReceiver<Delivery>>,
-    results: Vec<Option<Result<T>>>,
+    /// Results in order so far, and chunks that arrived ahead of them.
+    results: Vec<Result<T>>,
+    early: BTreeMap<usize, Vec<Result<T>>>,
+    /// Items not delivered yet.
     remaining: usize,
     prefailed: HashMap<usize, Error>,
     error: Option<Error>,
@@ -204,18 +210,28 @@ impl<T> Unpin for MapResult<T> {}
 
 impl<T: DeserializeOwned> MapResult<T> {
     fn failed(e: Error) -> Self {
-        Self { rx: None, results: Vec::new(), remaining: 0, prefailed: HashMap::new(), error: Some(e) }
+        Self {
+            rx: None,
+            results: Vec::new(),
+            early: BTreeMap::new(),
+            remaining: 0,
+            prefailed: HashMap::new(),
+            error: Some(e),
+        }
     }
 
+    /// Appends chunks in order; one that arrives early waits in `early`.
     fn store(&mut self, d: Delivery) {
         let base = d.base;
-        for (i, r) in decode_chunk(d, &mut self.prefailed).into_iter().enumerate() {
-            if let Some(slot) = self.results.get_mut(base + i) {
-                if slot.is_none() {
-                    self.remaining -= 1;
-                }
-                *slot = Some(r);
-            }
+        let items = decode_chunk(d, &mut self.prefailed);
+        self.remaining = self.remaining.saturating_sub(items.len());
+        if base != self.results.len() {
+            self.early.insert(base, items);
+            return;
+        }
+        self.results.extend(items);
+        while let Some(items) = self.early.remove(&self.results.len()) {
+            self.results.extend(items);
         }
     }
 
@@ -248,17 +264,21 @@ impl<T: DeserializeOwned> Future for MapResult<T> {
             let Some(rx) = &mut self.rx else { break };
             match rx.poll_recv(cx) {
                 Poll::Ready(Some(d)) => self.store(d),
-                Poll::Ready(None) => {
-                    for slot in self.results.iter_mut().filter(|s| s.is_none()) {
-                        *slot = Some(Err(Error::PoolTerminated));
-                    }
-                    self.remaining = 0;
-                }
+                Poll::Ready(None) => break,
                 Poll::Pending => return Poll::Pending,
             }
         }
         self.rx = None;
-        let results = std::mem::take(&mut self.results);
-        Poll::Ready(Ok(results.into_iter().map(|r| r.unwrap_or(Err(Error::PoolTerminated))).collect()))
+        // Chunks that never came (their senders are gone) fail in place.
+        let n = self.results.len() + self.remaining + self.early.values().map(Vec::len).sum::<usize>();
+        let mut results = std::mem::take(&mut self.results);
+        let mut early = std::mem::take(&mut self.early).into_iter().peekable();
+        while results.len() < n {
+            match early.next_if(|(base, _)| *base == results.len()) {
+                Some((_, items)) => results.extend(items),
+                None => results.push(Err(Error::PoolTerminated)),
+            }
+        }
+        Poll::Ready(Ok(results))
     }
 }

@@ -25,9 +25,13 @@ use crate::supervisor::{self, ExitState};
 use crate::wire::{Channel, FromWorker, ProcessInfo, TaskRef, ToWorker};
 
 /// At most this many items in flight on one worker...
-const ITEM_WINDOW: usize = 128;
-/// ...in at most this many calls.
+const ITEM_WINDOW: usize = 256;
+/// ...in at most this many calls...
 const CALL_WINDOW: usize = 64;
+/// ...and no more than this much work by the worker's recent pace: enough to
+/// cover a round trip to the parent, not so much that a long call sits
+/// queued behind another while an idle worker could have taken it.
+const PIPELINE_AHEAD: Duration = Duration::from_micros(300);
 /// How long a worker whose channel closed may take to exit before it is killed.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// Restart backoff when workers cannot be started.
@@ -101,9 +105,7 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut first: Option<Wor
         shared.pids.lock().expect("pids lock").remove(&index);
         tracing::debug!(pid, ?end, "pool worker gone");
         match end {
-            End::Replace => {
-                shared.stats.replaced.fetch_add(1, Ordering::Relaxed);
-            }
+            End::Replace => {}
             End::Stop => break,
         }
     }
@@ -141,6 +143,8 @@ struct Owner<'a> {
     last_task: Option<Arc<TaskRef>>,
     idle: bool,
     taken: Vec<Job>,
+    /// How long an item takes on this worker, once measured.
+    per_item: Option<Duration>,
 }
 
 impl<'a> Owner<'a> {
@@ -158,6 +162,7 @@ impl<'a> Owner<'a> {
             last_task: None,
             idle: false,
             taken: Vec::new(),
+            per_item: None,
         }
     }
 
@@ -236,8 +241,14 @@ impl<'a> Owner<'a> {
                     continue;
                 }
                 let first = calls == 0;
+                let ahead = match self.per_item {
+                    // Pace unknown yet: one call ahead at most.
+                    None => calls >= 2,
+                    Some(t) => t.saturating_mul(u32::try_from(items + job.len()).unwrap_or(u32::MAX)) > PIPELINE_AHEAD,
+                };
                 if !first
                     && (st.jobs.len() <= st.idle
+                        || ahead
                         || items + job.len() > ITEM_WINDOW
                         || calls >= CALL_WINDOW
                         || !job.fds.is_empty())
@@ -327,8 +338,12 @@ impl<'a> Owner<'a> {
             return false;
         }
         let Sent { job, .. } = self.in_flight.pop_front().expect("checked above");
-        self.head_since = Instant::now();
+        let now = Instant::now();
         let n = job.len();
+        // The worker's pace per item, smoothed.
+        let took = (now - self.head_since) / u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+        self.per_item = Some(self.per_item.map_or(took, |avg| (avg * 3 + took) / 4));
+        self.head_since = now;
         self.items -= n;
         let failed = done.failures.len() as u64;
         let stats = &self.shared.stats;
@@ -394,6 +409,8 @@ impl<'a> Owner<'a> {
             return self.fail_all(ChunkError::Terminated);
         }
         tracing::warn!(pid = self.pid, reason = %why.to_error(), "pool worker lost");
+        // Counted before the failures are delivered, so a caller sees it.
+        self.shared.stats.replaced.fetch_add(1, Ordering::Relaxed);
         if let Some(head) = self.in_flight.pop_front() {
             self.retry_or_fail(head, why);
         }
@@ -446,6 +463,7 @@ impl<'a> Owner<'a> {
         tracing::warn!(pid = self.pid, "a pool task timed out; stopping its worker");
         let _ = supervisor::signal(self.pid, nix::libc::SIGTERM);
         let _ = self.reap(self.shared.config.timeout_grace).await;
+        self.shared.stats.replaced.fetch_add(1, Ordering::Relaxed);
         if let Some(head) = self.in_flight.pop_front() {
             self.retry_or_fail(head, ChunkError::Timeout);
         }
@@ -466,6 +484,9 @@ impl<'a> Owner<'a> {
         let Owner { shared, pid, ch, mut exit, idle, .. } = self;
         if idle {
             shared.lock().idle -= 1;
+        }
+        if matches!(end, End::Replace) {
+            shared.stats.replaced.fetch_add(1, Ordering::Relaxed);
         }
         drop(ch);
         if tokio::time::timeout(EXIT_WAIT, exit.wait_for(Option::is_some)).await.is_err() {
