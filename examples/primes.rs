@@ -70,8 +70,7 @@ async fn main() -> multiproc::Result<()> {
     let num_chunks = 72;
     let (start_num, end_num) = (1_000_000_000u64, 1_000_010_000u64);
     let step = (end_num - start_num) / num_chunks;
-    let chunks: Vec<(u64, u64)> =
-        (0..num_chunks).map(|i| (start_num + i * step, start_num + (i + 1) * step)).collect();
+    let chunks: Vec<(u64, u64)> = (0..num_chunks).map(|i| (start_num + i * step, start_num + (i + 1) * step)).collect();
 
     let start_time = Instant::now();
     let serial: u64 = chunks.iter().map(|&(a, b)| process_range(a, b)).sum();

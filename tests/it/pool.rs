@@ -105,7 +105,11 @@ async fn map_keeps_order(method: StartMethod) {
     let want: Vec<u64> = (0..100).map(|x| x * x).collect();
     assert_eq!(oks(pool.map(square, 0..100).await.expect("map")), want);
     for chunksize in [1, 3] {
-        assert_eq!(oks(pool.map(square, 0..100).chunksize(chunksize).await.expect("map")), want, "chunksize {chunksize}");
+        assert_eq!(
+            oks(pool.map(square, 0..100).chunksize(chunksize).await.expect("map")),
+            want,
+            "chunksize {chunksize}"
+        );
     }
     let pairs: Vec<(u64, u64)> = (0..50).map(|i| (i, 1000 * i)).collect();
     let sums: Vec<u64> = (0..50).map(|i| 1001 * i).collect();
@@ -241,13 +245,8 @@ async fn max_tasks_per_child_recycles(method: StartMethod) {
 }
 
 async fn initializer_runs_once_per_worker(method: StartMethod) {
-    let pool = Pool::builder()
-        .processes(2)
-        .initializer(init_worker, (1,))
-        .start_method(method)
-        .build()
-        .await
-        .expect("pool");
+    let pool =
+        Pool::builder().processes(2).initializer(init_worker, (1,)).start_method(method).build().await.expect("pool");
     let seen = oks(pool.starmap(init_count, vec![(); 40]).chunksize(1).await.expect("map"));
     assert!(seen.iter().all(|&(_, n)| n == 1), "{seen:?}");
     let workers: HashSet<u32> = seen.iter().map(|&(p, _)| p).collect();

@@ -169,20 +169,20 @@ impl<T: DeserializeOwned, I: Iterator> Stream for Imap<T, I> {
             if let Some(r) = this.ready.pop_front() {
                 return Poll::Ready(Some(r));
             }
-            if this.ordered {
-                if let Some(items) = this.early.remove(&this.next_base) {
-                    this.next_base += items.len().max(1);
-                    this.out -= 1;
-                    this.ready.extend(items);
-                    continue;
-                }
+            if this.ordered
+                && let Some(items) = this.early.remove(&this.next_base)
+            {
+                this.next_base += items.len().max(1);
+                this.out -= 1;
+                this.ready.extend(items);
+                continue;
             }
-            if this.iter.is_some() {
-                if let Err(e) = this.refill() {
-                    // No more input is taken; the error comes after what is in flight.
-                    this.iter = None;
-                    this.error = Some(e);
-                }
+            if this.iter.is_some()
+                && let Err(e) = this.refill()
+            {
+                // No more input is taken; the error comes after what is in flight.
+                this.iter = None;
+                this.error = Some(e);
             }
             if this.out == 0 && this.iter.is_none() {
                 return Poll::Ready(this.error.take().map(Err));

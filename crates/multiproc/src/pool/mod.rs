@@ -255,7 +255,8 @@ impl Drop for Pool {
         // The owners may never run again (the runtime may be shutting down):
         // signal here, through the supervisor thread; owners that do run
         // escalate to SIGKILL after the grace period and reap.
-        let signal = if tokio::runtime::Handle::try_current().is_ok() { nix::libc::SIGTERM } else { nix::libc::SIGKILL };
+        let signal =
+            if tokio::runtime::Handle::try_current().is_ok() { nix::libc::SIGTERM } else { nix::libc::SIGKILL };
         for &pid in self.shared.pids.lock().expect("pids lock").values() {
             let _ = crate::supervisor::signal(pid, signal);
         }

@@ -31,11 +31,16 @@ pub struct AsyncResult<T> {
 impl<T> Unpin for AsyncResult<T> {}
 
 impl<T: DeserializeOwned> AsyncResult<T> {
-    pub(crate) fn submit(shared: &Shared, task: Result<Arc<TaskRef>>, args: Result<(Vec<u8>, Vec<std::os::fd::OwnedFd>)>) -> Self {
+    pub(crate) fn submit(
+        shared: &Shared,
+        task: Result<Arc<TaskRef>>,
+        args: Result<(Vec<u8>, Vec<std::os::fd::OwnedFd>)>,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let submitted = task.and_then(|task| {
             let (args, fds) = args?;
-            let end = u32::try_from(args.len()).map_err(|_| Error::FrameTooLarge { len: args.len(), max: u32::MAX as usize })?;
+            let end = u32::try_from(args.len())
+                .map_err(|_| Error::FrameTooLarge { len: args.len(), max: u32::MAX as usize })?;
             shared.submit(std::iter::once(Job {
                 batch: shared.next_batch(),
                 base: 0,
@@ -60,18 +65,18 @@ impl<T: DeserializeOwned> AsyncResult<T> {
 
     /// Whether the result has arrived (`AsyncResult.ready()`).
     pub fn ready(&mut self) -> bool {
-        if self.value.is_none() {
-            if let Some(rx) = &mut self.rx {
-                match rx.try_recv() {
-                    Ok(d) => {
-                        self.rx = None;
-                        self.value = Some(self.take(d));
-                    }
-                    Err(mpsc::error::TryRecvError::Empty) => {}
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        self.rx = None;
-                        self.value = Some(Err(Error::PoolTerminated));
-                    }
+        if self.value.is_none()
+            && let Some(rx) = &mut self.rx
+        {
+            match rx.try_recv() {
+                Ok(d) => {
+                    self.rx = None;
+                    self.value = Some(self.take(d));
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {}
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.rx = None;
+                    self.value = Some(Err(Error::PoolTerminated));
                 }
             }
         }
@@ -165,7 +170,8 @@ impl<T: DeserializeOwned, X> MapCall<T, X> {
         for (i, chunk) in self.items.chunks(chunksize).enumerate() {
             let base = i * chunksize;
             let (args, ends, fds) = encode_chunk(chunk.iter(), base, self.encode, &mut prefailed);
-            let job = Job { batch, base, task: Arc::clone(&task), args, ends, fds, timeout, attempts: 0, sink: tx.clone() };
+            let job =
+                Job { batch, base, task: Arc::clone(&task), args, ends, fds, timeout, attempts: 0, sink: tx.clone() };
             if let Err(e) = self.shared.submit(std::iter::once(job)) {
                 return MapResult::failed(e);
             }

@@ -199,7 +199,8 @@ impl<'a> Owner<'a> {
                 }
             }
             let deadline = self.in_flight.front().and_then(|s| s.job.timeout.map(|t| (t, s.job.len())));
-            let deadline = deadline.map(|(t, n)| self.head_since + t.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX)));
+            let deadline =
+                deadline.map(|(t, n)| self.head_since + t.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX)));
             tokio::select! {
                 biased;
                 r = self.ch.recv_flushing::<FromWorker>() => match r {
@@ -309,7 +310,9 @@ impl<'a> Owner<'a> {
             // the worker is fine.
             self.last_task = None;
             let why = match e {
-                Error::FrameTooLarge { len, max } => format!("the arguments take {len} bytes; at most {max} fit in a call"),
+                Error::FrameTooLarge { len, max } => {
+                    format!("the arguments take {len} bytes; at most {max} fit in a call")
+                }
                 other => other.to_string(),
             };
             self.shared.stats.failed.fetch_add(job.len() as u64, Ordering::Relaxed);
@@ -371,14 +374,11 @@ impl<'a> Owner<'a> {
     /// Reads what the dead worker managed to send, then learns how it ended.
     async fn drain_and_reap(&mut self) -> ChunkError {
         self.unmark_idle();
-        loop {
-            match tokio::time::timeout(Duration::from_millis(100), self.ch.recv_flushing::<FromWorker>()).await {
-                Ok(Ok((FromWorker::Done { id, data, ends, failures }, fds))) => {
-                    if !self.on_done(id, ChunkDone { data: data.into_vec(), ends, failures, fds }) {
-                        break;
-                    }
-                }
-                _ => break,
+        while let Ok(Ok((FromWorker::Done { id, data, ends, failures }, fds))) =
+            tokio::time::timeout(Duration::from_millis(100), self.ch.recv_flushing::<FromWorker>()).await
+        {
+            if !self.on_done(id, ChunkDone { data: data.into_vec(), ends, failures, fds }) {
+                break;
             }
         }
         self.reap(EXIT_WAIT).await

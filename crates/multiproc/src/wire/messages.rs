@@ -103,10 +103,17 @@ pub enum Failure {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum FromWorker {
     Ready,
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
     /// The results of call `id`, laid out like its arguments: result `i` ends
     /// at `ends[i]` in `data`; the items listed in `failures` have no bytes.
-    Done { id: u64, data: ByteBuf, ends: Vec<u32>, failures: Vec<(u32, Failure)> },
+    Done {
+        id: u64,
+        data: ByteBuf,
+        ends: Vec<u32>,
+        failures: Vec<(u32, Failure)>,
+    },
 }
 
 #[cfg(test)]
