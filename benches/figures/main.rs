@@ -5,8 +5,11 @@
 //! bench` runs this beside the CPython baseline and prints the ratios.
 //! Each area of the library owns one module and lists its figures there.
 
+mod manager;
+mod pipe;
 mod pool;
 mod process;
+mod sync;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,6 +29,9 @@ fn all() -> Vec<(&'static str, Measure)> {
     let mut v = Vec::new();
     v.extend(process::FIGURES.iter().copied());
     v.extend(pool::FIGURES.iter().copied());
+    v.extend(manager::FIGURES.iter().copied());
+    v.extend(sync::FIGURES.iter().copied());
+    v.extend(pipe::FIGURES.iter().copied());
     v
 }
 

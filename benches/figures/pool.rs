@@ -27,7 +27,7 @@ fn prime_factors(mut n: u64) -> Vec<u64> {
     let mut factors = Vec::new();
     let bound = (n as f64).sqrt() as u64 + 1;
     for i in 2..bound {
-        while n % i == 0 {
+        while n.is_multiple_of(i) {
             factors.push(i);
             n /= i;
         }

@@ -1,6 +1,10 @@
 //! Fault scenarios that must run in a process of their own (they kill the
 //! forkserver, or get killed themselves). Used by `tests/it/faults.rs`.
 //!
+//! e2e-args: forkserver-killed
+//! e2e-args: fds-stable
+//! e2e-args: orderly-exit
+//!
 //! `scenario forkserver-killed`: kills the forkserver between two starts and
 //! with a child running; prints `ok` when everything behaved.
 //! `scenario tree`: starts children and a grandchild under both start methods,

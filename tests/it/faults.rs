@@ -41,7 +41,22 @@ fn descendants(root: u32) -> Vec<u32> {
 
 #[test]
 fn parent_sigkilled_leaves_no_child_alive() {
-    let mut parent = Command::new(SCENARIO).arg("tree").stdout(Stdio::piped()).spawn().expect("run scenario");
+    tree_dies_with_its_parent(|parent| parent.kill().expect("SIGKILL the parent"));
+}
+
+#[test]
+fn ctrl_c_to_the_process_group_leaves_no_child_alive() {
+    tree_dies_with_its_parent(|parent| {
+        // What a terminal does on Ctrl-C: SIGINT to the whole foreground group.
+        let group = nix::unistd::Pid::from_raw(-(parent.id() as i32));
+        nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGINT).expect("SIGINT the group");
+    });
+}
+
+fn tree_dies_with_its_parent(stop: impl FnOnce(&mut std::process::Child)) {
+    use std::os::unix::process::CommandExt;
+    let mut parent =
+        Command::new(SCENARIO).arg("tree").stdout(Stdio::piped()).process_group(0).spawn().expect("run scenario");
     let mut lines = BufReader::new(parent.stdout.take().expect("stdout")).lines();
     let mut reported = Vec::new();
     for line in lines.by_ref() {
@@ -59,7 +74,7 @@ fn parent_sigkilled_leaves_no_child_alive() {
     for pid in &reported {
         assert!(tree.contains(pid), "{pid} is in the tree {tree:?}");
     }
-    parent.kill().expect("SIGKILL the parent");
+    stop(&mut parent);
     parent.wait().expect("reap the parent");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

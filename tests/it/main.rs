@@ -3,5 +3,9 @@
 
 mod common;
 mod faults;
+mod manager;
+mod pipe;
 mod pool;
 mod process;
+mod queue;
+mod sync;

@@ -8,5 +8,7 @@
 
 pub mod fdpass;
 pub mod futex;
+pub mod pidlock;
 pub mod process;
+pub mod ring;
 pub mod shm;

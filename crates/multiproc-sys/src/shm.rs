@@ -6,7 +6,7 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64};
 
 use nix::fcntl::OFlag;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap, shm_open, shm_unlink};
@@ -108,6 +108,20 @@ impl SharedRegion {
         self.checked::<AtomicU32>(offset)
             // SAFETY: in bounds and aligned (checked), the mapping lives as
             // long as `self`, and AtomicU32 has no invalid bit patterns.
+            .map(|p| unsafe { &*p })
+    }
+
+    /// An atomic byte at `offset`; `None` when out of bounds.
+    pub fn atomic_u8(&self, offset: usize) -> Option<&AtomicU8> {
+        self.checked::<AtomicU8>(offset)
+            // SAFETY: as in `atomic_u32`.
+            .map(|p| unsafe { &*p })
+    }
+
+    /// An atomic half word at `offset`; `None` when out of bounds or misaligned.
+    pub fn atomic_u16(&self, offset: usize) -> Option<&AtomicU16> {
+        self.checked::<AtomicU16>(offset)
+            // SAFETY: as in `atomic_u32`.
             .map(|p| unsafe { &*p })
     }
 

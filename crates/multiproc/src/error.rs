@@ -91,7 +91,46 @@ pub enum Error {
     /// The pool could not start a worker to run the task.
     #[error("start a pool worker: {0}")]
     PoolWorkerStart(String),
-    /// An argument out of its allowed range (`Pool::new(0)`, a zero chunk size).
+    /// A manager could not carry out a request (Python raises there).
+    #[error("call the manager: {0}")]
+    Remote(String),
+    /// The peer does not know the authkey, or we do not know its.
+    #[error("authenticate: {0}")]
+    Authentication(String),
+    /// Nothing to take: `queue.Empty`.
+    #[error("get an item: the queue is empty")]
+    Empty,
+    /// No room: `queue.Full`.
+    #[error("put an item: the queue is full")]
+    Full,
+    /// An item too big for the queue's shared storage.
+    #[error(
+        "put an item of {len} bytes: the queue holds items of at most {max} bytes (see Queue::builder().capacity_bytes)"
+    )]
+    ItemTooLarge { len: usize, max: usize },
+    /// `JoinableQueue.task_done` called more often than items were put.
+    #[error("mark a task done: task_done() called too many times")]
+    TaskDoneTooManyTimes,
+    /// A byte range outside its buffer (`send_bytes(buf, offset, size)`).
+    #[error("send bytes {offset}..{offset}+{size} of a {len}-byte buffer: out of range")]
+    BadRange { offset: usize, size: usize, len: usize },
+    /// The previous holder of a lock died holding it; the data it guards may
+    /// be half-updated. The lock is free again: repair, then acquire.
+    #[error("acquire the lock: its holder (pid {pid}) died holding it")]
+    OwnerDied { pid: u32 },
+    /// An `RLock` released by a thread, task or process that does not own it.
+    #[error("release the lock: it is not owned by the caller")]
+    NotOwner,
+    /// A `BoundedSemaphore` released above its initial value.
+    #[error("release the semaphore: released too many times")]
+    TooManyReleases,
+    /// The barrier was broken (abort, reset, a timeout, a failed action).
+    #[error("wait at the barrier: it is broken")]
+    BrokenBarrier,
+    /// More simultaneous waiters than a condition has slots for.
+    #[error("wait on the condition: more than {max} waiters at once")]
+    TooManyWaiters { max: usize },
+    /// An argument outside what the call accepts.
     #[error("accept the argument: {0}")]
     InvalidArgument(String),
     #[error(transparent)]

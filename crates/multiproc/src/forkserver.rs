@@ -74,9 +74,7 @@ fn serve(fd: ControlFd) -> Result<()> {
                     Err(Error::Eof) => {
                         // Our parent is gone or done with us: nothing we
                         // started may outlive it.
-                        for c in &children {
-                            let _ = sys::pidfd_send_signal(c.pidfd.as_fd(), nix::libc::SIGKILL);
-                        }
+                        stop_all(&mut children);
                         return Ok(());
                     }
                     Err(e) => return Err(e),
@@ -84,6 +82,35 @@ fn serve(fd: ControlFd) -> Result<()> {
             }
         }
         ch.flush()?;
+    }
+}
+
+/// Time children get between SIGTERM and SIGKILL when the parent is gone.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Terminates every child, waits up to [`STOP_GRACE`] for them, kills the
+/// rest and reaps them all.
+fn stop_all(children: &mut Vec<Child>) {
+    for c in children.iter() {
+        let _ = sys::pidfd_send_signal(c.pidfd.as_fd(), nix::libc::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + STOP_GRACE;
+    while !children.is_empty() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let mut fds: Vec<PollFd<'_>> =
+            children.iter().map(|c| PollFd::new(c.pidfd.as_fd(), PollFlags::POLLIN)).collect();
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX).max(1);
+        if poll(&mut fds, PollTimeout::from(ms)).is_err() {
+            break;
+        }
+        drop(fds);
+        children.retain(|c| !matches!(sys::try_reap(c.pidfd.as_fd()), Ok(Some(_))));
+    }
+    for c in children.iter() {
+        let _ = sys::pidfd_send_signal(c.pidfd.as_fd(), nix::libc::SIGKILL);
     }
 }
 

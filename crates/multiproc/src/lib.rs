@@ -31,18 +31,23 @@
 //! ```
 #![deny(unsafe_code)]
 
-// Lets the crate's own tests use `#[multiproc::task]`.
-#[cfg(test)]
+// Lets the crate register its own tasks (the manager's server) with
+// `#[multiproc::task]`, which names paths from `::multiproc`.
 extern crate self as multiproc;
 
 mod bootstrap;
 mod current;
 mod error;
 mod forkserver;
+mod manager;
+mod pipe;
 mod pool;
 mod process;
+mod queue;
 mod registry;
 mod supervisor;
+mod sync;
+mod value;
 pub mod wire;
 mod worker;
 
@@ -50,10 +55,18 @@ pub use current::{
     ChildProcess, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process,
 };
 pub use error::{Error, ExitStatus, Result};
+pub use manager::{DictProxy, ListProxy, Manager, Namespace};
 pub use multiproc_macros::{target, task};
+pub use pipe::{Connection, Pipe, PipeBuilder};
 pub use pool::{AsyncResult, Imap, MapCall, MapResult, Pool, PoolBuilder, PoolStats};
 pub use process::{Process, StartMethod, get_start_method, set_start_method};
+pub use queue::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
 pub use registry::{Async, Plain, Target, TaskFn};
+pub use sync::{
+    Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
+    SemaphoreGuard,
+};
+pub use value::{Array, Primitive, SharedString, Value};
 
 #[doc(hidden)]
 pub mod __private {

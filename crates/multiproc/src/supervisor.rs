@@ -257,6 +257,15 @@ impl Supervisor {
             }
         }
         if self.live.is_empty() && self.pending.is_empty() {
+            // Close the forkserver's socket so it exits, and reap it here
+            // rather than leave a zombie for init.
+            if let Some(fs) = self.forkserver.take() {
+                let Forkserver { ch, pidfd, pid } = fs;
+                drop(ch);
+                if wait_reap(&pidfd).is_err() {
+                    tracing::warn!(pid, "the forkserver did not exit at shutdown");
+                }
+            }
             for done in self.shutdown.drain(..) {
                 let _ = done.send(());
             }
@@ -351,8 +360,10 @@ impl Supervisor {
 fn wait_reap(pidfd: &OwnedFd) -> Result<()> {
     let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
     let _ = poll(&mut fds, PollTimeout::from(1000u16));
-    sys::try_reap(pidfd.as_fd())?;
-    Ok(())
+    match sys::try_reap(pidfd.as_fd())? {
+        Some(_) => Ok(()),
+        None => Err(Error::Timeout),
+    }
 }
 
 /// Re-executes this binary as the forkserver and shakes hands with it.

@@ -75,6 +75,12 @@ impl BlockingChannel {
         self.fd.as_fd()
     }
 
+    /// Changes the largest frame accepted from now on.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+        self.reader.set_max(max);
+    }
+
     /// Queues a message without writing it.
     pub fn feed<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
         self.feed_with(msg, Vec::new())
@@ -158,7 +164,9 @@ impl BlockingChannel {
     }
 }
 
-/// A framed channel used from async code on a tokio runtime.
+/// A framed channel used from async code on a tokio runtime. The fd may be
+/// any stream socket (Unix or TCP): tokio's `UnixStream` only registers it
+/// for readiness; all I/O goes through `sendmsg`/`recvmsg`.
 #[derive(Debug)]
 pub(crate) struct Channel {
     fd: UnixStream,
@@ -189,6 +197,12 @@ impl Channel {
             extra.extend(own);
             r.map(|()| extra)
         })
+    }
+
+    /// Changes the largest frame accepted from now on.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+        self.reader.set_max(max);
     }
 
     /// Bytes queued by `feed` and not yet written.

@@ -190,10 +190,16 @@ impl FrameWriter {
     /// One `sendmsg` of what is pending; fds ride on the first write so they
     /// arrive no later than the first byte of their frame.
     pub fn write_to(&mut self, sock: BorrowedFd<'_>) -> io::Result<()> {
-        use std::os::fd::AsFd;
-        let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(|f| f.as_fd()).collect();
-        let n = fdpass::send(sock, &[io::IoSlice::new(&self.buf[self.sent..])], &fds)?;
-        drop(fds);
+        use std::os::fd::{AsFd, AsRawFd};
+        let pending = &self.buf[self.sent..];
+        let n = if self.fds.is_empty() {
+            // The common case: a plain send, no ancillary data to build.
+            use nix::sys::socket::{MsgFlags, send};
+            send(sock.as_raw_fd(), pending, MsgFlags::MSG_NOSIGNAL)?
+        } else {
+            let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(|f| f.as_fd()).collect();
+            fdpass::send(sock, &[io::IoSlice::new(pending)], &fds)?
+        };
         self.fds.clear();
         self.sent += n;
         if self.sent == self.buf.len() {

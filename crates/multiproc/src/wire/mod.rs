@@ -10,7 +10,7 @@ mod frame;
 mod messages;
 
 pub(crate) use channel::{BlockingChannel, Channel};
-pub(crate) use frame::DEFAULT_MAX_FRAME;
+pub(crate) use frame::{DEFAULT_MAX_FRAME, FrameReader, FrameWriter};
 pub use messages::Failure;
 pub(crate) use messages::*;
 

@@ -1,0 +1,520 @@
+//! `Pipe` and `Connection`: two ends of a Unix stream socketpair carrying
+//! framed messages (msgpack values or raw bytes), usable from async code and,
+//! through the `blocking_*` twins, from sync code in workers.
+//!
+//! The socket is always non-blocking. Async methods register it with the
+//! current tokio runtime the first time they would have to wait; blocking
+//! methods wait with `poll(2)`. So one `Connection` may be used both ways,
+//! and a `Connection` received by a sync worker task never needs a runtime.
+//!
+//! Writes go straight to the socket; only what the socket does not take is
+//! kept in the connection's buffer (and written before anything else), so a
+//! cancelled `send` loses nothing and later messages keep their order. Reads
+//! take up to 64 KiB at a time: many small frames per system call.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::io::Interest;
+use tokio::net::UnixStream;
+
+use crate::error::{Error, Result};
+use crate::wire::fds::{self, PassFd};
+use crate::wire::{DEFAULT_MAX_FRAME, FrameReader, FrameWriter};
+
+/// Makes connected pairs: `multiprocessing.Pipe`.
+///
+/// ```no_run
+/// # async fn demo() -> multiproc::Result<()> {
+/// // parent_conn, child_conn = Pipe()
+/// let (mut parent_conn, mut child_conn) = multiproc::Pipe::new()?;
+/// child_conn.send(&[42, 7]).await?;
+/// assert_eq!(parent_conn.recv::<Vec<i32>>().await?, vec![42, 7]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Pipe;
+
+impl Pipe {
+    /// Two ends that can both send and receive (`Pipe()`, `Pipe(True)`).
+    pub fn new() -> Result<(Connection, Connection)> {
+        Self::builder().build()
+    }
+
+    /// `(reader, writer)`: the first end only receives, the second only
+    /// sends (`Pipe(duplex=False)`).
+    pub fn simplex() -> Result<(Connection, Connection)> {
+        Self::builder().duplex(false).build()
+    }
+
+    pub fn builder() -> PipeBuilder {
+        PipeBuilder { duplex: true, max_message: DEFAULT_MAX_FRAME }
+    }
+}
+
+/// Options of a [`Pipe`].
+#[derive(Debug, Clone)]
+pub struct PipeBuilder {
+    duplex: bool,
+    max_message: usize,
+}
+
+impl PipeBuilder {
+    /// Both ends send and receive (the default), or `(reader, writer)`.
+    pub fn duplex(&mut self, duplex: bool) -> &mut Self {
+        self.duplex = duplex;
+        self
+    }
+
+    /// Largest message, in bytes, either end sends or accepts (64 MiB by
+    /// default). A larger `send` fails with [`Error::FrameTooLarge`] and
+    /// leaves the connection usable.
+    pub fn max_message(&mut self, bytes: usize) -> &mut Self {
+        self.max_message = bytes;
+        self
+    }
+
+    pub fn build(&self) -> Result<(Connection, Connection)> {
+        use nix::sys::socket::{AddressFamily, Shutdown, SockFlag, SockType, shutdown, socketpair};
+        if self.max_message > u32::MAX as usize {
+            return Err(Error::FrameTooLarge { len: self.max_message, max: u32::MAX as usize });
+        }
+        let (a, b) =
+            socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK)?;
+        let mut a = Connection::with(a, self.max_message);
+        let mut b = Connection::with(b, self.max_message);
+        if !self.duplex {
+            shutdown(a.fd()?.as_raw_fd(), Shutdown::Write)?;
+            shutdown(b.fd()?.as_raw_fd(), Shutdown::Read)?;
+            a.writable = false;
+            b.readable = false;
+        }
+        Ok((a, b))
+    }
+}
+
+/// Bytes [`Connection::feed`] lets accumulate before it writes.
+pub const BATCH_BYTES: usize = 64 << 10;
+
+/// How the socket is waited on: not yet registered with a runtime, or
+/// registered with the one that first waited on it.
+#[derive(Debug)]
+enum Io {
+    Plain(OwnedFd),
+    Registered(UnixStream),
+}
+
+impl Io {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Io::Plain(fd) => fd.as_fd(),
+            Io::Registered(s) => s.as_fd(),
+        }
+    }
+}
+
+/// One end of a [`Pipe`]: `multiprocessing.connection.Connection`.
+///
+/// Messages keep their boundaries; `send`/`recv` carry msgpack values (which
+/// may hold handles such as another `Connection` or a `Queue`: their fds
+/// travel with the message), `send_bytes`/`recv_bytes` carry raw bytes. When
+/// every copy of the other end is closed, in every process, `recv` fails with
+/// [`Error::Eof`] once the buffered messages are read.
+///
+/// A `Connection` is an argument like any other: `Process::new(f, (conn,))`
+/// gives the child its own copy of the socket. Python's caveat holds: two
+/// processes reading (or writing) the *same* end at once interleave bytes.
+#[derive(Debug)]
+pub struct Connection {
+    io: Option<Io>,
+    reader: FrameReader,
+    writer: FrameWriter,
+    max: usize,
+    readable: bool,
+    writable: bool,
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    if !flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    }
+    Ok(())
+}
+
+/// Waits with `poll(2)` until `fd` is ready; `false` on timeout.
+fn poll_fd(fd: BorrowedFd<'_>, write: bool, deadline: Option<Instant>) -> io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let flags = if write { PollFlags::POLLOUT } else { PollFlags::POLLIN };
+    loop {
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // Round up so a wait never ends early.
+                let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        match poll(&mut [PollFd::new(fd, flags)], timeout) {
+            Ok(0) if deadline.is_some_and(|d| Instant::now() >= d) => return Ok(false),
+            Ok(0) => {}
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Registers the socket with the current runtime (first async wait only).
+fn registered(io: &mut Option<Io>) -> Result<&UnixStream> {
+    if let Some(Io::Plain(_)) = io {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Io(io::Error::other(
+                "async Connection methods need a tokio runtime; use the blocking_* methods in sync code",
+            )));
+        }
+        let Some(Io::Plain(fd)) = io.take() else { unreachable!("matched just above") };
+        // On failure the socket is gone: the connection reads as closed.
+        *io = Some(Io::Registered(UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))?));
+    }
+    match io {
+        Some(Io::Registered(s)) => Ok(s),
+        _ => Err(Error::Closed("connection")),
+    }
+}
+
+/// Waits (async) until the socket may be ready again after a `WouldBlock`.
+async fn ready_async(io: &mut Option<Io>, write: bool) -> Result<()> {
+    let s = registered(io)?;
+    let interest = if write { Interest::WRITABLE } else { Interest::READABLE };
+    s.ready(interest).await?;
+    // The caller's next attempt tells whether it really is ready; clearing
+    // the flag now makes the wait after a failed attempt sleep until the
+    // kernel reports readiness again.
+    let _ = s.try_io(interest, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+    Ok(())
+}
+
+impl Connection {
+    fn with(fd: OwnedFd, max: usize) -> Self {
+        Self {
+            io: Some(Io::Plain(fd)),
+            reader: FrameReader::new(max),
+            writer: FrameWriter::default(),
+            max,
+            readable: true,
+            writable: true,
+        }
+    }
+
+    /// Wraps a connected Unix stream socket (one end of a socketpair made
+    /// elsewhere, for instance). Both ends must be `multiproc` connections.
+    pub fn from_fd(fd: OwnedFd) -> Result<Self> {
+        set_nonblocking(fd.as_fd())?;
+        Ok(Self::with(fd, DEFAULT_MAX_FRAME))
+    }
+
+    /// Another handle on the same end (the socket is duplicated; buffers
+    /// are not). Useful to pass an end to a child while keeping it, as
+    /// Python code does by passing `pipe` and then calling `pipe[0].close()`.
+    pub fn try_clone(&self) -> Result<Self> {
+        let fd = self.fd()?.try_clone_to_owned()?;
+        let mut c = Self::with(fd, self.max);
+        c.readable = self.readable;
+        c.writable = self.writable;
+        Ok(c)
+    }
+
+    /// Largest message this end sends or accepts.
+    pub fn max_message(&self) -> usize {
+        self.max
+    }
+
+    /// Changes the largest message this end sends or accepts.
+    pub fn set_max_message(&mut self, bytes: usize) {
+        self.max = bytes.min(u32::MAX as usize);
+        self.reader.set_max(self.max);
+    }
+
+    fn fd(&self) -> Result<BorrowedFd<'_>> {
+        self.io.as_ref().map(Io::fd).ok_or(Error::Closed("connection"))
+    }
+
+    /// Closes this end (`conn.close()`); later calls fail with
+    /// [`Error::Closed`]. Dropping the connection does the same.
+    pub fn close(&mut self) {
+        self.io = None;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.io.is_none()
+    }
+
+    fn check(&self, write: bool) -> Result<()> {
+        self.fd()?;
+        match (write, self.writable, self.readable) {
+            (true, false, _) => Err(Error::Closed("connection for sending (it is the reading end of a simplex pipe)")),
+            (false, _, false) => {
+                Err(Error::Closed("connection for receiving (it is the writing end of a simplex pipe)"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Queues `msg` as one frame, without writing.
+    fn queue_frame<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
+        self.check(true)?;
+        self.writer.push(self.max, |buf| {
+            let (r, fds) = fds::capture(|| {
+                rmp_serde::encode::write(buf, msg)
+                    .map_err(|e| Error::Encode { what: "a message", reason: e.to_string() })
+            });
+            r.map(|()| fds)
+        })
+    }
+
+    fn feed_bytes(&mut self, buf: &[u8]) -> Result<()> {
+        self.check(true)?;
+        self.writer.push(self.max, |out| {
+            out.extend_from_slice(buf);
+            Ok(Vec::new())
+        })
+    }
+
+    /// One write attempt; `Ok(false)` when the socket is full.
+    fn write_some(&mut self) -> Result<bool> {
+        let fd = self.io.as_ref().map(Io::fd).ok_or(Error::Closed("connection"))?;
+        match self.writer.write_to(fd) {
+            Ok(()) => Ok(true),
+            Err(e) if would_block(&e) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One read attempt; `Ok(false)` when nothing was there.
+    fn read_some(&mut self) -> Result<bool> {
+        let fd = self.io.as_ref().map(Io::fd).ok_or(Error::Closed("connection"))?;
+        match self.reader.read_from(fd) {
+            Ok(_) => Ok(true),
+            Err(e) if would_block(&e) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes every queued message (see [`feed`](Self::feed)).
+    pub async fn flush(&mut self) -> Result<()> {
+        while !self.writer.is_empty() {
+            if !self.write_some()? {
+                ready_async(&mut self.io, true).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`flush`](Self::flush) for sync code.
+    pub fn blocking_flush(&mut self) -> Result<()> {
+        while !self.writer.is_empty() {
+            if !self.write_some()? {
+                poll_fd(self.fd()?, true, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a whole frame (or the end of the stream) is buffered.
+    fn has_frame(&self) -> Result<bool> {
+        Ok(self.reader.has_frame()? || self.reader.is_eof())
+    }
+
+    async fn fill(&mut self, deadline: Option<Instant>) -> Result<bool> {
+        while !self.has_frame()? {
+            if !self.read_some()? {
+                let wait = ready_async(&mut self.io, false);
+                match deadline {
+                    None => wait.await?,
+                    Some(d) => match tokio::time::timeout_at(d.into(), wait).await {
+                        Ok(r) => r?,
+                        Err(_) => return Ok(false),
+                    },
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn blocking_fill(&mut self, deadline: Option<Instant>) -> Result<bool> {
+        while !self.has_frame()? {
+            if !self.read_some()? && !poll_fd(self.fd()?, false, deadline)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn decode_next<T: DeserializeOwned>(&mut self) -> Result<T> {
+        let frame = self.reader.next_frame()?.ok_or(Error::Eof)?;
+        let payload = frame.payload;
+        fds::provide(frame.fds, || crate::wire::decode("a message", payload))
+    }
+
+    fn bytes_next(&mut self) -> Result<Vec<u8>> {
+        Ok(self.reader.next_frame()?.ok_or(Error::Eof)?.payload.to_vec())
+    }
+
+    /// Sends one value (`conn.send(obj)`). Returns once the socket has taken
+    /// all of it. Cancel-safe: a dropped call leaves the message queued
+    /// whole, to be written before the next one.
+    pub async fn send<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
+        self.queue_frame(msg)?;
+        self.flush().await
+    }
+
+    /// [`send`](Self::send) for sync code.
+    pub fn blocking_send<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
+        self.queue_frame(msg)?;
+        self.blocking_flush()
+    }
+
+    /// Queues one value to be sent, writing only once [`BATCH_BYTES`] are
+    /// queued: many small messages then cost one system call. Queued
+    /// messages are sent by the next [`flush`](Self::flush) or `send`, in
+    /// order; call `flush` when done, as with a buffered writer (dropping
+    /// the connection makes one last attempt that does not wait).
+    pub async fn feed<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
+        self.queue_frame(msg)?;
+        if self.writer.pending_len() >= BATCH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// [`feed`](Self::feed) for sync code.
+    pub fn blocking_feed<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
+        self.queue_frame(msg)?;
+        if self.writer.pending_len() >= BATCH_BYTES {
+            self.blocking_flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends raw bytes as one message (`conn.send_bytes(buf)`).
+    pub async fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
+        self.feed_bytes(buf)?;
+        self.flush().await
+    }
+
+    /// [`send_bytes`](Self::send_bytes) for sync code.
+    pub fn blocking_send_bytes(&mut self, buf: &[u8]) -> Result<()> {
+        self.feed_bytes(buf)?;
+        self.blocking_flush()
+    }
+
+    /// Sends `size` bytes of `buf` from `offset` (`send_bytes(buf, offset,
+    /// size)`; `None`: to the end); a range outside `buf` is
+    /// [`Error::BadRange`].
+    pub async fn send_bytes_range(&mut self, buf: &[u8], offset: usize, size: Option<usize>) -> Result<()> {
+        let part = range(buf, offset, size)?;
+        self.send_bytes(part).await
+    }
+
+    /// [`send_bytes_range`](Self::send_bytes_range) for sync code.
+    pub fn blocking_send_bytes_range(&mut self, buf: &[u8], offset: usize, size: Option<usize>) -> Result<()> {
+        let part = range(buf, offset, size)?;
+        self.blocking_send_bytes(part)
+    }
+
+    /// Receives one value (`conn.recv()`); [`Error::Eof`] when the other end
+    /// is closed everywhere and nothing is left. Cancel-safe.
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
+        self.check(false)?;
+        self.fill(None).await?;
+        self.decode_next()
+    }
+
+    /// [`recv`](Self::recv) for sync code.
+    pub fn blocking_recv<T: DeserializeOwned>(&mut self) -> Result<T> {
+        self.check(false)?;
+        self.blocking_fill(None)?;
+        self.decode_next()
+    }
+
+    /// Receives one message as raw bytes (`conn.recv_bytes()`).
+    pub async fn recv_bytes(&mut self) -> Result<Vec<u8>> {
+        self.check(false)?;
+        self.fill(None).await?;
+        self.bytes_next()
+    }
+
+    /// [`recv_bytes`](Self::recv_bytes) for sync code.
+    pub fn blocking_recv_bytes(&mut self) -> Result<Vec<u8>> {
+        self.check(false)?;
+        self.blocking_fill(None)?;
+        self.bytes_next()
+    }
+
+    /// Whether a whole message (or the end of the stream) can be received
+    /// without waiting, after waiting up to `timeout` for one (`None`:
+    /// forever; `Some(ZERO)`: just look). `conn.poll(timeout)`.
+    pub async fn poll(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        self.check(false)?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        self.fill(deadline).await
+    }
+
+    /// [`poll`](Self::poll) for sync code.
+    pub fn blocking_poll(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        self.check(false)?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        self.blocking_fill(deadline)
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Fed but unflushed messages: one last write that does not wait.
+        if !self.writer.is_empty() && self.io.is_some() {
+            while matches!(self.write_some(), Ok(true)) && !self.writer.is_empty() {}
+        }
+    }
+}
+
+fn range(buf: &[u8], offset: usize, size: Option<usize>) -> Result<&[u8]> {
+    let size = size.unwrap_or(buf.len().saturating_sub(offset));
+    offset.checked_add(size).and_then(|end| buf.get(offset..end)).ok_or(Error::BadRange {
+        offset,
+        size,
+        len: buf.len(),
+    })
+}
+
+/// What crosses a process boundary: the socket (out of band) and the
+/// connection's settings. Buffered, unread messages stay behind.
+impl Serialize for Connection {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let fd = self.fd().map_err(serde::ser::Error::custom)?;
+        let fd = fd.try_clone_to_owned().map_err(serde::ser::Error::custom)?;
+        (PassFd(fd), self.max as u64, self.readable, self.writable).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Connection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (fd, max, readable, writable) = <(PassFd, u64, bool, bool)>::deserialize(d)?;
+        set_nonblocking(fd.borrow()).map_err(serde::de::Error::custom)?;
+        let mut c = Self::with(fd.0, usize::try_from(max).unwrap_or(usize::MAX));
+        c.readable = readable;
+        c.writable = writable;
+        Ok(c)
+    }
+}

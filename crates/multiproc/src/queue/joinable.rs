@@ -1,0 +1,107 @@
+//! `JoinableQueue`: a [`Queue`] that counts unfinished items.
+
+use std::ops::Deref;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{ASYNC_WAIT_SLICE, Queue};
+use crate::error::{Error, Result};
+
+/// `multiprocessing.JoinableQueue`: every `put` adds an unfinished item,
+/// every `task_done` finishes one, and `join` waits until none is left. The
+/// count lives in the queue's shared memory, so it works across processes.
+///
+/// Derefs to [`Queue`] for `put`, `get` and the rest.
+///
+/// ```no_run
+/// # async fn demo() -> multiproc::Result<()> {
+/// let q = multiproc::JoinableQueue::<u32>::new()?;
+/// q.put(1).await?;
+/// let item = q.get().await?;   // in a worker, usually
+/// q.task_done()?;              // q.task_done()
+/// q.join().await?;             // q.join()
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct JoinableQueue<T> {
+    queue: Queue<T>,
+}
+
+impl<T> JoinableQueue<T> {
+    /// An unbounded joinable queue (`JoinableQueue()`).
+    pub fn new() -> Result<Self> {
+        Ok(Self { queue: Queue::new()? })
+    }
+
+    /// At most `maxsize` items queued (`JoinableQueue(maxsize)`).
+    pub fn with_maxsize(maxsize: usize) -> Result<Self> {
+        Ok(Self { queue: Queue::with_maxsize(maxsize)? })
+    }
+
+    /// A joinable queue with the options of a [`Queue::builder`].
+    pub fn from_builder(builder: &super::QueueBuilder) -> Result<Self> {
+        Ok(Self { queue: builder.build()? })
+    }
+
+    /// Marks one item taken with `get` as processed (`q.task_done()`); more
+    /// calls than items put is [`Error::TaskDoneTooManyTimes`].
+    pub fn task_done(&self) -> Result<()> {
+        if self.queue.shared.ring.task_done() { Ok(()) } else { Err(Error::TaskDoneTooManyTimes) }
+    }
+
+    /// Items put and not yet marked done.
+    pub fn unfinished_tasks(&self) -> usize {
+        usize::try_from(self.queue.shared.ring.unfinished()).unwrap_or(usize::MAX)
+    }
+
+    /// Waits until every item put has been marked done (`q.join()`).
+    pub async fn join(&self) -> Result<()> {
+        while self.queue.shared.ring.unfinished() > 0 {
+            let shared = self.queue.shared.clone();
+            let until = Instant::now() + ASYNC_WAIT_SLICE;
+            tokio::task::spawn_blocking(move || shared.ring.wait_all_done(Some(until)))
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??;
+        }
+        Ok(())
+    }
+
+    /// [`join`](Self::join) for sync code.
+    pub fn blocking_join(&self) -> Result<()> {
+        self.queue.shared.ring.wait_all_done(None)?;
+        Ok(())
+    }
+
+    /// Like [`blocking_join`](Self::blocking_join), giving up after
+    /// `timeout` with [`Error::Timeout`].
+    pub fn blocking_join_timeout(&self, timeout: Duration) -> Result<()> {
+        if self.queue.shared.ring.wait_all_done(Some(Instant::now() + timeout))? { Ok(()) } else { Err(Error::Timeout) }
+    }
+}
+
+impl<T> Deref for JoinableQueue<T> {
+    type Target = Queue<T>;
+
+    fn deref(&self) -> &Queue<T> {
+        &self.queue
+    }
+}
+
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> Self {
+        Self { queue: self.queue.clone() }
+    }
+}
+
+impl<T> Serialize for JoinableQueue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.queue.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(Self { queue: Queue::deserialize(d)? })
+    }
+}

@@ -1,0 +1,391 @@
+//! Queues across processes: [`Queue`], [`SimpleQueue`] and [`JoinableQueue`].
+//!
+//! # Theory of operation
+//!
+//! A queue is one shared memory mapping (a memfd, passed to other processes
+//! as an fd; it has no name, so nothing can leak) holding a ring of
+//! length-prefixed msgpack records, a small futex lock that records its
+//! holder's pid, and sequence words to sleep on. See `multiproc_sys::ring`.
+//!
+//! - `put` encodes the item and copies it into the ring before it returns:
+//!   there is no feeder thread, so a process may exit (and be joined) right
+//!   after a `put`, whoever reads the item later. An item that cannot be
+//!   encoded fails the `put` itself.
+//! - `get` copies the record out and only then removes it, under the lock: a
+//!   consumer killed at any point loses no item it had not received.
+//! - A process that dies holding the lock is replaced by the next process
+//!   that waits for it (within 50 ms; it sees the pid is gone).
+//! - `maxsize` counts items as in Python; independently the ring holds
+//!   [`QueueBuilder::capacity_bytes`] bytes (32 MiB by default, allocated by
+//!   the kernel only as it is used). A `put` that finds too little room waits
+//!   like a `put` on a full queue; an item that could never fit is
+//!   [`Error::ItemTooLarge`].
+//! - Blocking methods wait on the futex directly. Async methods try first
+//!   without waiting and otherwise wait on tokio's blocking pool, so they
+//!   never park a runtime worker.
+
+mod joinable;
+mod simple;
+mod stream;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use multiproc_sys::ring::{self, Push, Ring};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use joinable::JoinableQueue;
+pub use simple::SimpleQueue;
+pub use stream::QueueState;
+
+use crate::error::{Error, Result};
+use crate::wire::fds::PassFd;
+
+/// Default size of a queue's ring, in bytes.
+pub const DEFAULT_CAPACITY_BYTES: usize = 32 << 20;
+/// Longest single wait of an async method on the blocking pool: a caller
+/// that gave up frees its thread within this time.
+const ASYNC_WAIT_SLICE: Duration = Duration::from_millis(250);
+
+/// The per-process state of a queue, shared by its clones.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    ring: Ring,
+    closed: AtomicBool,
+}
+
+/// A multi-producer, multi-consumer FIFO queue between processes:
+/// `multiprocessing.Queue`.
+///
+/// ```no_run
+/// #[multiproc::task]
+/// fn worker(q: multiproc::Queue<String>) {
+///     q.blocking_put("Data from worker process".into()).expect("put");
+/// }
+///
+/// # async fn demo() -> multiproc::Result<()> {
+/// let q = multiproc::Queue::new()?;                      // q = Queue()
+/// let mut p = multiproc::Process::new(worker, (q.clone(),));
+/// p.start().await?;
+/// println!("{}", q.get().await?);                         // print(q.get())
+/// p.join().await?;
+/// # Ok(()) }
+/// ```
+///
+/// Clones are handles to the same queue; so is the value a child receives
+/// when the queue is passed as an argument. Items are msgpack-encoded, so
+/// they cannot carry handles that own fds (a `Connection`, another queue):
+/// pass those as process arguments instead (Python forbids them too).
+pub struct Queue<T> {
+    shared: Arc<Shared>,
+    state: std::sync::Mutex<QueueState<T>>,
+    _items: PhantomData<fn(T) -> T>,
+}
+
+/// Options of a [`Queue`].
+#[derive(Debug, Clone)]
+pub struct QueueBuilder {
+    maxsize: usize,
+    capacity: usize,
+}
+
+impl QueueBuilder {
+    /// Most items queued at once (Python's `maxsize`); 0 means no limit.
+    pub fn maxsize(&mut self, items: usize) -> &mut Self {
+        self.maxsize = items;
+        self
+    }
+
+    /// Bytes of shared storage for queued items (each takes its encoded size
+    /// plus 4). The largest item is this minus 4.
+    pub fn capacity_bytes(&mut self, bytes: usize) -> &mut Self {
+        self.capacity = bytes;
+        self
+    }
+
+    pub fn build<T>(&self) -> Result<Queue<T>> {
+        let ring = Ring::create(self.capacity, self.maxsize as u64)?;
+        Ok(Queue::from_ring(ring))
+    }
+}
+
+fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Some(Instant::now() + timeout)
+}
+
+thread_local! {
+    /// Reused buffer for records taken out of a ring.
+    static RECORD: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl Shared {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Relaxed) { Err(Error::Closed("queue")) } else { Ok(()) }
+    }
+
+    fn encode<T: Serialize>(&self, item: &T) -> Result<Vec<u8>> {
+        self.check_open()?;
+        crate::wire::encode("a queue item", item)
+    }
+
+    /// One attempt to push; `Ok(false)` when there is no room now.
+    fn try_push(&self, bytes: &[u8]) -> Result<bool> {
+        match self.ring.try_push(bytes)? {
+            Push::Done => Ok(true),
+            Push::Full | Push::NoRoom => Ok(false),
+            Push::TooLarge { max } => Err(Error::ItemTooLarge { len: bytes.len(), max }),
+        }
+    }
+
+    /// One attempt to take an item.
+    fn try_get<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.check_open()?;
+        let mut buf = RECORD.take();
+        let got = self.ring.try_pop(&mut buf);
+        let r = match got {
+            Ok(true) => crate::wire::decode("a queue item", &buf).map(Some),
+            Ok(false) => Ok(None),
+            Err(e) => Err(e.into()),
+        };
+        RECORD.set(buf);
+        r
+    }
+
+    fn blocking_put(&self, bytes: &[u8], deadline: Option<Instant>) -> Result<()> {
+        loop {
+            if self.try_push(bytes)? {
+                return Ok(());
+            }
+            if passed(deadline) {
+                return Err(Error::Full);
+            }
+            self.ring.wait_room(bytes.len(), deadline)?;
+        }
+    }
+
+    fn blocking_get<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
+        loop {
+            if let Some(v) = self.try_get()? {
+                return Ok(v);
+            }
+            if passed(deadline) {
+                return Err(Error::Empty);
+            }
+            self.ring.wait_items(deadline)?;
+        }
+    }
+}
+
+/// Runs a futex wait on tokio's blocking pool, at most one slice long.
+async fn wait_off_runtime(
+    shared: &Arc<Shared>,
+    deadline: Option<Instant>,
+    wait: fn(&Ring, Instant, usize) -> std::io::Result<bool>,
+    arg: usize,
+) -> Result<()> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(Error::Io(std::io::Error::other(
+            "async Queue methods need a tokio runtime; use the blocking_* methods in sync code",
+        )));
+    }
+    let shared = shared.clone();
+    let until = ring::slice_deadline(deadline, ASYNC_WAIT_SLICE);
+    tokio::task::spawn_blocking(move || wait(&shared.ring, until, arg))
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??;
+    Ok(())
+}
+
+async fn put_async(shared: &Arc<Shared>, bytes: Vec<u8>, deadline: Option<Instant>) -> Result<()> {
+    loop {
+        if shared.try_push(&bytes)? {
+            return Ok(());
+        }
+        if passed(deadline) {
+            return Err(Error::Full);
+        }
+        wait_off_runtime(shared, deadline, |r, d, need| r.wait_room(need, Some(d)), bytes.len()).await?;
+    }
+}
+
+async fn get_async<T: DeserializeOwned>(shared: &Arc<Shared>, deadline: Option<Instant>) -> Result<T> {
+    loop {
+        if let Some(v) = shared.try_get()? {
+            return Ok(v);
+        }
+        if passed(deadline) {
+            return Err(Error::Empty);
+        }
+        wait_off_runtime(shared, deadline, |r, d, _| r.wait_items(Some(d)), 0).await?;
+    }
+}
+
+impl<T> Queue<T> {
+    fn from_ring(ring: Ring) -> Self {
+        Self::from_shared(Arc::new(Shared { ring, closed: AtomicBool::new(false) }))
+    }
+
+    fn from_shared(shared: Arc<Shared>) -> Self {
+        Self { shared, state: std::sync::Mutex::new(QueueState::default()), _items: PhantomData }
+    }
+
+    /// An unbounded queue (`Queue()`).
+    pub fn new() -> Result<Self> {
+        Self::builder().build()
+    }
+
+    /// A queue of at most `maxsize` items (`Queue(maxsize)`; 0: unbounded).
+    pub fn with_maxsize(maxsize: usize) -> Result<Self> {
+        Self::builder().maxsize(maxsize).build()
+    }
+
+    pub fn builder() -> QueueBuilder {
+        QueueBuilder { maxsize: 0, capacity: DEFAULT_CAPACITY_BYTES }
+    }
+
+    /// Items queued now (`q.qsize()`); other processes may change it at once.
+    pub fn qsize(&self) -> usize {
+        usize::try_from(self.shared.ring.len()).unwrap_or(usize::MAX)
+    }
+
+    /// `q.empty()`.
+    pub fn empty(&self) -> bool {
+        self.shared.ring.is_empty()
+    }
+
+    /// `q.full()`: `maxsize` items are queued.
+    pub fn full(&self) -> bool {
+        self.shared.ring.is_full()
+    }
+
+    /// The `maxsize` given at creation (0: unbounded).
+    pub fn maxsize(&self) -> usize {
+        usize::try_from(self.shared.ring.maxsize()).unwrap_or(usize::MAX)
+    }
+
+    /// Largest encoded item the queue can hold, in bytes.
+    pub fn max_item_bytes(&self) -> usize {
+        self.shared.ring.max_record()
+    }
+
+    /// This process will neither put nor get any more (`q.close()`); later
+    /// calls through any clone in this process fail with [`Error::Closed`].
+    /// Items already put stay available to other processes.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Relaxed)
+    }
+
+    /// Python's `q.join_thread()`: returns at once, as there is no feeder
+    /// thread (every `put` has finished writing when it returns).
+    pub fn join_thread(&self) {}
+
+    /// Python's `q.cancel_join_thread()`: nothing to cancel, see
+    /// [`join_thread`](Self::join_thread).
+    pub fn cancel_join_thread(&self) {}
+}
+
+impl<T: Serialize> Queue<T> {
+    /// Puts an item, waiting while the queue is full (`q.put(item)`).
+    pub async fn put(&self, item: T) -> Result<()> {
+        let bytes = self.shared.encode(&item)?;
+        put_async(&self.shared, bytes, None).await
+    }
+
+    /// Puts an item, waiting at most `timeout` for room; [`Error::Full`]
+    /// after that (`q.put(item, timeout=t)`).
+    pub async fn put_timeout(&self, item: T, timeout: Duration) -> Result<()> {
+        let bytes = self.shared.encode(&item)?;
+        put_async(&self.shared, bytes, deadline_after(timeout)).await
+    }
+
+    /// Puts an item if there is room now, else [`Error::Full`]
+    /// (`q.put_nowait(item)`).
+    pub fn put_nowait(&self, item: T) -> Result<()> {
+        let bytes = self.shared.encode(&item)?;
+        if self.shared.try_push(&bytes)? { Ok(()) } else { Err(Error::Full) }
+    }
+
+    /// [`put`](Self::put) for sync code.
+    pub fn blocking_put(&self, item: T) -> Result<()> {
+        let bytes = self.shared.encode(&item)?;
+        self.shared.blocking_put(&bytes, None)
+    }
+
+    /// [`put_timeout`](Self::put_timeout) for sync code.
+    pub fn blocking_put_timeout(&self, item: T, timeout: Duration) -> Result<()> {
+        let bytes = self.shared.encode(&item)?;
+        self.shared.blocking_put(&bytes, deadline_after(timeout))
+    }
+}
+
+impl<T: DeserializeOwned> Queue<T> {
+    /// Takes the oldest item, waiting for one (`q.get()`). Cancel-safe: an
+    /// item is only removed by the call that returns it.
+    pub async fn get(&self) -> Result<T> {
+        get_async(&self.shared, None).await
+    }
+
+    /// Takes an item, waiting at most `timeout`; [`Error::Empty`] after that
+    /// (`q.get(timeout=t)`).
+    pub async fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        get_async(&self.shared, deadline_after(timeout)).await
+    }
+
+    /// Takes an item if one is queued, else [`Error::Empty`] (`q.get_nowait()`).
+    pub fn get_nowait(&self) -> Result<T> {
+        self.shared.try_get()?.ok_or(Error::Empty)
+    }
+
+    /// [`get`](Self::get) for sync code.
+    pub fn blocking_get(&self) -> Result<T> {
+        self.shared.blocking_get(None)
+    }
+
+    /// [`get_timeout`](Self::get_timeout) for sync code.
+    pub fn blocking_get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.shared.blocking_get(deadline_after(timeout))
+    }
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Self::from_shared(self.shared.clone())
+    }
+}
+
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("qsize", &self.qsize())
+            .field("maxsize", &self.maxsize())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// A queue crosses a process boundary as its memfd.
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let fd = self.shared.ring.fd().try_clone_to_owned().map_err(serde::ser::Error::custom)?;
+        PassFd(fd).serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let fd = PassFd::deserialize(d)?;
+        let ring = Ring::open(fd.0).map_err(serde::de::Error::custom)?;
+        Ok(Self::from_ring(ring))
+    }
+}

@@ -1,0 +1,288 @@
+//! `Barrier`: `parties` processes wait until all have arrived, then go on
+//! together; the barrier is reusable, one *generation* after another.
+//!
+//! State lives in shared words guarded by a small internal lock that is only
+//! ever held for a few loads and stores (never across user code or a sleep).
+//! Waiters sleep on the generation word; every way a generation ends (all
+//! arrived, `abort`, `reset`, a waiter's timeout) bumps it, and `broken_gen`
+//! tells the sleepers which ending it was.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use multiproc_sys::futex;
+use multiproc_sys::pidlock::PidLock;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use super::block::Block;
+use super::wait::{self, deadline_after};
+use crate::error::{Error, Result};
+use crate::registry::{Invoke, Plain, TaskFn};
+use crate::wire::TaskRef;
+use crate::wire::fds::{self, PassFd};
+
+// Word indexes.
+const LOCK: usize = 0;
+const OWNER: usize = 1;
+const COUNT: usize = 2;
+const GENERATION: usize = 3;
+/// 1 + the generation that ended broken (0: none yet).
+const BROKEN_GEN: usize = 4;
+/// Whether the barrier is broken until `reset`.
+const BROKEN: usize = 5;
+const SLEEPERS: usize = 6;
+
+/// `multiprocessing.Barrier(parties, action=None, timeout=None)`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Barrier {
+    block: Block,
+    parties: u32,
+    action: Option<std::sync::Arc<Action>>,
+    timeout: Option<Duration>,
+}
+
+/// The task the last arriver runs, with its encoded arguments and the fds
+/// those reference (handles such as a `Value` travel along).
+#[derive(Debug, Serialize, Deserialize)]
+struct Action {
+    task: TaskRef,
+    args: ByteBuf,
+    fds: Vec<PassFd>,
+}
+
+/// What a sleeping waiter watches.
+#[derive(Clone)]
+struct Generation {
+    block: Block,
+    generation: u32,
+}
+
+impl Generation {
+    fn attempt(&self) -> Result<Option<()>> {
+        Ok((self.block.word(GENERATION).load(Ordering::Acquire) != self.generation).then_some(()))
+    }
+
+    fn sleep(&self, deadline: Option<Instant>) -> Result<()> {
+        let sleepers = self.block.word(SLEEPERS);
+        sleepers.fetch_add(1, Ordering::SeqCst);
+        let r = futex::wait(self.block.word(GENERATION), self.generation, wait::left(deadline));
+        sleepers.fetch_sub(1, Ordering::SeqCst);
+        r?;
+        Ok(())
+    }
+}
+
+/// What `arrive` decided.
+enum Arrival {
+    /// Last to arrive: run the action, then release the generation.
+    Last { index: usize, generation: u32 },
+    /// Wait for the generation to end.
+    Wait { index: usize, generation: u32 },
+}
+
+impl Barrier {
+    /// `Barrier(parties)`
+    pub fn new(parties: u32) -> Result<Self> {
+        if parties == 0 {
+            return Err(Error::InvalidArgument("a barrier needs at least one party".into()));
+        }
+        Ok(Self { block: Block::new(c"multiproc-barrier", 28)?, parties, action: None, timeout: None })
+    }
+
+    /// `Barrier(parties, action=f)`: the last process to arrive runs the
+    /// registered task `action(args…)` once per generation, before anyone
+    /// goes on. A panicking action breaks the barrier.
+    pub fn with_action<F, A>(parties: u32, action: F, args: A) -> Result<Self>
+    where
+        F: TaskFn<A, Plain>,
+        A: Serialize,
+    {
+        let _ = action;
+        let entry = crate::registry::lookup::<F>()?;
+        let (args, fds) = fds::capture(|| crate::wire::encode("the barrier action's arguments", &args));
+        let action =
+            Action { task: entry.task_ref(), args: ByteBuf::from(args?), fds: fds.into_iter().map(PassFd).collect() };
+        Ok(Self { action: Some(std::sync::Arc::new(action)), ..Self::new(parties)? })
+    }
+
+    /// `Barrier(parties, timeout=t)`: the default timeout of every wait.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    pub fn parties(&self) -> u32 {
+        self.parties
+    }
+
+    /// How many are waiting in the current generation.
+    pub fn n_waiting(&self) -> u32 {
+        self.block.word(COUNT).load(Ordering::Relaxed)
+    }
+
+    pub fn broken(&self) -> bool {
+        self.block.word(BROKEN).load(Ordering::Acquire) != 0
+    }
+
+    /// Runs `f` on the state with the internal lock held (a handful of
+    /// loads and stores, so contention is momentary).
+    fn locked<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
+        let lock = PidLock::new(self.block.word(LOCK), self.block.word(OWNER));
+        lock.lock()?;
+        let r = f();
+        lock.unlock();
+        Ok(r)
+    }
+
+    fn wake_all(&self) {
+        if self.block.word(SLEEPERS).load(Ordering::SeqCst) > 0 {
+            futex::wake(self.block.word(GENERATION), u32::MAX);
+        }
+    }
+
+    /// Ends the current generation broken (abort, timeout, failed action).
+    fn break_generation(&self, generation: u32, stay_broken: bool) -> Result<()> {
+        self.locked(|| {
+            if self.block.word(GENERATION).load(Ordering::Relaxed) == generation {
+                self.block.word(BROKEN_GEN).store(generation.wrapping_add(1), Ordering::Relaxed);
+                self.block.word(COUNT).store(0, Ordering::Relaxed);
+                self.block.word(GENERATION).store(generation.wrapping_add(1), Ordering::Release);
+            }
+            if stay_broken {
+                self.block.word(BROKEN).store(1, Ordering::Release);
+            }
+        })?;
+        self.wake_all();
+        Ok(())
+    }
+
+    fn arrive(&self) -> Result<Arrival> {
+        self.locked(|| {
+            if self.broken() {
+                return Err(Error::BrokenBarrier);
+            }
+            let generation = self.block.word(GENERATION).load(Ordering::Relaxed);
+            let index = self.block.word(COUNT).fetch_add(1, Ordering::Relaxed) as usize;
+            Ok(if index + 1 == self.parties as usize {
+                Arrival::Last { index, generation }
+            } else {
+                Arrival::Wait { index, generation }
+            })
+        })?
+    }
+
+    /// The last arriver: runs the action, then lets everyone go.
+    fn release(&self, index: usize, generation: u32) -> Result<usize> {
+        if let Err(e) = self.run_action() {
+            self.break_generation(generation, true)?;
+            return Err(e);
+        }
+        self.locked(|| {
+            self.block.word(COUNT).store(0, Ordering::Relaxed);
+            self.block.word(GENERATION).store(generation.wrapping_add(1), Ordering::Release);
+        })?;
+        self.wake_all();
+        Ok(index)
+    }
+
+    fn run_action(&self) -> Result<()> {
+        let Some(action) = &self.action else { return Ok(()) };
+        let Action { task, args, fds: held } = &**action;
+        let entry =
+            crate::registry::resolve(task).map_err(|reason| Error::TaskMismatch { name: task.name.clone(), reason })?;
+        let fds = held.iter().map(|fd| fd.0.try_clone()).collect::<std::io::Result<Vec<_>>>()?;
+        let Invoke::Sync(f) = entry.invoke else {
+            return Err(Error::InvalidArgument("a barrier action must be a plain fn".into()));
+        };
+        match std::panic::catch_unwind(|| fds::provide(fds, || f(args))) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(failure)) => Err(Error::InvalidArgument(format!("the barrier action failed: {failure:?}"))),
+            Err(_) => Err(Error::BrokenBarrier),
+        }
+    }
+
+    /// How a waiter's generation ended.
+    fn outcome(&self, index: usize, generation: u32) -> Result<usize> {
+        if self.block.word(BROKEN_GEN).load(Ordering::Acquire) == generation.wrapping_add(1) {
+            Err(Error::BrokenBarrier)
+        } else {
+            Ok(index)
+        }
+    }
+
+    fn effective(&self, timeout: Option<Duration>) -> Option<Instant> {
+        deadline_after(timeout.or(self.timeout))
+    }
+
+    /// `barrier.wait()` from sync code: this party's arrival index
+    /// (distinct within a generation).
+    pub fn blocking_wait(&self) -> Result<usize> {
+        self.blocking_wait_until(self.effective(None))
+    }
+
+    /// `barrier.wait(timeout)` from sync code; a timeout breaks the barrier
+    /// for every waiter.
+    pub fn blocking_wait_timeout(&self, timeout: Duration) -> Result<usize> {
+        self.blocking_wait_until(self.effective(Some(timeout)))
+    }
+
+    fn blocking_wait_until(&self, deadline: Option<Instant>) -> Result<usize> {
+        match self.arrive()? {
+            Arrival::Last { index, generation } => self.release(index, generation),
+            Arrival::Wait { index, generation } => {
+                let g = Generation { block: self.block.clone(), generation };
+                if wait::blocking(&g, deadline, Generation::attempt, Generation::sleep)?.is_none() {
+                    self.break_generation(generation, true)?;
+                }
+                self.outcome(index, generation)
+            }
+        }
+    }
+
+    /// `barrier.wait()`
+    pub async fn wait(&self) -> Result<usize> {
+        self.wait_until(self.effective(None)).await
+    }
+
+    /// `barrier.wait(timeout)`; a timeout breaks the barrier for every waiter.
+    pub async fn wait_timeout(&self, timeout: Duration) -> Result<usize> {
+        self.wait_until(self.effective(Some(timeout))).await
+    }
+
+    async fn wait_until(&self, deadline: Option<Instant>) -> Result<usize> {
+        match self.arrive()? {
+            Arrival::Last { index, generation } => self.release(index, generation),
+            Arrival::Wait { index, generation } => {
+                let g = Generation { block: self.block.clone(), generation };
+                if wait::asynchronous(&g, deadline, Generation::attempt, Generation::sleep).await?.is_none() {
+                    self.break_generation(generation, true)?;
+                }
+                self.outcome(index, generation)
+            }
+        }
+    }
+
+    /// `barrier.abort()`: breaks it; current and later waiters get
+    /// [`Error::BrokenBarrier`] until `reset`.
+    pub fn abort(&self) -> Result<()> {
+        let generation = self.block.word(GENERATION).load(Ordering::Acquire);
+        self.break_generation(generation, true)
+    }
+
+    /// `barrier.reset()`: current waiters get [`Error::BrokenBarrier`]; the
+    /// barrier is empty and usable again.
+    pub fn reset(&self) -> Result<()> {
+        self.locked(|| {
+            let generation = self.block.word(GENERATION).load(Ordering::Relaxed);
+            if self.block.word(COUNT).load(Ordering::Relaxed) > 0 {
+                self.block.word(BROKEN_GEN).store(generation.wrapping_add(1), Ordering::Relaxed);
+                self.block.word(GENERATION).store(generation.wrapping_add(1), Ordering::Release);
+            }
+            self.block.word(COUNT).store(0, Ordering::Relaxed);
+            self.block.word(BROKEN).store(0, Ordering::Release);
+        })?;
+        self.wake_all();
+        Ok(())
+    }
+}

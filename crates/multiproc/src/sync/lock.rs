@@ -1,0 +1,267 @@
+//! `Lock` and `RLock`: cross-process mutexes in shared memory whose
+//! uncontended path is one atomic compare-and-swap (no system call). A holder
+//! that dies is detected by the next waiter, which gets [`Error::OwnerDied`]
+//! once (the guarded data may be half-updated) and can acquire again.
+
+use std::time::{Duration, Instant};
+
+use multiproc_sys::pidlock::{Acquired, PidLock};
+use serde::{Deserialize, Serialize};
+
+use super::block::Block;
+use super::wait::deadline_after;
+use crate::error::{Error, Result};
+
+/// Longest sleep on the blocking pool per round of an async acquire.
+const SLICE: Duration = Duration::from_millis(100);
+
+/// A lock shared between processes: `multiprocessing.Lock`.
+///
+/// ```no_run
+/// # async fn demo(lock: multiproc::Lock) -> multiproc::Result<()> {
+/// let _guard = lock.acquire().await?;   // with lock:
+/// println!("only one process at a time");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lock {
+    block: Block,
+}
+
+/// Holds a [`Lock`] until dropped.
+#[derive(Debug)]
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct LockGuard<'a> {
+    lock: &'a Lock,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        self.lock.raw().unlock();
+    }
+}
+
+impl Lock {
+    pub fn new() -> Result<Self> {
+        Ok(Self { block: Block::new(c"multiproc-lock", 8)? })
+    }
+
+    fn raw(&self) -> PidLock<'_> {
+        PidLock::new(self.block.word(0), self.block.word(1))
+    }
+
+    fn guard(&self, how: Acquired) -> Result<LockGuard<'_>> {
+        match how {
+            Acquired::Clean => Ok(LockGuard { lock: self }),
+            Acquired::FromDeadHolder(pid) => {
+                self.raw().unlock();
+                Err(Error::OwnerDied { pid })
+            }
+        }
+    }
+
+    /// `lock.acquire(block=False)`
+    pub fn try_acquire(&self) -> Option<LockGuard<'_>> {
+        self.raw().try_lock().then(|| LockGuard { lock: self })
+    }
+
+    /// `lock.acquire()` from sync code.
+    pub fn blocking_acquire(&self) -> Result<LockGuard<'_>> {
+        let how = self.raw().lock()?;
+        self.guard(how)
+    }
+
+    /// `lock.acquire(timeout=…)` from sync code; `Ok(None)` on timeout.
+    pub fn blocking_acquire_timeout(&self, timeout: Duration) -> Result<Option<LockGuard<'_>>> {
+        match self.raw().lock_until(deadline_after(Some(timeout)))? {
+            Some(how) => self.guard(how).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// `lock.acquire()`: waits off the runtime when the lock is held.
+    pub async fn acquire(&self) -> Result<LockGuard<'_>> {
+        Ok(self.acquire_until(None).await?.expect("no deadline, so never timed out"))
+    }
+
+    /// `lock.acquire(timeout=…)`; `Ok(None)` on timeout.
+    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<Option<LockGuard<'_>>> {
+        self.acquire_until(deadline_after(Some(timeout))).await
+    }
+
+    async fn acquire_until(&self, deadline: Option<Instant>) -> Result<Option<LockGuard<'_>>> {
+        if let Some(g) = self.try_acquire() {
+            return Ok(Some(g));
+        }
+        loop {
+            // The sleep never takes the lock, so dropping this future
+            // cannot leave it held.
+            let me = self.clone();
+            let until = deadline.map_or(Instant::now() + SLICE, |d| d.min(Instant::now() + SLICE));
+            tokio::task::spawn_blocking(move || me.raw().wait_while_held(until))
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??;
+            if self.raw().try_lock_contended() {
+                return Ok(Some(LockGuard { lock: self }));
+            }
+            if let Some(pid) = self.raw().try_take_over() {
+                return self.guard(Acquired::FromDeadHolder(pid)).map(Some);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Whether any process holds the lock now.
+    pub fn is_locked(&self) -> bool {
+        self.raw().is_locked()
+    }
+
+    /// Releases without a guard (for a guard that was forgotten, as a
+    /// condition does around a wait).
+    pub(crate) fn release_raw(&self) {
+        self.raw().unlock();
+    }
+}
+
+impl LockGuard<'_> {
+    /// Keeps the lock held past the guard; the caller releases it with
+    /// `release_raw`.
+    pub(crate) fn forget_into(self) {
+        std::mem::forget(self);
+    }
+}
+
+/// Who holds an [`RLock`]: the process and, inside it, the thread (sync code)
+/// or the task (async code).
+fn owner_token() -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match tokio::task::try_id() {
+        Some(task) => (1u8, task).hash(&mut h),
+        None => (2u8, nix::unistd::gettid().as_raw()).hash(&mut h),
+    }
+    h.finish() | 1
+}
+
+/// A reentrant lock shared between processes: `multiprocessing.RLock`. Its
+/// owner (this process's thread, or async task) may acquire it again; each
+/// acquire needs a release, and a release by anyone else is an error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RLock {
+    /// Words: 0 lock, 1 holder pid, 2-3 owner token, 4 depth.
+    block: Block,
+}
+
+/// Holds one level of an [`RLock`] until dropped.
+#[derive(Debug)]
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct RLockGuard<'a> {
+    lock: &'a RLock,
+}
+
+impl Drop for RLockGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.lock.release();
+    }
+}
+
+impl RLock {
+    pub fn new() -> Result<Self> {
+        Ok(Self { block: Block::new(c"multiproc-rlock", 24)? })
+    }
+
+    fn raw(&self) -> PidLock<'_> {
+        PidLock::new(self.block.word(0), self.block.word(1))
+    }
+
+    fn token(&self) -> &std::sync::atomic::AtomicU64 {
+        self.block.region().atomic_u64(8).expect("token word inside the block")
+    }
+
+    fn owned_by_me(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.raw().is_locked()
+            && self.block.word(1).load(Ordering::Relaxed) == std::process::id()
+            && self.token().load(Ordering::Relaxed) == owner_token()
+    }
+
+    /// Records the caller as owner of a freshly taken lock.
+    fn enter(&self, how: Acquired) -> Result<RLockGuard<'_>> {
+        use std::sync::atomic::Ordering;
+        if let Acquired::FromDeadHolder(pid) = how {
+            self.token().store(0, Ordering::Relaxed);
+            self.block.word(4).store(0, Ordering::Relaxed);
+            self.raw().unlock();
+            return Err(Error::OwnerDied { pid });
+        }
+        self.token().store(owner_token(), Ordering::Relaxed);
+        self.block.word(4).store(1, Ordering::Relaxed);
+        Ok(RLockGuard { lock: self })
+    }
+
+    fn reenter(&self) -> Option<RLockGuard<'_>> {
+        use std::sync::atomic::Ordering;
+        self.owned_by_me().then(|| {
+            self.block.word(4).fetch_add(1, Ordering::Relaxed);
+            RLockGuard { lock: self }
+        })
+    }
+
+    /// `rlock.acquire()` from sync code.
+    pub fn blocking_acquire(&self) -> Result<RLockGuard<'_>> {
+        if let Some(g) = self.reenter() {
+            return Ok(g);
+        }
+        let how = self.raw().lock()?;
+        self.enter(how)
+    }
+
+    /// `rlock.acquire()`; waits off the runtime when another owner holds it.
+    pub async fn acquire(&self) -> Result<RLockGuard<'_>> {
+        if let Some(g) = self.reenter() {
+            return Ok(g);
+        }
+        loop {
+            if self.raw().try_lock_contended() {
+                return self.enter(Acquired::Clean);
+            }
+            if let Some(pid) = self.raw().try_take_over() {
+                return self.enter(Acquired::FromDeadHolder(pid));
+            }
+            let me = self.clone();
+            let until = Instant::now() + SLICE;
+            tokio::task::spawn_blocking(move || me.raw().wait_while_held(until))
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??;
+        }
+    }
+
+    /// Releases one level (`rlock.release()`); the guard does this on drop.
+    /// Fails with [`Error::NotOwner`] unless the caller owns the lock.
+    pub fn release(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if !self.owned_by_me() {
+            return Err(Error::NotOwner);
+        }
+        if self.block.word(4).fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.token().store(0, Ordering::Relaxed);
+            self.raw().unlock();
+        }
+        Ok(())
+    }
+
+    /// How many times the owner holds it (0: free or held elsewhere).
+    pub fn depth(&self) -> u32 {
+        if self.owned_by_me() { self.block.word(4).load(std::sync::atomic::Ordering::Relaxed) } else { 0 }
+    }
+}
+
+impl<'a> RLockGuard<'a> {
+    /// Keeps the lock held past the guard (Python's bare `acquire()`); pair
+    /// it with [`RLock::release`].
+    pub fn forget(self) {
+        std::mem::forget(self);
+    }
+}
