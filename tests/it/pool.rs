@@ -5,7 +5,10 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use std::io::{Read, Write};
+
 use futures::StreamExt;
+use multiproc::wire::fds::PassFd;
 use multiproc::{Error, ExitStatus, Pool, StartMethod};
 
 use crate::common::pid_alive;
@@ -90,6 +93,36 @@ impl serde::Serialize for Picky {
 #[multiproc::task]
 fn picky(p: Picky) -> u32 {
     p.0
+}
+
+/// Writes `byte` into the pipe end it was given.
+#[multiproc::task]
+fn write_byte(fd: PassFd, byte: u8) -> u8 {
+    std::fs::File::from(fd.0).write_all(&[byte]).expect("write to the pipe");
+    byte
+}
+
+/// Blocks until a byte arrives on the pipe end it was given.
+#[multiproc::task]
+fn wait_for_byte(fd: PassFd) -> u8 {
+    let mut b = [0];
+    std::fs::File::from(fd.0).read_exact(&mut b).expect("read from the pipe");
+    b[0]
+}
+
+fn pipe() -> (std::fs::File, std::os::fd::OwnedFd) {
+    let (r, w) = nix::unistd::pipe().expect("pipe");
+    (std::fs::File::from(r), w)
+}
+
+/// Reads a pipe to its end off the runtime, bounded so a leak fails instead of hanging.
+async fn read_all(mut r: std::fs::File) -> Vec<u8> {
+    let read = tokio::task::spawn_blocking(move || {
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).expect("read");
+        v
+    });
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("every write end closed").expect("join")
 }
 
 async fn pool(method: StartMethod, n: usize) -> Pool {
@@ -291,7 +324,35 @@ async fn dropped_pool_reaps_workers(method: StartMethod) {
     }
 }
 
+async fn fds_travel_in_chunks(method: StartMethod) {
+    let pool = pool(method, 2).await;
+    let (r, w) = pipe();
+    let items: Vec<(PassFd, u8)> = (b'a'..=b'f').map(|c| (PassFd(w.try_clone().expect("dup")), c)).collect();
+    drop(w);
+    let out = oks(pool.starmap(write_byte, items).chunksize(3).await.expect("starmap"));
+    assert_eq!(out, b"abcdef");
+    let mut got = read_all(r).await;
+    got.sort_unstable();
+    assert_eq!(got, b"abcdef");
+}
+
+async fn dropped_handle_cancels_queued_work(method: StartMethod) {
+    let pool = pool(method, 1).await;
+    let (gate_r, gate_w) = pipe();
+    let (marker_r, marker_w) = pipe();
+    let blocker = pool.apply_async(wait_for_byte, (PassFd(gate_r.into()),));
+    let victim = pool.apply_async(write_byte, (PassFd(marker_w), b'x'));
+    drop(victim);
+    std::fs::File::from(gate_w).write_all(b"g").expect("open the gate");
+    assert_eq!(blocker.await.expect("blocker"), b'g');
+    assert_eq!(pool.apply(square, (3,)).await.expect("square"), 9);
+    assert!(read_all(marker_r).await.is_empty(), "the cancelled task never ran");
+    assert_eq!(pool.stats().completed, 2);
+}
+
 per_method!(
+    fds_travel_in_chunks,
+    dropped_handle_cancels_queued_work,
     map_keeps_order,
     imap_unordered_yields_each_once,
     empty_input_gives_empty_output,

@@ -158,12 +158,18 @@ fn serve_pool(
     }
 }
 
+fn with_fds<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
+    if fds.is_empty() { f() } else { fds::provide(fds, f) }
+}
+
 /// Runs a registered item on its encoded arguments.
 fn call(entry: &TaskEntry, args: &[u8], fds: Vec<OwnedFd>, runtime: &mut Option<tokio::runtime::Runtime>) -> Outcome {
+    // With no fds of its own, a call decodes against the table already
+    // provided around it (a pool chunk's), so it must not shadow it.
     match entry.invoke {
-        Invoke::Sync(f) => fds::provide(fds, || f(args)),
+        Invoke::Sync(f) => with_fds(fds, || f(args)),
         Invoke::Async(f) => {
-            let fut = fds::provide(fds, || f(args));
+            let fut = with_fds(fds, || f(args));
             let rt = match runtime {
                 Some(rt) => rt,
                 None => {

@@ -137,7 +137,9 @@ pub(crate) fn decode_chunk<T: serde::de::DeserializeOwned>(
     let Delivery { base, len, outcome } = d;
     let mut out = Vec::with_capacity(len);
     match outcome {
-        Err(e) => out.extend((0..len).map(|i| Err(prefailed.remove(&(base + i)).unwrap_or_else(|| e.to_error())))),
+        Err(e) => {
+            out.extend((0..len).map(|i| Err(take_prefailed(prefailed, base + i).unwrap_or_else(|| e.to_error()))))
+        }
         Ok(ChunkDone { data, ends, failures, fds }) => fds::provide(fds, || {
             let mut failures = failures.into_iter().peekable();
             let mut start = 0;
@@ -146,7 +148,7 @@ pub(crate) fn decode_chunk<T: serde::de::DeserializeOwned>(
                 let bytes = data.get(start..end).unwrap_or_default();
                 start = end;
                 let failed = failures.next_if(|(at, _)| *at as usize == i);
-                out.push(match (prefailed.remove(&(base + i)), failed) {
+                out.push(match (take_prefailed(prefailed, base + i), failed) {
                     (Some(e), _) => Err(e),
                     (None, Some((_, f))) => Err(failure_to_error(&f)),
                     (None, None) => wire::decode("the task's result", bytes),
@@ -155,6 +157,11 @@ pub(crate) fn decode_chunk<T: serde::de::DeserializeOwned>(
         }),
     }
     out
+}
+
+/// The encode error of item `i`, if it had one (almost never: skip the hash).
+fn take_prefailed(prefailed: &mut HashMap<usize, Error>, i: usize) -> Option<Error> {
+    if prefailed.is_empty() { None } else { prefailed.remove(&i) }
 }
 
 /// Encodes `items` as one chunk; items that fail to encode are sent empty
