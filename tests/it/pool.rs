@@ -350,7 +350,27 @@ async fn dropped_handle_cancels_queued_work(method: StartMethod) {
     assert_eq!(pool.stats().completed, 2);
 }
 
+async fn stop_cancelled_kills_the_running_call(method: StartMethod) {
+    let pool = Pool::builder()
+        .processes(1)
+        .stop_cancelled(true)
+        .timeout_grace(Duration::from_millis(100))
+        .start_method(method)
+        .build()
+        .await
+        .expect("pool");
+    let stuck = pool.apply_async(block_forever, ());
+    while pool.stats().in_flight == 0 {
+        tokio::task::yield_now().await;
+    }
+    drop(stuck);
+    // The only worker was blocked forever: this runs only if it was replaced.
+    assert_eq!(pool.apply(square, (6,)).await.expect("square"), 36);
+    assert_eq!(pool.stats().workers_replaced, 1);
+}
+
 per_method!(
+    stop_cancelled_kills_the_running_call,
     fds_travel_in_chunks,
     dropped_handle_cancels_queued_work,
     map_keeps_order,

@@ -23,6 +23,7 @@ pub struct PoolBuilder {
     task_timeout: Option<Duration>,
     timeout_grace: Option<Duration>,
     retries: u32,
+    stop_cancelled: bool,
 }
 
 impl PoolBuilder {
@@ -80,6 +81,16 @@ impl PoolBuilder {
         self
     }
 
+    /// When a caller drops the handle of a call that is already running
+    /// (an `AsyncResult`, a `MapResult`, an `imap` stream), stop the worker
+    /// running it (SIGTERM, grace, SIGKILL) and start another, instead of
+    /// letting the call finish. Off by default; queued work of a dropped
+    /// handle is always cancelled.
+    pub fn stop_cancelled(mut self, stop: bool) -> Self {
+        self.stop_cancelled = stop;
+        self
+    }
+
     /// Starts the workers and waits until each is ready (its initializer
     /// ran).
     pub async fn build(self) -> Result<Pool> {
@@ -108,6 +119,7 @@ impl PoolBuilder {
             task_timeout: self.task_timeout,
             timeout_grace: self.timeout_grace.unwrap_or(Duration::from_secs(1)),
             retries: self.retries,
+            stop_cancelled: self.stop_cancelled,
         };
         let shared = Arc::new(Shared::new(config));
         let started = futures::future::join_all((0..processes).map(|_| slot::start_worker(&shared))).await;

@@ -39,6 +39,8 @@ pub(crate) struct Config {
     pub task_timeout: Option<Duration>,
     pub timeout_grace: Duration,
     pub retries: u32,
+    /// Stop a worker whose running call's caller went away.
+    pub stop_cancelled: bool,
 }
 
 /// The task every worker runs once before its first call.

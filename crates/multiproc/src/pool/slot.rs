@@ -217,6 +217,9 @@ impl<'a> Owner<'a> {
                 },
                 _ = self.exit.changed() => return self.lost().await,
                 () = sleep_until(deadline) => return self.timed_out().await,
+                () = head_cancelled(self.in_flight.front()), if self.shared.config.stop_cancelled => {
+                    return self.cancelled().await;
+                }
                 () = async { if let Some(w) = work.as_mut().as_pin_mut() { w.await } }, if self.in_flight.is_empty() => {}
                 _ = phase.changed() => {}
             }
@@ -471,6 +474,22 @@ impl<'a> Owner<'a> {
         End::Replace
     }
 
+    /// The caller of the running call went away (`stop_cancelled`): stop
+    /// the worker; the calls it had not started go back to the queue.
+    async fn cancelled(mut self) -> End {
+        self.unmark_idle();
+        tracing::debug!(pid = self.pid, "the running call was cancelled; stopping its worker");
+        let _ = supervisor::signal(self.pid, nix::libc::SIGTERM);
+        let _ = self.reap(self.shared.config.timeout_grace).await;
+        self.shared.stats.replaced.fetch_add(1, Ordering::Relaxed);
+        if let Some(head) = self.in_flight.pop_front() {
+            self.items -= head.job.len();
+            self.shared.stats.in_flight.fetch_sub(head.job.len() as u64, Ordering::Relaxed);
+        }
+        self.requeue_rest();
+        End::Replace
+    }
+
     /// Terminate: stop the worker now; what it held fails.
     async fn stop(mut self, why: ChunkError) -> End {
         self.unmark_idle();
@@ -494,6 +513,14 @@ impl<'a> Owner<'a> {
             let _ = exit.wait_for(Option::is_some).await;
         }
         end
+    }
+}
+
+/// Resolves when the caller of the running call dropped its handle.
+async fn head_cancelled(head: Option<&Sent>) {
+    match head {
+        Some(s) => s.job.sink.closed().await,
+        None => std::future::pending().await,
     }
 }
 
