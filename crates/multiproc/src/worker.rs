@@ -12,7 +12,7 @@ use serde_bytes::ByteBuf;
 use crate::bootstrap::ControlFd;
 use crate::error::{Error, Result};
 use crate::registry::{Invoke, Outcome, TaskEntry, resolve};
-use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, Failure, FromWorker, Hello, ToWorker, fds};
+use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, Ends, Failure, FromWorker, Hello, ToWorker, fds};
 
 /// Exit code of a worker that refused to start (bad handshake or task).
 const REFUSED: i32 = 1;
@@ -135,7 +135,7 @@ fn serve_pool(
         let done = FromWorker::Done {
             id,
             data: ByteBuf::from(std::mem::take(&mut data)),
-            ends: std::mem::take(&mut ends),
+            ends: Ends(std::mem::take(&mut ends)),
             failures: std::mem::take(&mut failures),
         };
         if let Err(e) = ch.feed_with(&done, out_fds) {
@@ -144,10 +144,10 @@ fn serve_pool(
             let reason = e.to_string();
             let n = arg_ends.len();
             let failures = (0..n as u32).map(|i| (i, Failure::Encode(reason.clone()))).collect();
-            ch.feed(&FromWorker::Done { id, data: ByteBuf::new(), ends: vec![0; n], failures })?;
+            ch.feed(&FromWorker::Done { id, data: ByteBuf::new(), ends: Ends(vec![0; n]), failures })?;
         }
         if let FromWorker::Done { data: d, ends: e, failures: f, .. } = done {
-            (data, ends, failures) = (d.into_vec(), e, f);
+            (data, ends, failures) = (d.into_vec(), e.0, f);
             data.clear();
             ends.clear();
             failures.clear();

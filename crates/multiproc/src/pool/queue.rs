@@ -136,8 +136,18 @@ pub(crate) fn decode_chunk<T: serde::de::DeserializeOwned>(
     d: Delivery,
     prefailed: &mut HashMap<usize, Error>,
 ) -> Vec<Result<T>> {
+    let mut out = Vec::with_capacity(d.len);
+    decode_chunk_into(d, prefailed, &mut out);
+    out
+}
+
+/// [`decode_chunk`], appending to `out`.
+pub(crate) fn decode_chunk_into<T: serde::de::DeserializeOwned>(
+    d: Delivery,
+    prefailed: &mut HashMap<usize, Error>,
+    out: &mut Vec<Result<T>>,
+) {
     let Delivery { base, len, outcome } = d;
-    let mut out = Vec::with_capacity(len);
     match outcome {
         Err(e) => {
             out.extend((0..len).map(|i| Err(take_prefailed(prefailed, base + i).unwrap_or_else(|| e.to_error()))))
@@ -158,7 +168,6 @@ pub(crate) fn decode_chunk<T: serde::de::DeserializeOwned>(
             }
         }),
     }
-    out
 }
 
 /// The encode error of item `i`, if it had one (almost never: skip the hash).

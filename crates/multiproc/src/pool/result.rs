@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use super::queue::{Delivery, Job, Shared, decode_chunk, encode_chunk};
+use super::queue::{Delivery, Job, Shared, decode_chunk, decode_chunk_into, encode_chunk};
 use crate::error::{Error, Result};
 use crate::wire::TaskRef;
 
@@ -228,14 +228,14 @@ impl<T: DeserializeOwned> MapResult<T> {
 
     /// Appends chunks in order; one that arrives early waits in `early`.
     fn store(&mut self, d: Delivery) {
-        let base = d.base;
-        let items = decode_chunk(d, &mut self.prefailed);
-        self.remaining = self.remaining.saturating_sub(items.len());
+        let (base, len) = (d.base, d.len);
+        self.remaining = self.remaining.saturating_sub(len);
         if base != self.results.len() {
-            self.early.insert(base, items);
+            self.early.insert(base, decode_chunk(d, &mut self.prefailed));
             return;
         }
-        self.results.extend(items);
+        // In order (the usual case): straight into place, no copy.
+        decode_chunk_into(d, &mut self.prefailed, &mut self.results);
         while let Some(items) = self.early.remove(&self.results.len()) {
             self.results.extend(items);
         }

@@ -22,7 +22,7 @@ use super::queue::{ChunkDone, ChunkError, Delivery, Job, Phase, Shared};
 use crate::error::{Error, Result};
 use crate::process::{StartMethod, handshake};
 use crate::supervisor::{self, ExitState};
-use crate::wire::{Channel, FromWorker, ProcessInfo, TaskRef, ToWorker};
+use crate::wire::{Channel, Ends, FromWorker, ProcessInfo, TaskRef, ToWorker};
 
 /// At most this many items in flight on one worker...
 const ITEM_WINDOW: usize = 256;
@@ -205,7 +205,7 @@ impl<'a> Owner<'a> {
                 biased;
                 r = self.ch.recv_flushing::<FromWorker>() => match r {
                     Ok((FromWorker::Done { id, data, ends, failures }, fds)) => {
-                        if !self.on_done(id, ChunkDone { data: data.into_vec(), ends, failures, fds }) {
+                        if !self.on_done(id, ChunkDone { data: data.into_vec(), ends: ends.0, failures, fds }) {
                             return self.lost().await;
                         }
                     }
@@ -301,12 +301,12 @@ impl<'a> Owner<'a> {
             id,
             task,
             args: ByteBuf::from(std::mem::take(&mut job.args)),
-            ends: std::mem::take(&mut job.ends),
+            ends: Ends(std::mem::take(&mut job.ends)),
         };
         let fed = self.ch.feed_with(&msg, fds);
         if let ToWorker::Call { args, ends, .. } = msg {
             job.args = args.into_vec();
-            job.ends = ends;
+            job.ends = ends.0;
         }
         if let Err(e) = fed {
             // This job cannot be sent (too large, too many fds): it fails,
@@ -380,7 +380,7 @@ impl<'a> Owner<'a> {
         while let Ok(Ok((FromWorker::Done { id, data, ends, failures }, fds))) =
             tokio::time::timeout(Duration::from_millis(100), self.ch.recv_flushing::<FromWorker>()).await
         {
-            if !self.on_done(id, ChunkDone { data: data.into_vec(), ends, failures, fds }) {
+            if !self.on_done(id, ChunkDone { data: data.into_vec(), ends: ends.0, failures, fds }) {
                 break;
             }
         }
