@@ -125,6 +125,25 @@ async fn read_all(mut r: std::fs::File) -> Vec<u8> {
     tokio::time::timeout(Duration::from_secs(10), read).await.expect("every write end closed").expect("join")
 }
 
+#[multiproc::task]
+fn failing_init() {
+    panic!("cannot initialize")
+}
+
+/// Not registered: it has no `#[multiproc::task]`.
+fn unregistered(x: u64) -> u64 {
+    x
+}
+
+/// Aborts the first time it runs for `marker` (creating the file), succeeds after.
+#[multiproc::task]
+fn crash_once(marker: String) -> u32 {
+    if std::fs::OpenOptions::new().write(true).create_new(true).open(&marker).is_ok() {
+        std::process::abort();
+    }
+    7
+}
+
 async fn pool(method: StartMethod, n: usize) -> Pool {
     Pool::builder().processes(n).start_method(method).build().await.expect("pool starts")
 }
@@ -369,7 +388,30 @@ async fn stop_cancelled_kills_the_running_call(method: StartMethod) {
     assert_eq!(pool.stats().workers_replaced, 1);
 }
 
+async fn failing_initializer_fails_build(method: StartMethod) {
+    let err = Pool::builder().processes(2).initializer(failing_init, ()).start_method(method).build().await;
+    match err {
+        Err(Error::TaskMismatch { reason, .. }) => assert!(reason.contains("initializer failed"), "{reason}"),
+        other => panic!("expected the initializer's failure, got {other:?}"),
+    }
+}
+
+async fn retries_rerun_a_lost_call(method: StartMethod) {
+    let marker = std::env::temp_dir().join(format!("multiproc-retry-{}-{method:?}", std::process::id()));
+    let marker = marker.to_string_lossy().into_owned();
+    let _ = std::fs::remove_file(&marker);
+    let pool = Pool::builder().processes(1).retries(1).start_method(method).build().await.expect("pool");
+    assert_eq!(pool.apply(crash_once, (marker.clone(),)).await.expect("second attempt succeeds"), 7);
+    assert_eq!(pool.stats().workers_replaced, 1);
+    std::fs::remove_file(&marker).expect("the first attempt left its marker");
+    let pool = Pool::builder().processes(1).start_method(method).build().await.expect("pool");
+    assert!(matches!(pool.apply(crash_once, (marker.clone(),)).await, Err(Error::WorkerLost { .. })));
+    let _ = std::fs::remove_file(&marker);
+}
+
 per_method!(
+    failing_initializer_fails_build,
+    retries_rerun_a_lost_call,
     stop_cancelled_kills_the_running_call,
     fds_travel_in_chunks,
     dropped_handle_cancels_queued_work,
@@ -388,6 +430,16 @@ per_method!(
     imap_over_endless_input,
     dropped_pool_reaps_workers,
 );
+
+#[tokio::test]
+async fn unregistered_function_is_a_typed_error() {
+    let pool = Pool::new(1).await.expect("pool");
+    assert!(matches!(pool.apply(unregistered, (1,)).await, Err(Error::UnregisteredTask { .. })));
+    assert!(matches!(pool.map(unregistered, 0..3).await, Err(Error::UnregisteredTask { .. })));
+    let mut s = pool.imap(unregistered, 0..3);
+    assert!(matches!(s.next().await, Some(Err(Error::UnregisteredTask { .. }))));
+    assert!(s.next().await.is_none());
+}
 
 #[tokio::test]
 async fn zero_processes_is_refused() {
