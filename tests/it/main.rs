@@ -8,4 +8,5 @@ mod pipe;
 mod pool;
 mod process;
 mod queue;
+mod shared_memory;
 mod sync;

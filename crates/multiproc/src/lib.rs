@@ -45,8 +45,10 @@ mod pool;
 mod process;
 mod queue;
 mod registry;
+mod shared_memory;
 mod supervisor;
 mod sync;
+mod tracker;
 mod value;
 pub mod wire;
 mod worker;
@@ -62,6 +64,7 @@ pub use pool::{AsyncResult, Imap, MapCall, MapResult, Pool, PoolBuilder, PoolSta
 pub use process::{Process, StartMethod, get_start_method, set_start_method};
 pub use queue::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
 pub use registry::{Async, Plain, Target, TaskFn};
+pub use shared_memory::SharedMemory;
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
     SemaphoreGuard,
