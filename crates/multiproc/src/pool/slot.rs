@@ -126,6 +126,8 @@ struct Sent {
     job: Job,
     /// Copies of the job's fds, kept only when it may have to be requeued.
     fds: Vec<OwnedFd>,
+    /// One span per call: call id, submission, worker pid.
+    span: tracing::Span,
 }
 
 struct Owner<'a> {
@@ -332,8 +334,9 @@ impl<'a> Owner<'a> {
         self.calls += 1;
         self.items += job.len();
         self.shared.stats.in_flight.fetch_add(job.len() as u64, Ordering::Relaxed);
-        tracing::trace!(pid = self.pid, call = id, batch = job.batch, items = job.len(), "sent call");
-        self.in_flight.push_back(Sent { id, job, fds: keep });
+        let span = tracing::debug_span!("pool_call", call = id, batch = job.batch, pid = self.pid, items = job.len());
+        span.in_scope(|| tracing::trace!("sent"));
+        self.in_flight.push_back(Sent { id, job, fds: keep, span });
         Ok(())
     }
 
@@ -343,7 +346,7 @@ impl<'a> Owner<'a> {
             tracing::warn!(pid = self.pid, call = id, "a pool worker answered a call it was not given");
             return false;
         }
-        let Sent { job, .. } = self.in_flight.pop_front().expect("checked above");
+        let Sent { job, span, .. } = self.in_flight.pop_front().expect("checked above");
         let now = Instant::now();
         let n = job.len();
         // The worker's pace per item, smoothed.
@@ -356,7 +359,7 @@ impl<'a> Owner<'a> {
         stats.in_flight.fetch_sub(n as u64, Ordering::Relaxed);
         stats.failed.fetch_add(failed, Ordering::Relaxed);
         stats.completed.fetch_add(n as u64 - failed.min(n as u64), Ordering::Relaxed);
-        tracing::trace!(pid = self.pid, call = id, "call done");
+        span.in_scope(|| tracing::debug!(failed, "done"));
         let _ = job.sink.send(Delivery { base: job.base, len: n, outcome: Ok(done) });
         true
     }
@@ -422,7 +425,8 @@ impl<'a> Owner<'a> {
     }
 
     fn retry_or_fail(&mut self, head: Sent, why: ChunkError) {
-        let Sent { mut job, fds, .. } = head;
+        let Sent { mut job, fds, span, .. } = head;
+        span.in_scope(|| tracing::debug!(reason = %why.to_error(), "lost its worker"));
         self.items -= job.len();
         self.shared.stats.in_flight.fetch_sub(job.len() as u64, Ordering::Relaxed);
         if job.attempts < self.shared.config.retries && matches!(why, ChunkError::WorkerLost { .. }) {
