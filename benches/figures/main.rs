@@ -7,6 +7,7 @@
 
 mod manager;
 mod pipe;
+mod pool;
 mod process;
 mod sync;
 
@@ -27,6 +28,7 @@ pub type Measure = fn() -> Pin<Box<dyn Future<Output = Figure>>>;
 fn all() -> Vec<(&'static str, Measure)> {
     let mut v = Vec::new();
     v.extend(process::FIGURES.iter().copied());
+    v.extend(pool::FIGURES.iter().copied());
     v.extend(manager::FIGURES.iter().copied());
     v.extend(sync::FIGURES.iter().copied());
     v.extend(pipe::FIGURES.iter().copied());

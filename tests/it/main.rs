@@ -5,6 +5,7 @@ mod common;
 mod faults;
 mod manager;
 mod pipe;
+mod pool;
 mod process;
 mod queue;
 mod shared_memory;

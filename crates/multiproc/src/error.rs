@@ -82,6 +82,15 @@ pub enum Error {
     /// The object was closed by this process.
     #[error("use a closed {0}")]
     Closed(&'static str),
+    /// A pool was joined before `close` or `terminate`.
+    #[error("join a pool that is still running: call close() or terminate() first")]
+    PoolRunning,
+    /// The pool was terminated (or dropped) before the task finished.
+    #[error("finish the task: the pool was terminated")]
+    PoolTerminated,
+    /// The pool could not start a worker to run the task.
+    #[error("start a pool worker: {0}")]
+    PoolWorkerStart(String),
     /// A manager could not carry out a request (Python raises there).
     #[error("call the manager: {0}")]
     Remote(String),

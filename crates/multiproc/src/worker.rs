@@ -12,7 +12,7 @@ use serde_bytes::ByteBuf;
 use crate::bootstrap::ControlFd;
 use crate::error::{Error, Result};
 use crate::registry::{Invoke, Outcome, TaskEntry, resolve};
-use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, Failure, FromWorker, Hello, ToWorker, fds};
+use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, Ends, Failure, FromWorker, Hello, ToWorker, fds};
 
 /// Exit code of a worker that refused to start (bad handshake or task).
 const REFUSED: i32 = 1;
@@ -92,31 +92,84 @@ fn serve_pool(
         }
     }
     ch.send(&FromWorker::Ready)?;
+    // The task of the previous call (calls name it only when it changes).
+    let mut current: std::result::Result<&'static TaskEntry, (String, String)> =
+        Err((String::new(), "no task was named yet".to_owned()));
+    // Reply buffers, reused from call to call.
+    let mut data = Vec::new();
+    let mut ends = Vec::new();
+    let mut failures = Vec::new();
     loop {
         let (msg, fds) = match ch.recv_raw::<ToWorker>() {
             Ok(m) => m,
             Err(Error::Eof) => return Ok(0),
             Err(e) => return Err(e),
         };
-        let ToWorker::Call { id, task, args } = msg else {
+        let ToWorker::Call { id, task, args, ends: arg_ends } = msg else {
             return Err(Error::Malformed("expected a call".into()));
         };
-        let results = match resolve(&task) {
-            Ok(entry) => fds::provide(fds, || {
-                args.iter().map(|a| call_caught(entry, a, Vec::new(), &mut runtime).map(ByteBuf::from)).collect()
-            }),
-            Err(reason) => vec![Err(Failure::Unknown { name: task.name.clone(), reason }); args.len()],
+        if let Some(task) = task {
+            current = resolve(&task).map_err(|reason| (task.name, reason));
+        }
+        let (r, out_fds) = fds::capture(|| {
+            fds::provide(fds, || {
+                let mut start = 0;
+                for (i, &end) in arg_ends.iter().enumerate() {
+                    let item = args.get(start..end as usize).unwrap_or_default();
+                    start = end as usize;
+                    let outcome = match current {
+                        Ok(entry) => call_caught(entry, item, Vec::new(), &mut runtime),
+                        Err((ref name, ref reason)) => {
+                            Err(Failure::Unknown { name: name.clone(), reason: reason.clone() })
+                        }
+                    };
+                    match outcome {
+                        Ok(bytes) => data.extend_from_slice(&bytes),
+                        Err(f) => failures.push((i as u32, f)),
+                    }
+                    ends.push(u32::try_from(data.len()).unwrap_or(u32::MAX));
+                }
+            })
+        });
+        let () = r;
+        let done = FromWorker::Done {
+            id,
+            data: ByteBuf::from(std::mem::take(&mut data)),
+            ends: Ends(std::mem::take(&mut ends)),
+            failures: std::mem::take(&mut failures),
         };
-        ch.send(&FromWorker::Done { id, results })?;
+        if let Err(e) = ch.feed_with(&done, out_fds) {
+            // Too large or unencodable as a whole: every item of the call
+            // fails, and the caller still hears back.
+            let reason = e.to_string();
+            let n = arg_ends.len();
+            let failures = (0..n as u32).map(|i| (i, Failure::Encode(reason.clone()))).collect();
+            ch.feed(&FromWorker::Done { id, data: ByteBuf::new(), ends: Ends(vec![0; n]), failures })?;
+        }
+        if let FromWorker::Done { data: d, ends: e, failures: f, .. } = done {
+            (data, ends, failures) = (d.into_vec(), e.0, f);
+            data.clear();
+            ends.clear();
+            failures.clear();
+        }
+        // Every reply goes out before the next call starts: if that call
+        // kills the worker, all it finished has been reported.
+        ch.flush()?;
     }
+}
+
+fn with_fds<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
+    if fds.is_empty() { f() } else { fds::provide(fds, f) }
 }
 
 /// Runs a registered item on its encoded arguments.
 fn call(entry: &TaskEntry, args: &[u8], fds: Vec<OwnedFd>, runtime: &mut Option<tokio::runtime::Runtime>) -> Outcome {
+    // With no fds of its own, a call decodes against the table already
+    // provided around it (a pool chunk's), so it must not shadow it.
     match entry.invoke {
-        Invoke::Sync(f) => fds::provide(fds, || f(args)),
+        Invoke::Sync(f) => with_fds(fds, || f(args)),
         Invoke::Async(f) => {
-            let fut = fds::provide(fds, || f(args));
+            let fut = with_fds(fds, || f(args));
             let rt = match runtime {
                 Some(rt) => rt,
                 None => {

@@ -252,6 +252,36 @@ impl Channel {
         decode_frame_raw(frame)
     }
 
+    /// Receives one message while writing what `feed` queued, so that a
+    /// peer busy writing its replies can never deadlock against our own
+    /// writes. A buffered frame is returned first: writes then go out in one
+    /// batch once nothing more is there to read. Cancel-safe.
+    pub async fn recv_flushing<T: DeserializeOwned>(&mut self) -> Result<(T, Vec<OwnedFd>)> {
+        loop {
+            if self.reader.has_frame()? || self.reader.is_eof() {
+                let frame = self.reader.next_frame()?.ok_or(Error::Eof)?;
+                return decode_frame_raw(frame);
+            }
+            let interest =
+                if self.writer.is_empty() { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
+            let ready = self.fd.ready(interest).await?;
+            if ready.is_writable() && !self.writer.is_empty() {
+                match self.fd.try_io(Interest::WRITABLE, || self.writer.write_to(self.fd.as_fd())) {
+                    Ok(()) => {}
+                    Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if ready.is_readable() || ready.is_read_closed() {
+                match self.fd.try_io(Interest::READABLE, || self.reader.read_from(self.fd.as_fd())) {
+                    Ok(_) => {}
+                    Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+
     pub fn into_fd(self) -> Result<OwnedFd> {
         Ok(self.fd.into_std()?.into())
     }

@@ -84,8 +84,39 @@ pub enum ToWorker {
     Run { info: ProcessInfo, task: TaskRef, args: ByteBuf },
     /// Serve calls until the channel closes (a pool worker).
     Serve { info: ProcessInfo, init: Option<(TaskRef, ByteBuf)> },
-    /// Run `task` once per argument tuple (a chunk of a map).
-    Call { id: u64, task: TaskRef, args: Vec<ByteBuf> },
+    /// Run a task once per argument tuple (a chunk of a map). `args` holds
+    /// the encoded tuples back to back; tuple `i` ends at `ends[i]`. `task` is
+    /// `None` when it is the same as in the previous call on this connection.
+    Call { id: u64, task: Option<TaskRef>, args: ByteBuf, ends: Ends },
+}
+
+/// Item boundaries in a call's arguments or results, sent as packed
+/// little-endian `u32`s: one copy instead of one msgpack integer per item.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ends(pub Vec<u32>);
+
+impl std::ops::Deref for Ends {
+    type Target = Vec<u32>;
+    fn deref(&self) -> &Vec<u32> {
+        &self.0
+    }
+}
+
+impl Serialize for Ends {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = self.0.iter().flat_map(|e| e.to_le_bytes()).collect();
+        s.serialize_bytes(&bytes)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ends {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes = ByteBuf::deserialize(d)?;
+        if bytes.len() % 4 != 0 {
+            return Err(serde::de::Error::custom("item boundaries are not a whole number of u32s"));
+        }
+        Ok(Self(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+    }
 }
 
 /// How one call ended in the worker.
@@ -101,8 +132,17 @@ pub enum Failure {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum FromWorker {
     Ready,
-    Refused { reason: String },
-    Done { id: u64, results: Vec<Result<ByteBuf, Failure>> },
+    Refused {
+        reason: String,
+    },
+    /// The results of call `id`, laid out like its arguments: result `i` ends
+    /// at `ends[i]` in `data`; the items listed in `failures` have no bytes.
+    Done {
+        id: u64,
+        data: ByteBuf,
+        ends: Ends,
+        failures: Vec<(u32, Failure)>,
+    },
 }
 
 /// Kinds of object a manager hosts.

@@ -1,0 +1,123 @@
+//! Figures of the process pool; workloads identical to
+//! `shared/bench/py_baseline.py` (squares of ints, prime factors of
+//! 1e9..1e9+4000 in 16 chunks, an idle worker's RSS).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use multiproc::{Pool, cpu_count};
+
+use crate::{Figure, Measure};
+
+pub const FIGURES: &[(&str, Measure)] = &[
+    ("pool_apply_roundtrip_us", || Box::pin(in_task(apply_roundtrip(2_000)))),
+    ("pool_map_chunk1_tasks_per_s", || Box::pin(in_task(map_chunk1(50_000)))),
+    ("pool_map_auto_tasks_per_s", || Box::pin(in_task(map_auto(1_000_000)))),
+    ("pool_cpu_speedup", || Box::pin(cpu_speedup())),
+    ("worker_idle_rss_kib", || Box::pin(idle_rss())),
+];
+
+#[multiproc::task]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// The seeds' `prime_factors`, the same trial division.
+fn prime_factors(mut n: u64) -> Vec<u64> {
+    let mut factors = Vec::new();
+    let bound = (n as f64).sqrt() as u64 + 1;
+    for i in 2..bound {
+        while n.is_multiple_of(i) {
+            factors.push(i);
+            n /= i;
+        }
+    }
+    if n > 2 {
+        factors.push(n);
+    }
+    factors
+}
+
+#[multiproc::task]
+fn process_range(start: u64, end: u64) {
+    for i in start..end {
+        black_box(prime_factors(black_box(i)));
+    }
+}
+
+#[multiproc::task]
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn pool() -> Pool {
+    Pool::new(cpu_count()).await.expect("pool")
+}
+
+/// Measures from a runtime task, where async services call from (not from
+/// `block_on`'s thread, which parks outside the runtime and needs a
+/// cross-thread wake-up for every result).
+async fn in_task(measure: impl std::future::Future<Output = Figure> + Send + 'static) -> Figure {
+    tokio::spawn(measure).await.expect("the measuring task")
+}
+
+async fn apply_roundtrip(n: u32) -> Figure {
+    let pool = pool().await;
+    for i in 0..100 {
+        pool.apply(square, (i,)).await.expect("apply");
+    }
+    let t = Instant::now();
+    for i in 0..n {
+        black_box(pool.apply(square, (u64::from(i),)).await.expect("apply"));
+    }
+    Figure { value: t.elapsed().as_secs_f64() / f64::from(n) * 1e6, unit: "us", better: "lower" }
+}
+
+async fn map_chunk1(n: u64) -> Figure {
+    let pool = pool().await;
+    pool.map(square, 0..100).chunksize(1).await.expect("map");
+    let t = Instant::now();
+    let out = pool.map(square, 0..n).chunksize(1).await.expect("map");
+    let dt = t.elapsed().as_secs_f64();
+    assert!(out.iter().all(Result::is_ok));
+    Figure { value: n as f64 / dt, unit: "task/s", better: "higher" }
+}
+
+async fn map_auto(n: u64) -> Figure {
+    let pool = pool().await;
+    pool.map(square, 0..100).await.expect("map");
+    let t = Instant::now();
+    let out = pool.map(square, 0..n).await.expect("map");
+    let dt = t.elapsed().as_secs_f64();
+    assert!(out.iter().all(Result::is_ok));
+    Figure { value: n as f64 / dt, unit: "task/s", better: "higher" }
+}
+
+async fn cpu_speedup() -> Figure {
+    let (lo, hi, k) = (1_000_000_000u64, 1_000_004_000u64, 16);
+    let step = (hi - lo) / k;
+    let chunks: Vec<(u64, u64)> = (0..k).map(|i| (lo + i * step, lo + (i + 1) * step)).collect();
+    let t = Instant::now();
+    for &(a, b) in &chunks {
+        process_range(a, b);
+    }
+    let serial = t.elapsed().as_secs_f64();
+    let pool = pool().await;
+    let t = Instant::now();
+    let out = pool.starmap(process_range, chunks).await.expect("starmap");
+    let par = t.elapsed().as_secs_f64();
+    assert!(out.iter().all(Result::is_ok));
+    Figure { value: serial / par, unit: "x", better: "higher" }
+}
+
+async fn idle_rss() -> Figure {
+    let pool = Pool::new(1).await.expect("pool");
+    let kib = pool.apply(rss_kib, ()).await.expect("apply");
+    Figure { value: kib as f64, unit: "KiB", better: "lower" }
+}

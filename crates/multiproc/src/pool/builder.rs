@@ -1,0 +1,137 @@
+//! `Pool::builder()`: the options of Python's `Pool(processes, initializer,
+//! initargs, maxtasksperchild)` and a few more, validated in `build`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::Pool;
+use super::queue::{Config, Initializer, Shared};
+use super::slot;
+use crate::error::{Error, Result};
+use crate::process::{Prepared, StartMethod, get_start_method};
+use crate::registry::TaskFn;
+
+/// Configures a [`Pool`]; see [`Pool::builder`].
+#[derive(Debug, Default)]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    initializer: Option<Result<Prepared>>,
+    max_tasks_per_child: Option<u32>,
+    method: Option<StartMethod>,
+    task_timeout: Option<Duration>,
+    timeout_grace: Option<Duration>,
+    retries: u32,
+    stop_cancelled: bool,
+}
+
+impl PoolBuilder {
+    /// Number of worker processes (`Pool(processes=…)`); defaults to
+    /// [`cpu_count()`](crate::cpu_count). Zero is refused by `build`.
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// A registered task each worker runs once before its first task
+    /// (`Pool(initializer=f, initargs=(…))`). A worker whose initializer
+    /// panics refuses to start.
+    pub fn initializer<F, A, M>(mut self, f: F, args: A) -> Self
+    where
+        F: TaskFn<A, M>,
+        A: Serialize,
+    {
+        let _ = f;
+        self.initializer = Some(Prepared::new::<F, A>(&args));
+        self
+    }
+
+    /// Replace a worker after it ran `n` tasks (`maxtasksperchild`; a chunk
+    /// of a map counts as one task, as in Python).
+    pub fn max_tasks_per_child(mut self, n: u32) -> Self {
+        self.max_tasks_per_child = Some(n);
+        self
+    }
+
+    /// How workers are started; defaults to [`get_start_method`].
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// Default time limit of one task (per item of a map). A task over it
+    /// fails with [`Error::Timeout`]; its worker is stopped and replaced.
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// Time between SIGTERM and SIGKILL when a worker is stopped (timeouts,
+    /// `terminate`); defaults to one second.
+    pub fn timeout_grace(mut self, grace: Duration) -> Self {
+        self.timeout_grace = Some(grace);
+        self
+    }
+
+    /// Runs a task up to `n` more times when its worker dies under it. Only
+    /// for idempotent tasks; the default is 0.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
+    /// When a caller drops the handle of a call that is already running
+    /// (an `AsyncResult`, a `MapResult`, an `imap` stream), stop the worker
+    /// running it (SIGTERM, grace, SIGKILL) and start another, instead of
+    /// letting the call finish. Off by default; queued work of a dropped
+    /// handle is always cancelled.
+    pub fn stop_cancelled(mut self, stop: bool) -> Self {
+        self.stop_cancelled = stop;
+        self
+    }
+
+    /// Starts the workers and waits until each is ready (its initializer
+    /// ran).
+    pub async fn build(self) -> Result<Pool> {
+        let processes = self.processes.unwrap_or_else(crate::current::cpu_count);
+        if processes == 0 {
+            return Err(Error::InvalidArgument("Number of processes must be at least 1".into()));
+        }
+        if self.max_tasks_per_child == Some(0) {
+            return Err(Error::InvalidArgument("max_tasks_per_child must be at least 1".into()));
+        }
+        if crate::current::current_process().daemon {
+            return Err(Error::DaemonicChildren);
+        }
+        let initializer = match self.initializer {
+            Some(prepared) => {
+                let p = prepared?;
+                Some(Initializer { task: p.entry.task_ref(), args: p.args, fds: p.fds })
+            }
+            None => None,
+        };
+        let config = Config {
+            processes,
+            method: self.method.unwrap_or_else(get_start_method),
+            initializer,
+            max_tasks_per_child: self.max_tasks_per_child,
+            task_timeout: self.task_timeout,
+            timeout_grace: self.timeout_grace.unwrap_or(Duration::from_secs(1)),
+            retries: self.retries,
+            stop_cancelled: self.stop_cancelled,
+        };
+        let shared = Arc::new(Shared::new(config));
+        let started = futures::future::join_all((0..processes).map(|_| slot::start_worker(&shared))).await;
+        let mut workers = Vec::with_capacity(processes);
+        for w in started {
+            // On error the others are dropped: their channels close and they exit.
+            workers.push(w?);
+        }
+        for (index, w) in workers.into_iter().enumerate() {
+            tokio::spawn(slot::run(Arc::clone(&shared), index, Some(w)));
+        }
+        tracing::info!(processes, "pool started");
+        Ok(Pool { shared })
+    }
+}

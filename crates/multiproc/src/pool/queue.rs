@@ -1,0 +1,325 @@
+//! The pool's shared work queue: submissions push chunks of work, the owner
+//! task of each worker takes them; results travel back through each
+//! submission's own channel (its sink).
+//!
+//! Architecture invariant: a job is in exactly one place at a time: the
+//! queue, one owner's in-flight list, or delivered (or dropped, when its sink
+//! was closed by a cancelled caller).
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::error::{Error, ExitStatus, Result};
+use crate::process::StartMethod;
+use crate::wire::{self, Failure, TaskRef, fds};
+
+/// Where a pool is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Running,
+    /// `close()`: no new work; workers finish the queue, then exit.
+    Closing,
+    /// `terminate()` or drop: workers are stopped now.
+    Terminating,
+}
+
+/// What a pool was built with.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub processes: usize,
+    pub method: StartMethod,
+    pub initializer: Option<Initializer>,
+    pub max_tasks_per_child: Option<u32>,
+    pub task_timeout: Option<Duration>,
+    pub timeout_grace: Duration,
+    pub retries: u32,
+    /// Stop a worker whose running call's caller went away.
+    pub stop_cancelled: bool,
+}
+
+/// The task every worker runs once before its first call.
+#[derive(Debug)]
+pub(crate) struct Initializer {
+    pub task: TaskRef,
+    pub args: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+}
+
+/// One chunk of a submission: consecutive items of one task.
+#[derive(Debug)]
+pub(crate) struct Job {
+    /// The submission it belongs to (lets a worker batch its replies).
+    pub batch: u64,
+    /// Index of its first item in the submission.
+    pub base: usize,
+    pub task: Arc<TaskRef>,
+    /// The encoded argument tuples back to back; tuple `i` ends at `ends[i]`.
+    pub args: Vec<u8>,
+    pub ends: Vec<u32>,
+    pub fds: Vec<OwnedFd>,
+    /// Per item; the chunk may take `len` times as long.
+    pub timeout: Option<Duration>,
+    /// How many times it was already retried after losing its worker.
+    pub attempts: u32,
+    pub sink: Sink,
+}
+
+impl Job {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+}
+
+/// Where a submission's results go.
+pub(crate) type Sink = mpsc::UnboundedSender<Delivery>;
+
+/// The outcome of one chunk.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub base: usize,
+    pub len: usize,
+    pub outcome: std::result::Result<ChunkDone, ChunkError>,
+}
+
+/// A chunk's encoded results as the worker sent them.
+#[derive(Debug)]
+pub(crate) struct ChunkDone {
+    pub data: Vec<u8>,
+    pub ends: Vec<u32>,
+    pub failures: Vec<(u32, Failure)>,
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Why a whole chunk has no results.
+#[derive(Debug, Clone)]
+pub(crate) enum ChunkError {
+    WorkerLost { pid: u32, status: ExitStatus },
+    ForkserverLost { pid: u32 },
+    Timeout,
+    Terminated,
+    WorkerStart(String),
+}
+
+impl ChunkError {
+    pub fn to_error(&self) -> Error {
+        match self {
+            Self::WorkerLost { pid, status } => Error::WorkerLost { pid: *pid, status: *status },
+            Self::ForkserverLost { pid } => Error::ForkserverLost { pid: *pid },
+            Self::Timeout => Error::Timeout,
+            Self::Terminated => Error::PoolTerminated,
+            Self::WorkerStart(why) => Error::PoolWorkerStart(why.clone()),
+        }
+    }
+}
+
+/// A worker-side failure as the caller sees it.
+pub(crate) fn failure_to_error(f: &Failure) -> Error {
+    match f {
+        Failure::Panicked { message, location } => {
+            Error::TaskPanicked { message: message.clone(), location: location.clone() }
+        }
+        Failure::Decode(reason) => Error::Decode { what: "in the worker", reason: reason.clone() },
+        Failure::Encode(reason) => Error::Encode { what: "in the worker", reason: reason.clone() },
+        Failure::Unknown { name, reason } => Error::TaskMismatch { name: name.clone(), reason: reason.clone() },
+    }
+}
+
+/// Turns one delivery into its items' results, in order. `prefailed` are the
+/// items whose arguments could not be encoded (their slot was sent empty).
+pub(crate) fn decode_chunk<T: serde::de::DeserializeOwned>(
+    d: Delivery,
+    prefailed: &mut HashMap<usize, Error>,
+) -> Vec<Result<T>> {
+    let mut out = Vec::with_capacity(d.len);
+    decode_chunk_into(d, prefailed, &mut out);
+    out
+}
+
+/// [`decode_chunk`], appending to `out`.
+pub(crate) fn decode_chunk_into<T: serde::de::DeserializeOwned>(
+    d: Delivery,
+    prefailed: &mut HashMap<usize, Error>,
+    out: &mut Vec<Result<T>>,
+) {
+    let Delivery { base, len, outcome } = d;
+    match outcome {
+        Err(e) => {
+            out.extend((0..len).map(|i| Err(take_prefailed(prefailed, base + i).unwrap_or_else(|| e.to_error()))))
+        }
+        Ok(ChunkDone { data, ends, failures, fds }) => fds::provide(fds, || {
+            let mut failures = failures.into_iter().peekable();
+            let mut start = 0;
+            for i in 0..len {
+                let end = ends.get(i).map_or(start, |&e| e as usize);
+                let bytes = data.get(start..end).unwrap_or_default();
+                start = end;
+                let failed = failures.next_if(|(at, _)| *at as usize == i);
+                out.push(match (take_prefailed(prefailed, base + i), failed) {
+                    (Some(e), _) => Err(e),
+                    (None, Some((_, f))) => Err(failure_to_error(&f)),
+                    (None, None) => wire::decode("the task's result", bytes),
+                });
+            }
+        }),
+    }
+}
+
+/// The encode error of item `i`, if it had one (almost never: skip the hash).
+fn take_prefailed(prefailed: &mut HashMap<usize, Error>, i: usize) -> Option<Error> {
+    if prefailed.is_empty() { None } else { prefailed.remove(&i) }
+}
+
+/// Encodes `items` as one chunk; items that fail to encode are sent empty
+/// and reported in the returned list (by index in the submission).
+pub(crate) fn encode_chunk<'a, X: 'a>(
+    items: impl Iterator<Item = &'a X>,
+    base: usize,
+    encode: fn(&mut Vec<u8>, &X) -> std::result::Result<(), rmp_serde::encode::Error>,
+    prefailed: &mut HashMap<usize, Error>,
+) -> (Vec<u8>, Vec<u32>, Vec<OwnedFd>) {
+    let mut args = Vec::new();
+    let mut ends = Vec::new();
+    let ((), fds) = fds::capture(|| {
+        for (i, item) in items.enumerate() {
+            let at = args.len();
+            if let Err(e) = encode(&mut args, item) {
+                args.truncate(at);
+                prefailed.insert(base + i, Error::Encode { what: "the task's arguments", reason: e.to_string() });
+            }
+            ends.push(u32::try_from(args.len()).unwrap_or(u32::MAX));
+        }
+    });
+    (args, ends, fds)
+}
+
+/// `map`: each item is the single argument.
+pub(crate) fn encode_one<X: Serialize>(buf: &mut Vec<u8>, x: &X) -> std::result::Result<(), rmp_serde::encode::Error> {
+    rmp_serde::encode::write(buf, &(x,))
+}
+
+/// `starmap`: each item is the whole argument tuple.
+pub(crate) fn encode_spread<X: Serialize>(
+    buf: &mut Vec<u8>,
+    x: &X,
+) -> std::result::Result<(), rmp_serde::encode::Error> {
+    rmp_serde::encode::write(buf, x)
+}
+
+/// Counters behind `Pool::stats`.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub replaced: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct QueueState {
+    pub jobs: VecDeque<Job>,
+    /// Owners waiting with no work.
+    pub idle: usize,
+}
+
+/// Everything the pool handle, the result handles and the owners share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    state: Mutex<QueueState>,
+    /// Wakes idle owners when work arrives.
+    pub work: Notify,
+    pub phase: watch::Sender<Phase>,
+    pub config: Config,
+    pub stats: Counters,
+    next_batch: AtomicU64,
+    /// The live worker of each slot (so a dropped pool can kill them at once).
+    pub pids: Mutex<HashMap<usize, u32>>,
+    /// How many owner tasks are still running.
+    pub live: watch::Sender<usize>,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Self {
+        Self {
+            state: Mutex::new(QueueState::default()),
+            work: Notify::new(),
+            phase: watch::Sender::new(Phase::Running),
+            live: watch::Sender::new(config.processes),
+            config,
+            stats: Counters::default(),
+            next_batch: AtomicU64::new(0),
+            pids: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().expect("the queue lock is never held across a panic")
+    }
+
+    pub fn next_batch(&self) -> u64 {
+        self.next_batch.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues jobs (at the back) and wakes idle owners.
+    pub fn submit(&self, jobs: impl IntoIterator<Item = Job>) -> Result<()> {
+        if *self.phase.borrow() != Phase::Running {
+            return Err(Error::Closed("pool"));
+        }
+        let mut st = self.lock();
+        let before = st.jobs.len();
+        st.jobs.extend(jobs);
+        let added = st.jobs.len() - before;
+        let wake = added.min(st.idle);
+        drop(st);
+        for _ in 0..wake {
+            self.work.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Puts jobs a lost worker never started back at the front, in order.
+    pub fn requeue(&self, jobs: impl DoubleEndedIterator<Item = Job>) {
+        let mut st = self.lock();
+        for job in jobs.rev() {
+            st.jobs.push_front(job);
+        }
+        let wake = st.idle.min(st.jobs.len());
+        drop(st);
+        for _ in 0..wake {
+            self.work.notify_one();
+        }
+    }
+
+    /// Fails every queued job (terminate, or no worker can be started).
+    pub fn fail_queued(&self, why: &ChunkError) {
+        let jobs = std::mem::take(&mut self.lock().jobs);
+        for job in jobs {
+            self.stats.failed.fetch_add(job.len() as u64, Ordering::Relaxed);
+            let _ = job.sink.send(Delivery { base: job.base, len: job.len(), outcome: Err(why.clone()) });
+        }
+    }
+
+    pub fn queue_is_empty(&self) -> bool {
+        self.lock().jobs.iter().all(|j| j.sink.is_closed())
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.send_if_modified(|p| {
+            // Terminating is final; Closing never goes back to Running.
+            let next = match (*p, phase) {
+                (Phase::Terminating, _) => Phase::Terminating,
+                (Phase::Closing, Phase::Running) => Phase::Closing,
+                (_, next) => next,
+            };
+            let changed = *p != next;
+            *p = next;
+            changed
+        });
+        self.work.notify_waiters();
+    }
+}

@@ -1,0 +1,290 @@
+//! Handles on submitted work: [`AsyncResult`] (`apply_async`), [`MapCall`]
+//! (a `map`/`starmap` not yet submitted, to set its chunk size) and
+//! [`MapResult`] (`map_async`/`starmap_async`). Dropping a handle cancels the
+//! work still queued for it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use super::queue::{Delivery, Job, Shared, decode_chunk, decode_chunk_into, encode_chunk};
+use crate::error::{Error, Result};
+use crate::wire::TaskRef;
+
+/// The result of [`Pool::apply_async`](super::Pool::apply_async), Python's
+/// `AsyncResult`: `.await` it (`res.get()`), or use [`get_timeout`](Self::get_timeout)
+/// (`res.get(timeout=…)`) and [`ready`](Self::ready).
+#[derive(Debug)]
+pub struct AsyncResult<T> {
+    rx: Option<mpsc::UnboundedReceiver<Delivery>>,
+    value: Option<Result<T>>,
+}
+
+// Nothing is pinned: the value is only moved out.
+impl<T> Unpin for AsyncResult<T> {}
+
+impl<T: DeserializeOwned> AsyncResult<T> {
+    pub(crate) fn submit(
+        shared: &Shared,
+        task: Result<Arc<TaskRef>>,
+        args: Result<(Vec<u8>, Vec<std::os::fd::OwnedFd>)>,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let submitted = task.and_then(|task| {
+            let (args, fds) = args?;
+            let end = u32::try_from(args.len())
+                .map_err(|_| Error::FrameTooLarge { len: args.len(), max: u32::MAX as usize })?;
+            shared.submit(std::iter::once(Job {
+                batch: shared.next_batch(),
+                base: 0,
+                task,
+                args,
+                ends: vec![end],
+                fds,
+                timeout: shared.config.task_timeout,
+                attempts: 0,
+                sink: tx,
+            }))
+        });
+        match submitted {
+            Ok(()) => Self { rx: Some(rx), value: None },
+            Err(e) => Self { rx: None, value: Some(Err(e)) },
+        }
+    }
+
+    fn take(&mut self, d: Delivery) -> Result<T> {
+        decode_chunk(d, &mut HashMap::new()).pop().unwrap_or(Err(Error::PoolTerminated))
+    }
+
+    /// Whether the result has arrived (`AsyncResult.ready()`).
+    pub fn ready(&mut self) -> bool {
+        if self.value.is_none()
+            && let Some(rx) = &mut self.rx
+        {
+            match rx.try_recv() {
+                Ok(d) => {
+                    self.rx = None;
+                    self.value = Some(self.take(d));
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {}
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.rx = None;
+                    self.value = Some(Err(Error::PoolTerminated));
+                }
+            }
+        }
+        self.value.is_some()
+    }
+
+    /// Waits at most `timeout` (`res.get(timeout=…)`): [`Error::Timeout`] when
+    /// it is not there yet; the task goes on and the handle stays usable.
+    pub async fn get_timeout(&mut self, timeout: Duration) -> Result<T> {
+        tokio::time::timeout(timeout, self).await.unwrap_or(Err(Error::Timeout))
+    }
+}
+
+impl<T: DeserializeOwned> Future for AsyncResult<T> {
+    type Output = Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        if let Some(v) = self.value.take() {
+            return Poll::Ready(v);
+        }
+        let Some(rx) = &mut self.rx else {
+            return Poll::Ready(Err(Error::Closed("result (it was already taken)")));
+        };
+        match rx.poll_recv(cx) {
+            Poll::Ready(Some(d)) => {
+                self.rx = None;
+                Poll::Ready(self.take(d))
+            }
+            Poll::Ready(None) => {
+                self.rx = None;
+                Poll::Ready(Err(Error::PoolTerminated))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A `map` or `starmap` about to be submitted: `.await` it, or set its
+/// [`chunksize`](Self::chunksize) / [`timeout`](Self::timeout) first, or
+/// [`submit`](Self::submit) it to get a [`MapResult`] (`map_async`).
+#[must_use = "a map does nothing until it is awaited or submitted"]
+pub struct MapCall<T, X> {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) task: Result<Arc<TaskRef>>,
+    pub(crate) items: Vec<X>,
+    pub(crate) encode: fn(&mut Vec<u8>, &X) -> std::result::Result<(), rmp_serde::encode::Error>,
+    pub(crate) chunksize: Option<usize>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) _out: PhantomData<fn() -> T>,
+}
+
+impl<T, X> std::fmt::Debug for MapCall<T, X> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapCall").field("items", &self.items.len()).field("chunksize", &self.chunksize).finish()
+    }
+}
+
+impl<T: DeserializeOwned, X> MapCall<T, X> {
+    /// Items sent to a worker at a time (`map(…, chunksize)`). Defaults to
+    /// Python's rule: `ceil(len / (4 × processes))`.
+    pub fn chunksize(mut self, n: usize) -> Self {
+        self.chunksize = Some(n);
+        self
+    }
+
+    /// Time limit of each item, instead of the pool's `task_timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Submits the work now (`map_async`).
+    pub fn submit(self) -> MapResult<T> {
+        let n = self.items.len();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut prefailed = HashMap::new();
+        let workers = self.shared.config.processes;
+        let chunksize = match self.chunksize {
+            Some(0) => return MapResult::failed(Error::InvalidArgument("chunksize must be at least 1".into())),
+            Some(c) => c,
+            None => n.div_ceil(4 * workers).max(1),
+        };
+        let task = match self.task {
+            Ok(t) => t,
+            Err(e) => return MapResult::failed(e),
+        };
+        let batch = self.shared.next_batch();
+        let timeout = self.timeout.or(self.shared.config.task_timeout);
+        // Each chunk is queued as soon as it is encoded, so workers start
+        // while the rest is still being encoded.
+        for (i, chunk) in self.items.chunks(chunksize).enumerate() {
+            let base = i * chunksize;
+            let (args, ends, fds) = encode_chunk(chunk.iter(), base, self.encode, &mut prefailed);
+            let job =
+                Job { batch, base, task: Arc::clone(&task), args, ends, fds, timeout, attempts: 0, sink: tx.clone() };
+            if let Err(e) = self.shared.submit(std::iter::once(job)) {
+                return MapResult::failed(e);
+            }
+        }
+        MapResult {
+            rx: Some(rx),
+            results: Vec::with_capacity(n),
+            early: BTreeMap::new(),
+            remaining: n,
+            prefailed,
+            error: None,
+        }
+    }
+}
+
+impl<T: DeserializeOwned, X> IntoFuture for MapCall<T, X> {
+    type Output = Result<Vec<Result<T>>>;
+    type IntoFuture = MapResult<T>;
+
+    fn into_future(self) -> MapResult<T> {
+        self.submit()
+    }
+}
+
+/// The result of `map_async`/`starmap_async`: a future of every item's
+/// result, in input order; also [`ready`](Self::ready) and
+/// [`get_timeout`](Self::get_timeout) like [`AsyncResult`].
+#[derive(Debug)]
+pub struct MapResult<T> {
+    rx: Option<mpsc::UnboundedReceiver<Delivery>>,
+    /// Results in order so far, and chunks that arrived ahead of them.
+    results: Vec<Result<T>>,
+    early: BTreeMap<usize, Vec<Result<T>>>,
+    /// Items not delivered yet.
+    remaining: usize,
+    prefailed: HashMap<usize, Error>,
+    error: Option<Error>,
+}
+
+// Nothing is pinned: results are only moved out.
+impl<T> Unpin for MapResult<T> {}
+
+impl<T: DeserializeOwned> MapResult<T> {
+    fn failed(e: Error) -> Self {
+        Self {
+            rx: None,
+            results: Vec::new(),
+            early: BTreeMap::new(),
+            remaining: 0,
+            prefailed: HashMap::new(),
+            error: Some(e),
+        }
+    }
+
+    /// Appends chunks in order; one that arrives early waits in `early`.
+    fn store(&mut self, d: Delivery) {
+        let (base, len) = (d.base, d.len);
+        self.remaining = self.remaining.saturating_sub(len);
+        if base != self.results.len() {
+            self.early.insert(base, decode_chunk(d, &mut self.prefailed));
+            return;
+        }
+        // In order (the usual case): straight into place, no copy.
+        decode_chunk_into(d, &mut self.prefailed, &mut self.results);
+        while let Some(items) = self.early.remove(&self.results.len()) {
+            self.results.extend(items);
+        }
+    }
+
+    /// Whether every result has arrived.
+    pub fn ready(&mut self) -> bool {
+        while let Some(rx) = &mut self.rx {
+            match rx.try_recv() {
+                Ok(d) => self.store(d),
+                Err(_) => break,
+            }
+        }
+        self.remaining == 0
+    }
+
+    /// Waits at most `timeout`: [`Error::Timeout`] when some results are
+    /// still missing; the work goes on and the handle stays usable.
+    pub async fn get_timeout(&mut self, timeout: Duration) -> Result<Vec<Result<T>>> {
+        tokio::time::timeout(timeout, self).await.unwrap_or(Err(Error::Timeout))
+    }
+}
+
+impl<T: DeserializeOwned> Future for MapResult<T> {
+    type Output = Result<Vec<Result<T>>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(e) = self.error.take() {
+            return Poll::Ready(Err(e));
+        }
+        while self.remaining > 0 {
+            let Some(rx) = &mut self.rx else { break };
+            match rx.poll_recv(cx) {
+                Poll::Ready(Some(d)) => self.store(d),
+                Poll::Ready(None) => break,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.rx = None;
+        // Chunks that never came (their senders are gone) fail in place.
+        let n = self.results.len() + self.remaining + self.early.values().map(Vec::len).sum::<usize>();
+        let mut results = std::mem::take(&mut self.results);
+        let mut early = std::mem::take(&mut self.early).into_iter().peekable();
+        while results.len() < n {
+            match early.next_if(|(base, _)| *base == results.len()) {
+                Some((_, items)) => results.extend(items),
+                None => results.push(Err(Error::PoolTerminated)),
+            }
+        }
+        Poll::Ready(Ok(results))
+    }
+}

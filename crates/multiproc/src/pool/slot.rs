@@ -1,0 +1,536 @@
+//! The owner of one worker slot: a task that starts a worker, feeds it jobs
+//! from the queue, delivers its replies, and replaces it when it dies, times
+//! out or has done its `max_tasks_per_child`.
+//!
+//! Several chunks are kept in flight per worker when the queue has more work
+//! than there are idle workers, so a worker never waits for the parent
+//! between short calls; a long call never has work queued behind it while
+//! another worker idles.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_bytes::ByteBuf;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::queue::{ChunkDone, ChunkError, Delivery, Job, Phase, Shared};
+use crate::error::{Error, Result};
+use crate::process::{StartMethod, handshake};
+use crate::supervisor::{self, ExitState};
+use crate::wire::{Channel, Ends, FromWorker, ProcessInfo, TaskRef, ToWorker};
+
+/// At most this many items in flight on one worker...
+const ITEM_WINDOW: usize = 256;
+/// ...in at most this many calls...
+const CALL_WINDOW: usize = 64;
+/// ...and no more than this much work by the worker's recent pace: enough to
+/// cover a round trip to the parent, not so much that a long call sits
+/// queued behind another while an idle worker could have taken it.
+const PIPELINE_AHEAD: Duration = Duration::from_micros(300);
+/// How long a worker whose channel closed may take to exit before it is killed.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+/// Restart backoff when workers cannot be started.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// A started, ready worker.
+pub(crate) struct Worker {
+    pid: u32,
+    ch: Channel,
+    exit: watch::Receiver<Option<ExitState>>,
+}
+
+/// Starts one pool worker and waits until it is ready (initializer done).
+pub(crate) async fn start_worker(shared: &Shared) -> Result<Worker> {
+    let prefix = match shared.config.method {
+        StartMethod::Forkserver => "ForkPoolWorker",
+        StartMethod::Spawn => "SpawnPoolWorker",
+    };
+    let (identity, name) = crate::current::next_child_identity(prefix);
+    let me = crate::current::current_process();
+    let info = ProcessInfo { name: name.clone(), identity, daemon: true, parent_pid: me.pid, parent_name: me.name };
+    let (init, fds, task) = match &shared.config.initializer {
+        Some(i) => {
+            let fds = i.fds.iter().map(OwnedFd::try_clone).collect::<std::io::Result<Vec<_>>>()?;
+            (Some((i.task.clone(), ByteBuf::from(i.args.clone()))), fds, i.task.name.clone())
+        }
+        None => (None, Vec::new(), "pool worker".to_owned()),
+    };
+    let exec = shared.config.method == StartMethod::Spawn;
+    let (spawned, ch) = handshake(exec, name, true, &ToWorker::Serve { info, init }, fds, &task).await?;
+    tracing::debug!(pid = spawned.pid, "pool worker ready");
+    Ok(Worker { pid: spawned.pid, ch, exit: spawned.exit })
+}
+
+/// Runs slot `index` until the pool closes or terminates.
+pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut first: Option<Worker>) {
+    let mut phase = shared.phase.subscribe();
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let now = *phase.borrow_and_update();
+        if now == Phase::Terminating || (now == Phase::Closing && shared.queue_is_empty()) {
+            break;
+        }
+        let worker = match first.take() {
+            Some(w) => w,
+            None => match start_worker(&shared).await {
+                Ok(w) => {
+                    backoff = BACKOFF_MIN;
+                    w
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not start a pool worker; retrying");
+                    if shared.pids.lock().expect("pids lock").is_empty() {
+                        // Nobody can run the queued work: fail it rather than hang.
+                        shared.fail_queued(&ChunkError::WorkerStart(e.to_string()));
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = phase.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            },
+        };
+        let pid = worker.pid;
+        shared.pids.lock().expect("pids lock").insert(index, pid);
+        let span = tracing::debug_span!("pool_worker", pid, slot = index);
+        let end = Owner::new(&shared, worker).serve(&mut phase).instrument(span).await;
+        shared.pids.lock().expect("pids lock").remove(&index);
+        tracing::debug!(pid, ?end, "pool worker gone");
+        match end {
+            End::Replace => {}
+            End::Stop => break,
+        }
+    }
+    shared.live.send_modify(|n| *n -= 1);
+}
+
+#[derive(Debug)]
+enum End {
+    /// The worker is gone (died, timed out, or recycled); start another.
+    Replace,
+    /// The pool is closing or terminating.
+    Stop,
+}
+
+/// A call on the wire.
+struct Sent {
+    id: u64,
+    job: Job,
+    /// Copies of the job's fds, kept only when it may have to be requeued.
+    fds: Vec<OwnedFd>,
+    /// One span per call: call id, submission, worker pid.
+    span: tracing::Span,
+}
+
+struct Owner<'a> {
+    shared: &'a Shared,
+    pid: u32,
+    ch: Channel,
+    exit: watch::Receiver<Option<ExitState>>,
+    in_flight: VecDeque<Sent>,
+    items: usize,
+    /// When the call at the head of `in_flight` started running.
+    head_since: Instant,
+    /// Calls sent to this worker (Python counts a chunk as one task).
+    calls: u32,
+    next_id: u64,
+    last_task: Option<Arc<TaskRef>>,
+    idle: bool,
+    taken: Vec<Job>,
+    /// How long an item takes on this worker, once measured.
+    per_item: Option<Duration>,
+}
+
+impl<'a> Owner<'a> {
+    fn new(shared: &'a Shared, w: Worker) -> Self {
+        Self {
+            shared,
+            pid: w.pid,
+            ch: w.ch,
+            exit: w.exit,
+            in_flight: VecDeque::new(),
+            items: 0,
+            head_since: Instant::now(),
+            calls: 0,
+            next_id: 0,
+            last_task: None,
+            idle: false,
+            taken: Vec::new(),
+            per_item: None,
+        }
+    }
+
+    fn budget(&self) -> u32 {
+        self.shared.config.max_tasks_per_child.map_or(u32::MAX, |k| k.saturating_sub(self.calls))
+    }
+
+    async fn serve(mut self, phase: &mut watch::Receiver<Phase>) -> End {
+        loop {
+            if *phase.borrow_and_update() == Phase::Terminating {
+                return self.stop(ChunkError::Terminated).await;
+            }
+            // Registered before looking at the queue, so no wake-up is missed.
+            let work = std::pin::pin!(Some(self.shared.work.notified()));
+            let mut work = work;
+            if self.in_flight.is_empty() {
+                work.as_mut().as_pin_mut().expect("just set").enable();
+            }
+            if let Err(e) = self.take_jobs() {
+                tracing::warn!(error = %e, "could not send work to a pool worker");
+                return self.lost().await;
+            }
+            if !self.in_flight.is_empty() {
+                // Busy: a wake-up meant for an idle owner must go to one
+                // (dropping a notified waiter passes its wake-up on).
+                work.as_mut().set(None);
+            }
+            if self.in_flight.is_empty() {
+                if self.budget() == 0 {
+                    return self.retire(End::Replace).await;
+                }
+                if *phase.borrow() == Phase::Closing && self.shared.queue_is_empty() {
+                    return self.retire(End::Stop).await;
+                }
+            }
+            let deadline = self.in_flight.front().and_then(|s| s.job.timeout.map(|t| (t, s.job.len())));
+            let deadline =
+                deadline.map(|(t, n)| self.head_since + t.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX)));
+            tokio::select! {
+                biased;
+                r = self.ch.recv_flushing::<FromWorker>() => match r {
+                    Ok((FromWorker::Done { id, data, ends, failures }, fds)) => {
+                        if !self.on_done(id, ChunkDone { data: data.into_vec(), ends: ends.0, failures, fds }) {
+                            return self.lost().await;
+                        }
+                    }
+                    Ok(_) => {
+                        tracing::warn!(pid = self.pid, "a pool worker broke the protocol; replacing it");
+                        return self.lost().await;
+                    }
+                    Err(_) => return self.lost().await,
+                },
+                _ = self.exit.changed() => return self.lost().await,
+                () = sleep_until(deadline) => return self.timed_out().await,
+                () = head_cancelled(self.in_flight.front()), if self.shared.config.stop_cancelled => {
+                    return self.cancelled().await;
+                }
+                () = async { if let Some(w) = work.as_mut().as_pin_mut() { w.await } }, if self.in_flight.is_empty() => {}
+                _ = phase.changed() => {}
+            }
+        }
+    }
+
+    /// Moves jobs from the queue onto the wire (see the module doc).
+    fn take_jobs(&mut self) -> Result<()> {
+        let mut budget = self.budget();
+        {
+            let mut st = self.shared.lock();
+            if self.idle {
+                st.idle -= 1;
+                self.idle = false;
+            }
+            let mut items = self.items;
+            let mut calls = self.in_flight.len();
+            while budget > 0 {
+                let Some(job) = st.jobs.front() else { break };
+                if job.sink.is_closed() {
+                    // Its caller is gone: cancelled.
+                    st.jobs.pop_front();
+                    continue;
+                }
+                let first = calls == 0;
+                let ahead = match self.per_item {
+                    // Pace unknown yet: one call ahead at most.
+                    None => calls >= 2,
+                    Some(t) => t.saturating_mul(u32::try_from(items + job.len()).unwrap_or(u32::MAX)) > PIPELINE_AHEAD,
+                };
+                if !first
+                    && (st.jobs.len() <= st.idle
+                        || ahead
+                        || items + job.len() > ITEM_WINDOW
+                        || calls >= CALL_WINDOW
+                        || !job.fds.is_empty())
+                {
+                    break;
+                }
+                let job = st.jobs.pop_front().expect("front was Some");
+                items += job.len();
+                calls += 1;
+                budget -= 1;
+                self.taken.push(job);
+                if !self.taken.last().expect("just pushed").fds.is_empty() {
+                    break;
+                }
+            }
+            if calls == 0 && budget > 0 {
+                st.idle += 1;
+                self.idle = true;
+            }
+        }
+        let mut taken = std::mem::take(&mut self.taken);
+        for job in taken.drain(..) {
+            self.send(job)?;
+        }
+        self.taken = taken;
+        Ok(())
+    }
+
+    fn send(&mut self, mut job: Job) -> Result<()> {
+        let task = match &self.last_task {
+            Some(t) if Arc::ptr_eq(t, &job.task) || t.name == job.task.name => None,
+            _ => {
+                self.last_task = Some(Arc::clone(&job.task));
+                Some((*job.task).clone())
+            }
+        };
+        let fds = std::mem::take(&mut job.fds);
+        let keep = if self.shared.config.retries > 0 || !fds.is_empty() {
+            fds.iter().map(OwnedFd::try_clone).collect::<std::io::Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let msg = ToWorker::Call {
+            id,
+            task,
+            args: ByteBuf::from(std::mem::take(&mut job.args)),
+            ends: Ends(std::mem::take(&mut job.ends)),
+        };
+        let fed = self.ch.feed_with(&msg, fds);
+        if let ToWorker::Call { args, ends, .. } = msg {
+            job.args = args.into_vec();
+            job.ends = ends.0;
+        }
+        if let Err(e) = fed {
+            // This job cannot be sent (too large, too many fds): it fails,
+            // the worker is fine.
+            self.last_task = None;
+            let why = match e {
+                Error::FrameTooLarge { len, max } => {
+                    format!("the arguments take {len} bytes; at most {max} fit in a call")
+                }
+                other => other.to_string(),
+            };
+            self.shared.stats.failed.fetch_add(job.len() as u64, Ordering::Relaxed);
+            let _ = job.sink.send(Delivery {
+                base: job.base,
+                len: job.len(),
+                outcome: Err(ChunkError::WorkerStart(format!("send the task: {why}"))),
+            });
+            return Ok(());
+        }
+        if self.in_flight.is_empty() {
+            self.head_since = Instant::now();
+        }
+        self.calls += 1;
+        self.items += job.len();
+        self.shared.stats.in_flight.fetch_add(job.len() as u64, Ordering::Relaxed);
+        let span = tracing::debug_span!("pool_call", call = id, batch = job.batch, pid = self.pid, items = job.len());
+        span.in_scope(|| tracing::trace!("sent"));
+        self.in_flight.push_back(Sent { id, job, fds: keep, span });
+        Ok(())
+    }
+
+    /// Delivers a reply; `false` when it answers no call we made.
+    fn on_done(&mut self, id: u64, done: ChunkDone) -> bool {
+        if self.in_flight.front().is_none_or(|s| s.id != id) {
+            tracing::warn!(pid = self.pid, call = id, "a pool worker answered a call it was not given");
+            return false;
+        }
+        let Sent { job, span, .. } = self.in_flight.pop_front().expect("checked above");
+        let now = Instant::now();
+        let n = job.len();
+        // The worker's pace per item, smoothed.
+        let took = (now - self.head_since) / u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+        self.per_item = Some(self.per_item.map_or(took, |avg| (avg * 3 + took) / 4));
+        self.head_since = now;
+        self.items -= n;
+        let failed = done.failures.len() as u64;
+        let stats = &self.shared.stats;
+        stats.in_flight.fetch_sub(n as u64, Ordering::Relaxed);
+        stats.failed.fetch_add(failed, Ordering::Relaxed);
+        stats.completed.fetch_add(n as u64 - failed.min(n as u64), Ordering::Relaxed);
+        span.in_scope(|| tracing::debug!(failed, "done"));
+        let _ = job.sink.send(Delivery { base: job.base, len: n, outcome: Ok(done) });
+        true
+    }
+
+    fn fail(&mut self, job: Job, why: ChunkError) {
+        let n = job.len() as u64;
+        self.shared.stats.failed.fetch_add(n, Ordering::Relaxed);
+        let _ = job.sink.send(Delivery { base: job.base, len: job.len(), outcome: Err(why) });
+    }
+
+    fn unmark_idle(&mut self) {
+        if self.idle {
+            self.shared.lock().idle -= 1;
+            self.idle = false;
+        }
+    }
+
+    /// Reads what the dead worker managed to send, then learns how it ended.
+    async fn drain_and_reap(&mut self) -> ChunkError {
+        self.unmark_idle();
+        while let Ok(Ok((FromWorker::Done { id, data, ends, failures }, fds))) =
+            tokio::time::timeout(Duration::from_millis(100), self.ch.recv_flushing::<FromWorker>()).await
+        {
+            if !self.on_done(id, ChunkDone { data: data.into_vec(), ends: ends.0, failures, fds }) {
+                break;
+            }
+        }
+        self.reap(EXIT_WAIT).await
+    }
+
+    /// Waits for the worker's exit, killing it if it takes longer than `wait`.
+    async fn reap(&mut self, wait: Duration) -> ChunkError {
+        let status = |s: &Option<ExitState>, pid| match s {
+            Some(ExitState::Exited(status)) => ChunkError::WorkerLost { pid, status: *status },
+            _ => ChunkError::ForkserverLost { pid },
+        };
+        let pid = self.pid;
+        if let Ok(Ok(s)) = tokio::time::timeout(wait, self.exit.wait_for(Option::is_some)).await {
+            return status(&s, pid);
+        }
+        let _ = supervisor::signal(pid, nix::libc::SIGKILL);
+        match self.exit.wait_for(Option::is_some).await {
+            Ok(s) => status(&s, pid),
+            Err(_) => ChunkError::ForkserverLost { pid },
+        }
+    }
+
+    /// The worker died or broke its channel: its running call fails (or is
+    /// retried), the calls it never started go back to the queue.
+    async fn lost(mut self) -> End {
+        let why = self.drain_and_reap().await;
+        if *self.shared.phase.borrow() == Phase::Terminating {
+            return self.fail_all(ChunkError::Terminated);
+        }
+        tracing::warn!(pid = self.pid, reason = %why.to_error(), "pool worker lost");
+        // Counted before the failures are delivered, so a caller sees it.
+        self.shared.stats.replaced.fetch_add(1, Ordering::Relaxed);
+        if let Some(head) = self.in_flight.pop_front() {
+            self.retry_or_fail(head, why);
+        }
+        self.requeue_rest();
+        End::Replace
+    }
+
+    fn retry_or_fail(&mut self, head: Sent, why: ChunkError) {
+        let Sent { mut job, fds, span, .. } = head;
+        span.in_scope(|| tracing::debug!(reason = %why.to_error(), "lost its worker"));
+        self.items -= job.len();
+        self.shared.stats.in_flight.fetch_sub(job.len() as u64, Ordering::Relaxed);
+        if job.attempts < self.shared.config.retries && matches!(why, ChunkError::WorkerLost { .. }) {
+            job.attempts += 1;
+            job.fds = fds;
+            tracing::info!(batch = job.batch, attempt = job.attempts, "retrying a call after its worker was lost");
+            self.shared.requeue(std::iter::once(job));
+        } else {
+            self.fail(job, why);
+        }
+    }
+
+    fn requeue_rest(&mut self) {
+        let rest: Vec<Job> = self
+            .in_flight
+            .drain(..)
+            .map(|Sent { mut job, fds, .. }| {
+                job.fds = fds;
+                job
+            })
+            .collect();
+        let n: usize = rest.iter().map(Job::len).sum();
+        self.items -= n;
+        self.shared.stats.in_flight.fetch_sub(n as u64, Ordering::Relaxed);
+        self.shared.requeue(rest.into_iter());
+    }
+
+    fn fail_all(&mut self, why: ChunkError) -> End {
+        while let Some(Sent { job, .. }) = self.in_flight.pop_front() {
+            self.shared.stats.in_flight.fetch_sub(job.len() as u64, Ordering::Relaxed);
+            self.fail(job, why.clone());
+        }
+        self.items = 0;
+        End::Stop
+    }
+
+    /// The call at the head ran past its timeout: stop the worker (SIGTERM,
+    /// grace, SIGKILL); that call fails with `Timeout`, the others go back.
+    async fn timed_out(mut self) -> End {
+        self.unmark_idle();
+        tracing::warn!(pid = self.pid, "a pool task timed out; stopping its worker");
+        let _ = supervisor::signal(self.pid, nix::libc::SIGTERM);
+        let _ = self.reap(self.shared.config.timeout_grace).await;
+        self.shared.stats.replaced.fetch_add(1, Ordering::Relaxed);
+        if let Some(head) = self.in_flight.pop_front() {
+            self.retry_or_fail(head, ChunkError::Timeout);
+        }
+        self.requeue_rest();
+        End::Replace
+    }
+
+    /// The caller of the running call went away (`stop_cancelled`): stop
+    /// the worker; the calls it had not started go back to the queue.
+    async fn cancelled(mut self) -> End {
+        self.unmark_idle();
+        tracing::debug!(pid = self.pid, "the running call was cancelled; stopping its worker");
+        let _ = supervisor::signal(self.pid, nix::libc::SIGTERM);
+        let _ = self.reap(self.shared.config.timeout_grace).await;
+        self.shared.stats.replaced.fetch_add(1, Ordering::Relaxed);
+        if let Some(head) = self.in_flight.pop_front() {
+            self.items -= head.job.len();
+            self.shared.stats.in_flight.fetch_sub(head.job.len() as u64, Ordering::Relaxed);
+        }
+        self.requeue_rest();
+        End::Replace
+    }
+
+    /// Terminate: stop the worker now; what it held fails.
+    async fn stop(mut self, why: ChunkError) -> End {
+        self.unmark_idle();
+        let _ = supervisor::signal(self.pid, nix::libc::SIGTERM);
+        let _ = self.reap(self.shared.config.timeout_grace).await;
+        self.fail_all(why)
+    }
+
+    /// An orderly goodbye: closing the channel makes the worker exit.
+    async fn retire(self, end: End) -> End {
+        let Owner { shared, pid, ch, mut exit, idle, .. } = self;
+        if idle {
+            shared.lock().idle -= 1;
+        }
+        if matches!(end, End::Replace) {
+            shared.stats.replaced.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(ch);
+        if tokio::time::timeout(EXIT_WAIT, exit.wait_for(Option::is_some)).await.is_err() {
+            let _ = supervisor::signal(pid, nix::libc::SIGKILL);
+            let _ = exit.wait_for(Option::is_some).await;
+        }
+        end
+    }
+}
+
+/// Resolves when the caller of the running call dropped its handle.
+async fn head_cancelled(head: Option<&Sent>) {
+    match head {
+        Some(s) => s.job.sink.closed().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
