@@ -316,3 +316,26 @@ async fn values_arrays_and_strings_written_by_a_child_are_seen_by_the_parent() {
     let b = Value::new(-5i8).expect("i8");
     assert_eq!(b.get(), -5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_condition_wait_leaves_the_lock_and_the_next_notify_alone() {
+    let lock = Lock::new().expect("lock");
+    let cond = Condition::with_lock(lock.clone()).expect("condition");
+    let mut g = cond.acquire().await.expect("acquire");
+    assert!(tokio::time::timeout(Duration::from_millis(20), g.wait()).await.is_err(), "nobody notified");
+    // The cancelled wait left the lock released; someone else takes it.
+    let other = lock.try_acquire().expect("the lock is free after a cancelled wait");
+    assert!(matches!(g.wait().await, Err(Error::NotOwner)));
+    drop(g);
+    assert!(lock.is_locked(), "dropping the guard of a cancelled wait released another holder's lock");
+    drop(other);
+    // The cancelled waiter's slot is gone: the next notify(1) goes to a real
+    // waiter, in another process.
+    let waiting = Value::new(0u32).expect("value");
+    let woken = Value::new(0u32).expect("value");
+    let p = start(wait_to_be_notified, (cond.clone(), waiting.clone(), woken.clone())).await;
+    until("the waiter", || waiting.get() == 1).await;
+    cond.acquire().await.expect("acquire").notify(1);
+    until("the waiter woken by notify(1)", || woken.get() == 1).await;
+    assert_eq!(p.join().await.expect("join"), 0);
+}

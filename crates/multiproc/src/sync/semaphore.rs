@@ -84,6 +84,14 @@ impl Semaphore {
         Ok(())
     }
 
+    /// Passes a wake-up on to another sleeper (for an async acquire that was
+    /// dropped after its sleep may have taken the wake-up of a release).
+    fn handoff(&self) {
+        if self.block.word(0).load(Ordering::SeqCst) > 0 && self.block.word(1).load(Ordering::SeqCst) > 0 {
+            futex::wake(self.block.word(0), 1);
+        }
+    }
+
     /// `sem.acquire(block=False)`
     pub fn try_acquire(&self) -> Option<SemaphoreGuard<'_>> {
         matches!(self.attempt(), Ok(Some(()))).then(|| SemaphoreGuard { sem: self })
@@ -103,13 +111,20 @@ impl Semaphore {
 
     /// `sem.acquire()`
     pub async fn acquire(&self) -> Result<SemaphoreGuard<'_>> {
-        wait::asynchronous(self, None, Self::attempt, Self::sleep).await?;
+        wait::asynchronous_handing_off(self, None, Self::attempt, Self::sleep, Self::handoff).await?;
         Ok(SemaphoreGuard { sem: self })
     }
 
     /// `sem.acquire(timeout=…)`; `Ok(None)` on timeout.
     pub async fn acquire_timeout(&self, timeout: Duration) -> Result<Option<SemaphoreGuard<'_>>> {
-        let got = wait::asynchronous(self, deadline_after(Some(timeout)), Self::attempt, Self::sleep).await?;
+        let got = wait::asynchronous_handing_off(
+            self,
+            deadline_after(Some(timeout)),
+            Self::attempt,
+            Self::sleep,
+            Self::handoff,
+        )
+        .await?;
         Ok(got.map(|()| SemaphoreGuard { sem: self }))
     }
 
