@@ -134,7 +134,7 @@ impl Semaphore {
         let bound = self.block.word(2).load(Ordering::Relaxed);
         let mut v = value.load(Ordering::Relaxed);
         loop {
-            if bound != 0 && v >= bound {
+            if (bound != 0 && v >= bound) || v == u32::MAX {
                 return Err(Error::TooManyReleases);
             }
             match value.compare_exchange_weak(v, v + 1, Ordering::SeqCst, Ordering::Relaxed) {
