@@ -141,15 +141,19 @@ impl Barrier {
         }
     }
 
-    /// Ends the current generation broken (abort, timeout, failed action).
-    fn break_generation(&self, generation: u32, stay_broken: bool) -> Result<()> {
+    /// Ends `generation` broken if it is still the current one (`None`:
+    /// whichever is current), for an abort, a timeout or a failed action;
+    /// the barrier then stays broken until `reset`. A waiter whose timeout
+    /// came as its generation completed breaks nothing (as in Python, where
+    /// `wait_for` then returns true).
+    fn break_generation(&self, generation: Option<u32>) -> Result<()> {
         self.locked(|| {
-            if self.block.word(GENERATION).load(Ordering::Relaxed) == generation {
+            let current = self.block.word(GENERATION).load(Ordering::Relaxed);
+            let generation = generation.unwrap_or(current);
+            if current == generation {
                 self.block.word(BROKEN_GEN).store(generation.wrapping_add(1), Ordering::Relaxed);
                 self.block.word(COUNT).store(0, Ordering::Relaxed);
                 self.block.word(GENERATION).store(generation.wrapping_add(1), Ordering::Release);
-            }
-            if stay_broken {
                 self.block.word(BROKEN).store(1, Ordering::Release);
             }
         })?;
@@ -175,7 +179,7 @@ impl Barrier {
     /// The last arriver: runs the action, then lets everyone go.
     fn release(&self, index: usize, generation: u32) -> Result<usize> {
         if let Err(e) = self.run_action() {
-            self.break_generation(generation, true)?;
+            self.break_generation(Some(generation))?;
             return Err(e);
         }
         self.locked(|| {
@@ -233,7 +237,7 @@ impl Barrier {
             Arrival::Wait { index, generation } => {
                 let g = Generation { block: self.block.clone(), generation };
                 if wait::blocking(&g, deadline, Generation::attempt, Generation::sleep)?.is_none() {
-                    self.break_generation(generation, true)?;
+                    self.break_generation(Some(generation))?;
                 }
                 self.outcome(index, generation)
             }
@@ -256,7 +260,7 @@ impl Barrier {
             Arrival::Wait { index, generation } => {
                 let g = Generation { block: self.block.clone(), generation };
                 if wait::asynchronous(&g, deadline, Generation::attempt, Generation::sleep).await?.is_none() {
-                    self.break_generation(generation, true)?;
+                    self.break_generation(Some(generation))?;
                 }
                 self.outcome(index, generation)
             }
@@ -266,8 +270,9 @@ impl Barrier {
     /// `barrier.abort()`: breaks it; current and later waiters get
     /// [`Error::BrokenBarrier`] until `reset`.
     pub fn abort(&self) -> Result<()> {
-        let generation = self.block.word(GENERATION).load(Ordering::Acquire);
-        self.break_generation(generation, true)
+        // The generation is read under the internal lock: one that began
+        // just before is broken too, not left waiting on a broken barrier.
+        self.break_generation(None)
     }
 
     /// `barrier.reset()`: current waiters get [`Error::BrokenBarrier`]; the
