@@ -148,3 +148,50 @@ impl Semaphore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits (10 s at most) until `n` acquirers sleep on the semaphore.
+    async fn sleepers(sem: &Semaphore, n: u32) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sem.block.word(1).load(Ordering::SeqCst) != n {
+            assert!(Instant::now() < deadline, "timed out waiting for {n} sleepers");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_async_acquire_passes_on_the_wake_up_it_took() {
+        let sem = Semaphore::new(0).expect("semaphore");
+        // First in the futex queue: an async acquire, sleeping on the
+        // blocking pool, soon cancelled.
+        let a = tokio::spawn({
+            let sem = sem.clone();
+            async move { sem.acquire().await.map(SemaphoreGuard::forget) }
+        });
+        sleepers(&sem, 1).await;
+        let b = std::thread::spawn({
+            let sem = sem.clone();
+            move || sem.blocking_acquire().expect("acquire").forget()
+        });
+        sleepers(&sem, 2).await;
+        a.abort();
+        assert!(a.await.is_err(), "cancelled");
+        // The release wakes the first sleeper, the cancelled one's; it must
+        // hand the unit's wake-up to the blocked thread.
+        sem.release().expect("release");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !b.is_finished() && Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        let woke = b.is_finished();
+        if !woke {
+            sem.release().expect("release, to end the thread");
+        }
+        b.join().expect("thread");
+        assert!(woke, "the blocked acquirer slept on with a unit free");
+        assert_eq!(sem.get_value(), 0);
+    }
+}
