@@ -70,17 +70,38 @@ fn pass_barrier(barrier: Barrier, rounds: u32) {
     }
 }
 
+/// Passes a 3-party barrier `rounds` times, counting in `record` each
+/// (generation, index) it was given.
+#[multiproc::task]
+fn pass_barrier_recording(barrier: Barrier, record: Array<u32>, rounds: usize) {
+    record_passes(&barrier, &record, rounds);
+}
+
+fn record_passes(barrier: &Barrier, record: &Array<u32>, rounds: usize) {
+    for g in 0..rounds {
+        let index = barrier.blocking_wait().expect("wait");
+        let _l = record.get_lock().expect("lock").blocking_acquire().expect("acquire");
+        let at = g * 3 + index;
+        record.set(at, record.get(at).expect("index below 3") + 1).expect("set");
+    }
+}
+
 #[tokio::test]
 async fn barrier_action_runs_once_per_generation_and_indexes_are_distinct() {
     let actions = Value::new(0u32).expect("value");
+    let record = Array::<u32>::zeroed(30).expect("array");
     let barrier = Barrier::with_action(3, count_arrival, (actions.clone(),)).expect("barrier");
-    let ps = [start(pass_barrier, (barrier.clone(), 10)).await, start(pass_barrier, (barrier.clone(), 10)).await];
-    let mine = (0..10).map(|_| barrier.blocking_wait().expect("wait")).collect::<Vec<_>>();
+    let mut ps = Vec::new();
+    for _ in 0..2 {
+        ps.push(start(pass_barrier_recording, (barrier.clone(), record.clone(), 10)).await);
+    }
+    let mine = record.clone();
+    tokio::task::spawn_blocking(move || record_passes(&barrier, &mine, 10)).await.expect("parent's waits");
     for p in &ps {
         assert_eq!(p.join().await.expect("join"), 0);
     }
+    assert_eq!(record.to_vec(), vec![1; 30], "indexes 0, 1, 2 once each in every generation");
     assert_eq!(actions.get(), 10, "one action per generation");
-    assert!(mine.iter().all(|&i| i < 3));
 }
 
 #[tokio::test]

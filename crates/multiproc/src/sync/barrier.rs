@@ -27,8 +27,10 @@ const LOCK: usize = 0;
 const OWNER: usize = 1;
 const COUNT: usize = 2;
 const GENERATION: usize = 3;
-/// 1 + the generation that ended broken (0: none yet).
-const BROKEN_GEN: usize = 4;
+/// How recent generations ended: bit `g % 32` is set when generation `g`
+/// ended broken, cleared when it completed (a late waiter reads its own
+/// generation's bit, which 32 later generations would have to pass to reuse).
+const ENDINGS: usize = 4;
 /// Whether the barrier is broken until `reset`.
 const BROKEN: usize = 5;
 const SLEEPERS: usize = 6;
@@ -141,6 +143,20 @@ impl Barrier {
         }
     }
 
+    /// Ends `generation` (the current one; the internal lock is held): empty,
+    /// next generation, and how it ended for its late waiters to read.
+    fn end(&self, generation: u32, broken: bool) {
+        let bit = 1 << (generation % 32);
+        let endings = self.block.word(ENDINGS);
+        if broken {
+            endings.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            endings.fetch_and(!bit, Ordering::Relaxed);
+        }
+        self.block.word(COUNT).store(0, Ordering::Relaxed);
+        self.block.word(GENERATION).store(generation.wrapping_add(1), Ordering::Release);
+    }
+
     /// Ends `generation` broken if it is still the current one (`None`:
     /// whichever is current), for an abort, a timeout or a failed action;
     /// the barrier then stays broken until `reset`. A waiter whose timeout
@@ -151,9 +167,7 @@ impl Barrier {
             let current = self.block.word(GENERATION).load(Ordering::Relaxed);
             let generation = generation.unwrap_or(current);
             if current == generation {
-                self.block.word(BROKEN_GEN).store(generation.wrapping_add(1), Ordering::Relaxed);
-                self.block.word(COUNT).store(0, Ordering::Relaxed);
-                self.block.word(GENERATION).store(generation.wrapping_add(1), Ordering::Release);
+                self.end(generation, true);
                 self.block.word(BROKEN).store(1, Ordering::Release);
             }
         })?;
@@ -182,10 +196,7 @@ impl Barrier {
             self.break_generation(Some(generation))?;
             return Err(e);
         }
-        self.locked(|| {
-            self.block.word(COUNT).store(0, Ordering::Relaxed);
-            self.block.word(GENERATION).store(generation.wrapping_add(1), Ordering::Release);
-        })?;
+        self.locked(|| self.end(generation, false))?;
         self.wake_all();
         Ok(index)
     }
@@ -208,7 +219,7 @@ impl Barrier {
 
     /// How a waiter's generation ended.
     fn outcome(&self, index: usize, generation: u32) -> Result<usize> {
-        if self.block.word(BROKEN_GEN).load(Ordering::Acquire) == generation.wrapping_add(1) {
+        if self.block.word(ENDINGS).load(Ordering::Acquire) & (1 << (generation % 32)) != 0 {
             Err(Error::BrokenBarrier)
         } else {
             Ok(index)
@@ -244,7 +255,8 @@ impl Barrier {
         }
     }
 
-    /// `barrier.wait()`
+    /// `barrier.wait()`. Dropping the future once it has arrived does not
+    /// take the arrival back: the generation counts this party as arrived.
     pub async fn wait(&self) -> Result<usize> {
         self.wait_until(self.effective(None)).await
     }
@@ -281,8 +293,7 @@ impl Barrier {
         self.locked(|| {
             let generation = self.block.word(GENERATION).load(Ordering::Relaxed);
             if self.block.word(COUNT).load(Ordering::Relaxed) > 0 {
-                self.block.word(BROKEN_GEN).store(generation.wrapping_add(1), Ordering::Relaxed);
-                self.block.word(GENERATION).store(generation.wrapping_add(1), Ordering::Release);
+                self.end(generation, true);
             }
             self.block.word(COUNT).store(0, Ordering::Relaxed);
             self.block.word(BROKEN).store(0, Ordering::Release);
