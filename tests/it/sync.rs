@@ -70,17 +70,38 @@ fn pass_barrier(barrier: Barrier, rounds: u32) {
     }
 }
 
+/// Passes a 3-party barrier `rounds` times, counting in `record` each
+/// (generation, index) it was given.
+#[multiproc::task]
+fn pass_barrier_recording(barrier: Barrier, record: Array<u32>, rounds: usize) {
+    record_passes(&barrier, &record, rounds);
+}
+
+fn record_passes(barrier: &Barrier, record: &Array<u32>, rounds: usize) {
+    for g in 0..rounds {
+        let index = barrier.blocking_wait().expect("wait");
+        let _l = record.get_lock().expect("lock").blocking_acquire().expect("acquire");
+        let at = g * 3 + index;
+        record.set(at, record.get(at).expect("index below 3") + 1).expect("set");
+    }
+}
+
 #[tokio::test]
 async fn barrier_action_runs_once_per_generation_and_indexes_are_distinct() {
     let actions = Value::new(0u32).expect("value");
+    let record = Array::<u32>::zeroed(30).expect("array");
     let barrier = Barrier::with_action(3, count_arrival, (actions.clone(),)).expect("barrier");
-    let ps = [start(pass_barrier, (barrier.clone(), 10)).await, start(pass_barrier, (barrier.clone(), 10)).await];
-    let mine = (0..10).map(|_| barrier.blocking_wait().expect("wait")).collect::<Vec<_>>();
+    let mut ps = Vec::new();
+    for _ in 0..2 {
+        ps.push(start(pass_barrier_recording, (barrier.clone(), record.clone(), 10)).await);
+    }
+    let mine = record.clone();
+    tokio::task::spawn_blocking(move || record_passes(&barrier, &mine, 10)).await.expect("parent's waits");
     for p in &ps {
         assert_eq!(p.join().await.expect("join"), 0);
     }
+    assert_eq!(record.to_vec(), vec![1; 30], "indexes 0, 1, 2 once each in every generation");
     assert_eq!(actions.get(), 10, "one action per generation");
-    assert!(mine.iter().all(|&i| i < 3));
 }
 
 #[tokio::test]
@@ -290,7 +311,7 @@ async fn semaphore_admits_at_most_its_value_and_bounded_refuses_over_release() {
 
 #[multiproc::task]
 fn negate(num: Value<f64>, arr: Array<i32>, text: multiproc::SharedString) {
-    num.set(3.1415927);
+    num.set(2.5);
     for i in 0..arr.len() {
         arr.set(i, -arr.get(i).expect("get")).expect("set");
     }
@@ -304,7 +325,7 @@ async fn values_arrays_and_strings_written_by_a_child_are_seen_by_the_parent() {
     let text = multiproc::SharedString::new(64, "Hello World").expect("string");
     let p = start(negate, (num.clone(), arr.clone(), text.clone())).await;
     assert_eq!(p.join().await.expect("join"), 0);
-    assert_eq!(num.get(), 3.1415927);
+    assert_eq!(num.get(), 2.5);
     assert_eq!(arr.to_vec(), (0..10).map(|i| -i).collect::<Vec<i32>>());
     assert_eq!(text.get().await.expect("get"), "changed by the child");
     assert!(matches!(text.set(&"x".repeat(65)).await, Err(Error::InvalidArgument(_))));
@@ -315,4 +336,27 @@ async fn values_arrays_and_strings_written_by_a_child_are_seen_by_the_parent() {
     assert!(raw.get_lock().is_err(), "a raw value has no lock");
     let b = Value::new(-5i8).expect("i8");
     assert_eq!(b.get(), -5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_condition_wait_leaves_the_lock_and_the_next_notify_alone() {
+    let lock = Lock::new().expect("lock");
+    let cond = Condition::with_lock(lock.clone()).expect("condition");
+    let mut g = cond.acquire().await.expect("acquire");
+    assert!(tokio::time::timeout(Duration::from_millis(20), g.wait()).await.is_err(), "nobody notified");
+    // The cancelled wait left the lock released; someone else takes it.
+    let other = lock.try_acquire().expect("the lock is free after a cancelled wait");
+    assert!(matches!(g.wait().await, Err(Error::NotOwner)));
+    drop(g);
+    assert!(lock.is_locked(), "dropping the guard of a cancelled wait released another holder's lock");
+    drop(other);
+    // The cancelled waiter's slot is gone: the next notify(1) goes to a real
+    // waiter, in another process.
+    let waiting = Value::new(0u32).expect("value");
+    let woken = Value::new(0u32).expect("value");
+    let p = start(wait_to_be_notified, (cond.clone(), waiting.clone(), woken.clone())).await;
+    until("the waiter", || waiting.get() == 1).await;
+    cond.acquire().await.expect("acquire").notify(1);
+    until("the waiter woken by notify(1)", || woken.get() == 1).await;
+    assert_eq!(p.join().await.expect("join"), 0);
 }

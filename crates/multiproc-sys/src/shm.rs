@@ -33,8 +33,13 @@ unsafe impl Sync for SharedRegion {}
 impl SharedRegion {
     /// A new zero-filled anonymous region of `len` bytes (memfd, no name to leak).
     pub fn anonymous(name: &CStr, len: usize) -> io::Result<Self> {
-        let fd = nix::sys::memfd::memfd_create(name, nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
+        use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+        use nix::sys::memfd::{MFdFlags, memfd_create};
+        let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
         nix::unistd::ftruncate(&fd, off(len)?)?;
+        // Fixed size from now on: a process holding the fd cannot shrink it
+        // under the others' mappings (which would make their accesses SIGBUS).
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL))?;
         Self::map(fd, len)
     }
 

@@ -157,12 +157,37 @@ impl<T: Primitive> Value<T> {
 /// A fixed-length array of numbers in shared memory, zeroed at creation
 /// unless filled: `multiprocessing.Array(typecode, size_or_values)`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(bound = "")]
+#[serde(bound = "", try_from = "ArrayWire<T>")]
 pub struct Array<T: Primitive> {
     block: Block,
     len: usize,
     lock: Option<Lock>,
     _t: PhantomData<T>,
+}
+
+/// An [`Array`] as received, checked against its mapping before use.
+#[derive(Deserialize)]
+#[serde(bound = "")]
+struct ArrayWire<T: Primitive> {
+    block: Block,
+    len: usize,
+    lock: Option<Lock>,
+    _t: PhantomData<T>,
+}
+
+impl<T: Primitive> TryFrom<ArrayWire<T>> for Array<T> {
+    type Error = String;
+
+    fn try_from(w: ArrayWire<T>) -> std::result::Result<Self, String> {
+        if w.len.checked_mul(T::SIZE).is_none_or(|bytes| bytes > w.block.region().len()) {
+            return Err(format!(
+                "an array of {} elements does not fit its {}-byte mapping",
+                w.len,
+                w.block.region().len()
+            ));
+        }
+        Ok(Self { block: w.block, len: w.len, lock: w.lock, _t: PhantomData })
+    }
 }
 
 impl<T: Primitive> Array<T> {
@@ -187,7 +212,10 @@ impl<T: Primitive> Array<T> {
 
     fn build(len: usize, lock: Option<Lock>) -> Result<Self> {
         // One spare element keeps the mapping non-empty for `len == 0`.
-        let block = Block::new(c"multiproc-array", (len + 1) * T::SIZE)?;
+        let bytes = len.checked_add(1).and_then(|n| n.checked_mul(T::SIZE)).ok_or_else(|| {
+            Error::InvalidArgument(format!("an array of {len} elements is larger than the address space"))
+        })?;
+        let block = Block::new(c"multiproc-array", bytes)?;
         Ok(Self { block, len, lock, _t: PhantomData })
     }
 
@@ -236,11 +264,35 @@ impl<T: Primitive> Array<T> {
 /// pointer's target; this one really is shared). Reads and writes take its
 /// lock, so a reader never sees half of a write.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "SharedStringWire")]
 pub struct SharedString {
     /// The length (a u32 element), then the bytes.
     block: Block,
     capacity: usize,
     lock: Lock,
+}
+
+/// A [`SharedString`] as received, checked against its mapping before use.
+#[derive(Deserialize)]
+struct SharedStringWire {
+    block: Block,
+    capacity: usize,
+    lock: Lock,
+}
+
+impl TryFrom<SharedStringWire> for SharedString {
+    type Error = String;
+
+    fn try_from(w: SharedStringWire) -> std::result::Result<Self, String> {
+        if w.capacity.checked_add(4).is_none_or(|bytes| bytes > w.block.region().len()) {
+            return Err(format!(
+                "a string of capacity {} does not fit its {}-byte mapping",
+                w.capacity,
+                w.block.region().len()
+            ));
+        }
+        Ok(Self { block: w.block, capacity: w.capacity, lock: w.lock })
+    }
 }
 
 impl SharedString {

@@ -27,8 +27,10 @@ const LOCK: usize = 0;
 const OWNER: usize = 1;
 const COUNT: usize = 2;
 const GENERATION: usize = 3;
-/// 1 + the generation that ended broken (0: none yet).
-const BROKEN_GEN: usize = 4;
+/// How recent generations ended: bit `g % 32` is set when generation `g`
+/// ended broken, cleared when it completed (a late waiter reads its own
+/// generation's bit, which 32 later generations would have to pass to reuse).
+const ENDINGS: usize = 4;
 /// Whether the barrier is broken until `reset`.
 const BROKEN: usize = 5;
 const SLEEPERS: usize = 6;
@@ -141,15 +143,31 @@ impl Barrier {
         }
     }
 
-    /// Ends the current generation broken (abort, timeout, failed action).
-    fn break_generation(&self, generation: u32, stay_broken: bool) -> Result<()> {
+    /// Ends `generation` (the current one; the internal lock is held): empty,
+    /// next generation, and how it ended for its late waiters to read.
+    fn end(&self, generation: u32, broken: bool) {
+        let bit = 1 << (generation % 32);
+        let endings = self.block.word(ENDINGS);
+        if broken {
+            endings.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            endings.fetch_and(!bit, Ordering::Relaxed);
+        }
+        self.block.word(COUNT).store(0, Ordering::Relaxed);
+        self.block.word(GENERATION).store(generation.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Ends `generation` broken if it is still the current one (`None`:
+    /// whichever is current), for an abort, a timeout or a failed action;
+    /// the barrier then stays broken until `reset`. A waiter whose timeout
+    /// came as its generation completed breaks nothing (as in Python, where
+    /// `wait_for` then returns true).
+    fn break_generation(&self, generation: Option<u32>) -> Result<()> {
         self.locked(|| {
-            if self.block.word(GENERATION).load(Ordering::Relaxed) == generation {
-                self.block.word(BROKEN_GEN).store(generation.wrapping_add(1), Ordering::Relaxed);
-                self.block.word(COUNT).store(0, Ordering::Relaxed);
-                self.block.word(GENERATION).store(generation.wrapping_add(1), Ordering::Release);
-            }
-            if stay_broken {
+            let current = self.block.word(GENERATION).load(Ordering::Relaxed);
+            let generation = generation.unwrap_or(current);
+            if current == generation {
+                self.end(generation, true);
                 self.block.word(BROKEN).store(1, Ordering::Release);
             }
         })?;
@@ -175,13 +193,10 @@ impl Barrier {
     /// The last arriver: runs the action, then lets everyone go.
     fn release(&self, index: usize, generation: u32) -> Result<usize> {
         if let Err(e) = self.run_action() {
-            self.break_generation(generation, true)?;
+            self.break_generation(Some(generation))?;
             return Err(e);
         }
-        self.locked(|| {
-            self.block.word(COUNT).store(0, Ordering::Relaxed);
-            self.block.word(GENERATION).store(generation.wrapping_add(1), Ordering::Release);
-        })?;
+        self.locked(|| self.end(generation, false))?;
         self.wake_all();
         Ok(index)
     }
@@ -204,7 +219,7 @@ impl Barrier {
 
     /// How a waiter's generation ended.
     fn outcome(&self, index: usize, generation: u32) -> Result<usize> {
-        if self.block.word(BROKEN_GEN).load(Ordering::Acquire) == generation.wrapping_add(1) {
+        if self.block.word(ENDINGS).load(Ordering::Acquire) & (1 << (generation % 32)) != 0 {
             Err(Error::BrokenBarrier)
         } else {
             Ok(index)
@@ -233,14 +248,15 @@ impl Barrier {
             Arrival::Wait { index, generation } => {
                 let g = Generation { block: self.block.clone(), generation };
                 if wait::blocking(&g, deadline, Generation::attempt, Generation::sleep)?.is_none() {
-                    self.break_generation(generation, true)?;
+                    self.break_generation(Some(generation))?;
                 }
                 self.outcome(index, generation)
             }
         }
     }
 
-    /// `barrier.wait()`
+    /// `barrier.wait()`. Dropping the future once it has arrived does not
+    /// take the arrival back: the generation counts this party as arrived.
     pub async fn wait(&self) -> Result<usize> {
         self.wait_until(self.effective(None)).await
     }
@@ -256,7 +272,7 @@ impl Barrier {
             Arrival::Wait { index, generation } => {
                 let g = Generation { block: self.block.clone(), generation };
                 if wait::asynchronous(&g, deadline, Generation::attempt, Generation::sleep).await?.is_none() {
-                    self.break_generation(generation, true)?;
+                    self.break_generation(Some(generation))?;
                 }
                 self.outcome(index, generation)
             }
@@ -266,8 +282,9 @@ impl Barrier {
     /// `barrier.abort()`: breaks it; current and later waiters get
     /// [`Error::BrokenBarrier`] until `reset`.
     pub fn abort(&self) -> Result<()> {
-        let generation = self.block.word(GENERATION).load(Ordering::Acquire);
-        self.break_generation(generation, true)
+        // The generation is read under the internal lock: one that began
+        // just before is broken too, not left waiting on a broken barrier.
+        self.break_generation(None)
     }
 
     /// `barrier.reset()`: current waiters get [`Error::BrokenBarrier`]; the
@@ -276,8 +293,7 @@ impl Barrier {
         self.locked(|| {
             let generation = self.block.word(GENERATION).load(Ordering::Relaxed);
             if self.block.word(COUNT).load(Ordering::Relaxed) > 0 {
-                self.block.word(BROKEN_GEN).store(generation.wrapping_add(1), Ordering::Relaxed);
-                self.block.word(GENERATION).store(generation.wrapping_add(1), Ordering::Release);
+                self.end(generation, true);
             }
             self.block.word(COUNT).store(0, Ordering::Relaxed);
             self.block.word(BROKEN).store(0, Ordering::Release);

@@ -49,11 +49,27 @@ pub struct ConditionGuard<'a> {
     cond: &'a Condition,
     /// RLock depth to restore after a wait.
     depth: u32,
+    /// Whether the caller holds the lock: not during a wait, nor after a
+    /// wait that was cancelled (its future dropped) or failed to take the
+    /// lock back. Dropping the guard releases the lock only if held.
+    held: bool,
 }
 
 impl Drop for ConditionGuard<'_> {
     fn drop(&mut self) {
-        self.cond.unlock_raw();
+        if self.held {
+            self.cond.unlock_raw();
+        }
+    }
+}
+
+/// A claimed slot; dropping it frees the slot (after the wait, with the lock
+/// held again, or when an async wait is cancelled).
+struct Claim(Waiting);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0.state().store(FREE, Ordering::Release);
     }
 }
 
@@ -105,7 +121,7 @@ impl Condition {
             Inner::Plain(l) => l.blocking_acquire()?.forget_into(),
             Inner::Reentrant(r) => r.blocking_acquire()?.forget(),
         }
-        Ok(ConditionGuard { cond: self, depth: 1 })
+        Ok(ConditionGuard { cond: self, depth: 1, held: true })
     }
 
     /// Takes the lock (`with cond:`).
@@ -114,7 +130,7 @@ impl Condition {
             Inner::Plain(l) => l.acquire().await?.forget_into(),
             Inner::Reentrant(r) => r.acquire().await?.forget(),
         }
-        Ok(ConditionGuard { cond: self, depth: 1 })
+        Ok(ConditionGuard { cond: self, depth: 1, held: true })
     }
 
     fn unlock_raw(&self) {
@@ -143,14 +159,14 @@ impl Condition {
         }
     }
 
-    fn claim(&self) -> Result<Waiting> {
+    fn claim(&self) -> Result<Claim> {
         let ticket = self.slots.word(0).fetch_add(1, Ordering::Relaxed);
         for slot in 0..MAX_WAITERS {
             let w = Waiting { slots: self.slots.clone(), slot };
             if w.state().load(Ordering::Relaxed) == FREE {
                 self.slots.word(2 + 2 * slot).store(ticket, Ordering::Relaxed);
                 w.state().store(WAITING, Ordering::Release);
-                return Ok(w);
+                return Ok(Claim(w));
             }
         }
         Err(Error::TooManyWaiters { max: MAX_WAITERS })
@@ -163,11 +179,25 @@ impl Condition {
             .filter(|&s| self.slots.word(1 + 2 * s).load(Ordering::Relaxed) == WAITING)
             .map(|s| (self.slots.word(2 + 2 * s).load(Ordering::Relaxed), s))
             .collect();
-        waiting.sort_unstable_by_key(|&(ticket, _)| ticket);
-        for (_, s) in waiting.into_iter().take(n) {
+        // Tickets count up from 0 and may wrap; order them by age relative
+        // to the next ticket.
+        let next = self.slots.word(0).load(Ordering::Relaxed);
+        waiting.sort_unstable_by_key(|&(ticket, _)| std::cmp::Reverse(next.wrapping_sub(ticket)));
+        let mut left = n;
+        for (_, s) in waiting {
+            if left == 0 {
+                break;
+            }
             let state = self.slots.word(1 + 2 * s);
-            state.store(NOTIFIED, Ordering::Release);
-            futex::wake(state, 1);
+            // A cancelled async waiter frees its slot without the lock, so
+            // only a slot still waiting counts.
+            if state.compare_exchange(WAITING, NOTIFIED, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                left -= 1;
+                // Every sleeper on the word: a cancelled wait's sleep on the
+                // blocking pool may still be on it, and must not take the
+                // new waiter's wake-up.
+                futex::wake(state, u32::MAX);
+            }
         }
     }
 }
@@ -184,52 +214,70 @@ impl ConditionGuard<'_> {
     }
 
     /// Frees the slot once the lock is held again; whether it was notified.
-    fn finish(&self, w: &Waiting) -> bool {
-        let notified = w.state().load(Ordering::Acquire) == NOTIFIED;
-        w.state().store(FREE, Ordering::Release);
-        notified
+    fn finish(&self, claim: Claim) -> bool {
+        claim.0.state().load(Ordering::Acquire) == NOTIFIED
     }
 
+    /// Takes the remaining levels of an RLock held before the wait (the
+    /// owner re-enters at once: no waiting).
+    fn restore_depth(&self) -> Result<()> {
+        if let Inner::Reentrant(r) = &self.cond.lock {
+            for _ in 1..self.depth {
+                r.blocking_acquire()?.forget();
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the lock back after a wait. On an error (such as
+    /// [`Error::OwnerDied`]) the lock is not held, and dropping the guard
+    /// leaves it alone.
     fn relock_blocking(&mut self) -> Result<()> {
         match &self.cond.lock {
             Inner::Plain(l) => l.blocking_acquire()?.forget_into(),
-            Inner::Reentrant(r) => {
-                for _ in 0..self.depth {
-                    r.blocking_acquire()?.forget();
-                }
-            }
+            Inner::Reentrant(r) => r.blocking_acquire()?.forget(),
         }
-        Ok(())
+        self.held = true;
+        self.restore_depth()
     }
 
+    /// [`relock_blocking`](Self::relock_blocking) for async code. Cancelled
+    /// while waiting for the lock, it leaves the lock free (the single await
+    /// comes before the lock is taken).
     async fn relock(&mut self) -> Result<()> {
         match &self.cond.lock {
             Inner::Plain(l) => l.acquire().await?.forget_into(),
-            Inner::Reentrant(r) => {
-                for _ in 0..self.depth {
-                    r.acquire().await?.forget();
-                }
-            }
+            Inner::Reentrant(r) => r.acquire().await?.forget(),
         }
-        Ok(())
+        self.held = true;
+        self.restore_depth()
+    }
+
+    /// Releases the lock for a wait on a fresh slot.
+    fn start_wait(&mut self) -> Result<Claim> {
+        if !self.held {
+            return Err(Error::NotOwner);
+        }
+        let claim = self.cond.claim()?;
+        self.held = false;
+        self.depth = self.cond.release_all();
+        Ok(claim)
     }
 
     fn blocking_wait_until(&mut self, deadline: Option<Instant>) -> Result<bool> {
-        let w = self.cond.claim()?;
-        self.depth = self.cond.release_all();
-        let slept = wait::blocking(&w, deadline, Waiting::attempt, Waiting::sleep);
+        let claim = self.start_wait()?;
+        let slept = wait::blocking(&claim.0, deadline, Waiting::attempt, Waiting::sleep);
         self.relock_blocking()?;
         slept?;
-        Ok(self.finish(&w))
+        Ok(self.finish(claim))
     }
 
     async fn wait_until(&mut self, deadline: Option<Instant>) -> Result<bool> {
-        let w = self.cond.claim()?;
-        self.depth = self.cond.release_all();
-        let slept = wait::asynchronous(&w, deadline, Waiting::attempt, Waiting::sleep).await;
+        let claim = self.start_wait()?;
+        let slept = wait::asynchronous(&claim.0, deadline, Waiting::attempt, Waiting::sleep).await;
         self.relock().await?;
         slept?;
-        Ok(self.finish(&w))
+        Ok(self.finish(claim))
     }
 
     /// `cond.wait()` from sync code: releases the lock, sleeps until notified,
@@ -243,7 +291,10 @@ impl ConditionGuard<'_> {
         self.blocking_wait_until(deadline_after(Some(timeout)))
     }
 
-    /// `cond.wait()`
+    /// `cond.wait()`. If the future is dropped before it finishes (a
+    /// `select!` or a timeout around it), the wait gives up its slot and the
+    /// lock stays released: the guard then no longer holds it (dropping it
+    /// releases nothing, and a further wait is [`Error::NotOwner`]).
     pub async fn wait(&mut self) -> Result<()> {
         self.wait_until(None).await.map(|_| ())
     }

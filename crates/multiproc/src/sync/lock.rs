@@ -223,6 +223,10 @@ impl RLock {
         if let Some(g) = self.reenter() {
             return Ok(g);
         }
+        // Uncontended: one compare-and-swap, and a release with no wake-up.
+        if self.raw().try_lock() {
+            return self.enter(Acquired::Clean);
+        }
         loop {
             if self.raw().try_lock_contended() {
                 return self.enter(Acquired::Clean);

@@ -84,6 +84,14 @@ impl Semaphore {
         Ok(())
     }
 
+    /// Passes a wake-up on to another sleeper (for an async acquire that was
+    /// dropped after its sleep may have taken the wake-up of a release).
+    fn handoff(&self) {
+        if self.block.word(0).load(Ordering::SeqCst) > 0 && self.block.word(1).load(Ordering::SeqCst) > 0 {
+            futex::wake(self.block.word(0), 1);
+        }
+    }
+
     /// `sem.acquire(block=False)`
     pub fn try_acquire(&self) -> Option<SemaphoreGuard<'_>> {
         matches!(self.attempt(), Ok(Some(()))).then(|| SemaphoreGuard { sem: self })
@@ -103,13 +111,20 @@ impl Semaphore {
 
     /// `sem.acquire()`
     pub async fn acquire(&self) -> Result<SemaphoreGuard<'_>> {
-        wait::asynchronous(self, None, Self::attempt, Self::sleep).await?;
+        wait::asynchronous_handing_off(self, None, Self::attempt, Self::sleep, Self::handoff).await?;
         Ok(SemaphoreGuard { sem: self })
     }
 
     /// `sem.acquire(timeout=…)`; `Ok(None)` on timeout.
     pub async fn acquire_timeout(&self, timeout: Duration) -> Result<Option<SemaphoreGuard<'_>>> {
-        let got = wait::asynchronous(self, deadline_after(Some(timeout)), Self::attempt, Self::sleep).await?;
+        let got = wait::asynchronous_handing_off(
+            self,
+            deadline_after(Some(timeout)),
+            Self::attempt,
+            Self::sleep,
+            Self::handoff,
+        )
+        .await?;
         Ok(got.map(|()| SemaphoreGuard { sem: self }))
     }
 
@@ -119,7 +134,7 @@ impl Semaphore {
         let bound = self.block.word(2).load(Ordering::Relaxed);
         let mut v = value.load(Ordering::Relaxed);
         loop {
-            if bound != 0 && v >= bound {
+            if (bound != 0 && v >= bound) || v == u32::MAX {
                 return Err(Error::TooManyReleases);
             }
             match value.compare_exchange_weak(v, v + 1, Ordering::SeqCst, Ordering::Relaxed) {
@@ -131,5 +146,52 @@ impl Semaphore {
             futex::wake(value, 1);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits (10 s at most) until `n` acquirers sleep on the semaphore.
+    async fn sleepers(sem: &Semaphore, n: u32) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sem.block.word(1).load(Ordering::SeqCst) != n {
+            assert!(Instant::now() < deadline, "timed out waiting for {n} sleepers");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_async_acquire_passes_on_the_wake_up_it_took() {
+        let sem = Semaphore::new(0).expect("semaphore");
+        // First in the futex queue: an async acquire, sleeping on the
+        // blocking pool, soon cancelled.
+        let a = tokio::spawn({
+            let sem = sem.clone();
+            async move { sem.acquire().await.map(SemaphoreGuard::forget) }
+        });
+        sleepers(&sem, 1).await;
+        let b = std::thread::spawn({
+            let sem = sem.clone();
+            move || sem.blocking_acquire().expect("acquire").forget()
+        });
+        sleepers(&sem, 2).await;
+        a.abort();
+        assert!(a.await.is_err(), "cancelled");
+        // The release wakes the first sleeper, the cancelled one's; it must
+        // hand the unit's wake-up to the blocked thread.
+        sem.release().expect("release");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !b.is_finished() && Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        let woke = b.is_finished();
+        if !woke {
+            sem.release().expect("release, to end the thread");
+        }
+        b.join().expect("thread");
+        assert!(woke, "the blocked acquirer slept on with a unit free");
+        assert_eq!(sem.get_value(), 0);
     }
 }

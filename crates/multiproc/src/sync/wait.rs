@@ -5,6 +5,8 @@
 //! never park a runtime worker and give their thread back soon after the
 //! caller drops the future).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -50,20 +52,69 @@ pub(crate) async fn asynchronous<P, T>(
 where
     P: Clone + Send + 'static,
 {
-    loop {
-        if let Some(v) = attempt(prim)? {
-            return Ok(Some(v));
+    asynchronous_handing_off(prim, deadline, attempt, sleep, |_| {}).await
+}
+
+/// Calls `handoff` if the async wait it belongs to is dropped unfinished.
+struct Abandon<P> {
+    prim: P,
+    handoff: fn(&P),
+    alive: Arc<AtomicBool>,
+    finished: bool,
+}
+
+impl<P> Drop for Abandon<P> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.alive.store(false, Ordering::SeqCst);
+            (self.handoff)(&self.prim);
+        }
+    }
+}
+
+/// [`asynchronous`] for a primitive whose wake-ups go to one sleeper each (a
+/// semaphore): if the caller drops the future, a wake-up its sleep on the
+/// blocking pool received (or receives later) would be lost, so `handoff`
+/// passes it on, from the drop and again from the sleep when it ends.
+pub(crate) async fn asynchronous_handing_off<P, T>(
+    prim: &P,
+    deadline: Option<Instant>,
+    attempt: fn(&P) -> Result<Option<T>>,
+    sleep: fn(&P, Option<Instant>) -> Result<()>,
+    handoff: fn(&P),
+) -> Result<Option<T>>
+where
+    P: Clone + Send + 'static,
+{
+    let alive = Arc::new(AtomicBool::new(true));
+    let mut abandon = Abandon { prim: prim.clone(), handoff, alive: alive.clone(), finished: false };
+    let outcome = loop {
+        match attempt(prim) {
+            Ok(Some(v)) => break Ok(Some(v)),
+            Ok(None) => {}
+            Err(e) => break Err(e),
         }
         if passed(deadline) {
-            return Ok(None);
+            break Ok(None);
         }
         let slice = Instant::now() + SLICE;
         let until = deadline.map_or(slice, |d| d.min(slice));
-        let p = prim.clone();
-        tokio::task::spawn_blocking(move || sleep(&p, Some(until)))
-            .await
-            .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??;
-    }
+        let (p, alive) = (prim.clone(), alive.clone());
+        let slept = tokio::task::spawn_blocking(move || {
+            let r = sleep(&p, Some(until));
+            if !alive.load(Ordering::SeqCst) {
+                handoff(&p);
+            }
+            r
+        })
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())));
+        if let Err(e) = slept.and_then(|r| r) {
+            break Err(e);
+        }
+    };
+    abandon.finished = true;
+    outcome
 }
 
 /// Time left until `deadline` (`None`: no deadline), for a futex wait.
