@@ -48,8 +48,11 @@ async fn a_child_writes_the_parent_reads_and_its_exit_unlinks_nothing() {
     let mut buf = [0; 14];
     shm.read(0, &mut buf).expect("read");
     assert_eq!(&buf, b"from the child");
-    // The attacher is gone; the creator's segment must still be there.
-    assert!(in_dev_shm(shm.name()));
+    // The attacher is gone, and its connection closed before join returned:
+    // once the tracker answers a sync it has processed that close, and the
+    // creator's segment must still be there.
+    multiproc::__private::tracker_sync().expect("tracker sync");
+    assert!(in_dev_shm(shm.name()), "an attacher's exit unlinked the creator's segment");
     SharedMemory::attach(shm.name()).expect("still attachable");
     shm.unlink().expect("unlink");
 }
@@ -85,7 +88,9 @@ fn sigkill_of_a_whole_tree_leaves_dev_shm_clean() {
         assert!(Instant::now() < deadline, "segments still in /dev/shm: {names:?}\n{err}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(err.contains("leaked shared memory") && names.iter().all(|n| err.contains(n.as_str())), "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("leaked shared memory")).collect();
+    assert_eq!(warnings.len(), 1, "one warning for the whole tree: {err}");
+    assert!(names.iter().all(|n| warnings[0].contains(n.as_str())), "{err}");
 }
 
 #[test]
@@ -95,4 +100,53 @@ fn a_killed_tracker_is_restarted_on_next_use() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stdout.contains("ok"), "{out:?}");
     assert!(stderr.contains("restarting"), "a warning says so: {stderr}");
+}
+
+#[multiproc::task]
+fn attach_untracked_and_exit(name: String) {
+    let shm = SharedMemory::attach_untracked(&name).expect("attach untracked");
+    shm.write(0, b"untracked").expect("write");
+}
+
+#[multiproc::task]
+fn create_and_exit(slot: SharedMemory) {
+    let shm = SharedMemory::create(64).expect("create in the child");
+    let name = shm.name().as_bytes();
+    slot.write(0, &[name.len() as u8]).expect("write");
+    slot.write(1, name).expect("write");
+}
+
+/// A child that attaches without tracking never counts as a holder: its
+/// exit changes nothing, and the creator's segment stays.
+#[tokio::test]
+async fn an_untracked_attacher_changes_nothing() {
+    let shm = SharedMemory::create(64).expect("create");
+    let mut p = Process::new(attach_untracked_and_exit, (shm.name().to_owned(),));
+    p.start().await.expect("start");
+    assert_eq!(p.join().await.expect("join"), 0);
+    multiproc::__private::tracker_sync().expect("tracker sync");
+    assert!(in_dev_shm(shm.name()));
+    let mut buf = [0; 9];
+    shm.read(0, &mut buf).expect("read");
+    assert_eq!(&buf, b"untracked");
+    shm.unlink().expect("unlink");
+}
+
+/// A segment whose every holder is gone is unlinked while the tree still
+/// runs: here a child created one, never unlinked it and exited.
+#[tokio::test]
+async fn a_segment_is_unlinked_once_its_only_holder_exits() {
+    let slot = SharedMemory::create(256).expect("create");
+    let mut p = Process::new(create_and_exit, (SharedMemory::attach(slot.name()).expect("attach"),));
+    p.start().await.expect("start");
+    assert_eq!(p.join().await.expect("join"), 0);
+    let mut len = [0u8; 1];
+    slot.read(0, &mut len).expect("read");
+    let mut name = vec![0u8; len[0] as usize];
+    slot.read(1, &mut name).expect("read");
+    let name = String::from_utf8(name).expect("utf-8");
+    assert!(!name.is_empty());
+    multiproc::__private::tracker_sync().expect("tracker sync");
+    assert!(!in_dev_shm(&name), "{name} outlived its only holder");
+    slot.unlink().expect("unlink");
 }

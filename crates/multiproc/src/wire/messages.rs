@@ -172,6 +172,9 @@ pub enum TrackerMessage {
     Attached { name: String },
     /// Someone unlinked it: nothing to clean up any more.
     Unlinked { name: String },
+    /// Answer with `Hello { pid: <tracker> }` once every message and every
+    /// closed connection it has seen so far is processed.
+    Sync,
 }
 
 /// Manager → proxy.
