@@ -75,6 +75,9 @@ fn sigkill_of_a_whole_tree_leaves_dev_shm_clean() {
         out.push(byte[0] as char);
     }
     let names: Vec<String> = out.lines().filter_map(|l| l.strip_prefix("segment ")).map(str::to_owned).collect();
+    let pids: Vec<&str> =
+        out.lines().filter_map(|l| l.strip_prefix("tree ").or_else(|| l.strip_prefix("child "))).collect();
+    assert_eq!(pids.len(), 2, "{out}");
     assert_eq!(names.len(), 2, "{out}");
     assert!(names.iter().all(|n| in_dev_shm(n)));
     let group = nix::unistd::Pid::from_raw(-(tree.id() as i32));
@@ -88,6 +91,15 @@ fn sigkill_of_a_whole_tree_leaves_dev_shm_clean() {
         assert!(Instant::now() < deadline, "segments still in /dev/shm: {names:?}\n{err}");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Nothing else of the tree's is left either (Value, Array, Lock and
+    // Queue live in memfds and never appear there).
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .expect("/dev/shm")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| pids.iter().any(|p| n.contains(&format!("-{p}-")) || n.ends_with(&format!("-{p}"))))
+        .collect();
+    assert!(left.is_empty(), "left by the killed tree: {left:?}");
     let warnings: Vec<&str> = err.lines().filter(|l| l.contains("leaked shared memory")).collect();
     assert_eq!(warnings.len(), 1, "one warning for the whole tree: {err}");
     assert!(names.iter().all(|n| warnings[0].contains(n.as_str())), "{err}");
