@@ -16,6 +16,9 @@
 //! holds a `Value`, an `Array`, a taken `Lock`, a `Queue` and the parent's
 //! segment), prints `tree <pid>`, `child <pid>`, the segment names and
 //! `ready`, then waits to be SIGKILLed with its children.
+//! `scenario shm-orderly-exit`: creates a segment a child attaches, prints
+//! `segment <name>` and `tracker <pid>`, returns from `main` without
+//! unlinking it.
 //! `scenario tracker-killed`: kills the resource tracker between two uses;
 //! prints `ok` when the second use worked.
 //! `scenario orderly-exit`: starts a daemonic child that never ends and a
@@ -130,8 +133,25 @@ async fn shm_tree() {
         assert!(std::time::Instant::now() < deadline, "the child never created its segment");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+    println!("tracker {}", multiproc::__private::tracker_sync().expect("tracker"));
     println!("ready");
     std::future::pending::<()>().await;
+}
+
+#[multiproc::task]
+fn attach_and_exit(name: String) {
+    SharedMemory::attach(&name).expect("attach").write(0, b"x").expect("write");
+}
+
+/// Creates a segment, lets a child attach it, and returns from `main`
+/// without unlinking it: the tracker unlinks it after we exit.
+async fn shm_orderly_exit() {
+    let shm = SharedMemory::create(64).expect("create");
+    let mut p = Process::new(attach_and_exit, (shm.name().to_owned(),));
+    p.start().await.expect("start");
+    assert_eq!(p.join().await.expect("join"), 0);
+    println!("segment {}", shm.name());
+    println!("tracker {}", multiproc::__private::tracker_sync().expect("tracker"));
 }
 
 fn tracker_killed() {
@@ -215,6 +235,7 @@ async fn main() {
         Some("orderly-exit") => orderly_exit().await,
         Some("fds-stable") => fds_stable().await,
         Some("shm-tree") => shm_tree().await,
+        Some("shm-orderly-exit") => shm_orderly_exit().await,
         Some("tracker-killed") => tracker_killed(),
         other => {
             eprintln!("usage: scenario forkserver-killed|tree (got {other:?})");

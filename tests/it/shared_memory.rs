@@ -91,6 +91,13 @@ fn sigkill_of_a_whole_tree_leaves_dev_shm_clean() {
         assert!(Instant::now() < deadline, "segments still in /dev/shm: {names:?}\n{err}");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The tracker held stderr open: it is gone, or about to be.
+    let tracker: u32 = out.lines().find_map(|l| l.strip_prefix("tracker ")).expect("tracker pid").parse().expect("pid");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while crate::common::pid_alive(tracker) {
+        assert!(Instant::now() < deadline, "the tracker outlived its tree");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Nothing else of the tree's is left either (Value, Array, Lock and
     // Queue live in memfds and never appear there).
     let left: Vec<String> = std::fs::read_dir("/dev/shm")
@@ -161,4 +168,26 @@ async fn a_segment_is_unlinked_once_its_only_holder_exits() {
     multiproc::__private::tracker_sync().expect("tracker sync");
     assert!(!in_dev_shm(&name), "{name} outlived its only holder");
     slot.unlink().expect("unlink");
+}
+
+/// A tree that ends normally without unlinking: the tracker unlinks after
+/// the last process is gone, warns once, and exits.
+#[test]
+fn after_an_orderly_exit_the_tracker_cleans_up_and_exits() {
+    // `output` waits for stderr to close, which the tracker holds too.
+    let out = Command::new(SCENARIO).arg("shm-orderly-exit").output().expect("run scenario");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    let name = stdout.lines().find_map(|l| l.strip_prefix("segment ")).expect("segment name");
+    let tracker: u32 = stdout.lines().find_map(|l| l.strip_prefix("tracker ")).expect("tracker").parse().expect("pid");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while crate::common::pid_alive(tracker) {
+        assert!(Instant::now() < deadline, "the tracker outlived its tree");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!in_dev_shm(name), "{name} left behind");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("leaked shared memory")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains(name), "{stderr}");
 }
