@@ -191,3 +191,17 @@ fn after_an_orderly_exit_the_tracker_cleans_up_and_exits() {
     assert_eq!(warnings.len(), 1, "{stderr}");
     assert!(warnings[0].contains(name), "{stderr}");
 }
+
+/// A handle passed to a child carries its fd: the child maps the same
+/// segment even though the name is gone by the time it starts.
+#[tokio::test]
+async fn a_handle_reaches_a_child_after_its_name_was_unlinked() {
+    let shm = SharedMemory::create(64).expect("create");
+    let mut p = Process::new(write_greeting, (shm.clone(),));
+    shm.unlink().expect("unlink before the child starts");
+    p.start().await.expect("start");
+    assert_eq!(p.join().await.expect("join"), 0, "the child could not map it");
+    let mut buf = [0; 14];
+    shm.read(0, &mut buf).expect("read");
+    assert_eq!(&buf, b"from the child");
+}

@@ -161,6 +161,14 @@ pub enum AuthMessage {
     Refused,
 }
 
+/// A `SharedMemory` handle on the wire: its name, size and the segment's fd.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ShmHandle {
+    pub name: String,
+    pub size: u64,
+    pub fd: PassFd,
+}
+
 /// A process → the resource tracker, on that process's own connection.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum TrackerMessage {
