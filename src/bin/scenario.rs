@@ -12,14 +12,19 @@
 //! prints `ready`, then waits to be SIGKILLed.
 //! `scenario fds-stable`: starts and joins many processes under both start
 //! methods and prints `ok` if this process's open fds did not grow.
-//! `scenario shm-tree`: creates shared memory here and in a child, prints
-//! the names and `ready`, then waits to be SIGKILLed with its children.
+//! `scenario shm-tree`: creates shared memory here and in a child (which also
+//! holds a `Value`, an `Array`, a taken `Lock`, a `Queue` and the parent's
+//! segment), prints `tree <pid>`, `child <pid>`, the segment names and
+//! `ready`, then waits to be SIGKILLed with its children.
+//! `scenario shm-orderly-exit`: creates a segment a child attaches, prints
+//! `segment <name>` and `tracker <pid>`, returns from `main` without
+//! unlinking it.
 //! `scenario tracker-killed`: kills the resource tracker between two uses;
 //! prints `ok` when the second use worked.
 //! `scenario orderly-exit`: starts a daemonic child that never ends and a
 //! non-daemonic one that finishes a little later, then returns from `main`.
 
-use multiproc::{Error, Process, SharedMemory, StartMethod};
+use multiproc::{Array, Error, Lock, Process, Queue, SharedMemory, StartMethod, Value};
 
 #[multiproc::task]
 fn returns() {}
@@ -81,8 +86,15 @@ async fn fds_stable() {
 }
 
 #[multiproc::task]
-fn create_and_hold() {
+fn create_and_hold(held: SharedMemory, value: Value<u64>, array: Array<i32>, lock: Lock, queue: Queue<u32>) {
     let shm = SharedMemory::create(4096).expect("create in the child");
+    // Die holding everything: a lock taken, a queue with an item in it,
+    // values written, the parent's segment mapped.
+    let _guard = lock.blocking_acquire().expect("acquire");
+    queue.blocking_put(7).expect("put");
+    value.set(42);
+    array.set(0, -1).expect("set");
+    held.write(0, b"held").expect("write");
     println!("segment {}", shm.name());
     loop {
         std::thread::park();
@@ -92,8 +104,17 @@ fn create_and_hold() {
 async fn shm_tree() {
     let shm = SharedMemory::create(4096).expect("create");
     println!("segment {}", shm.name());
-    let mut p = Process::new(create_and_hold, ());
+    let args = (
+        SharedMemory::attach(shm.name()).expect("attach"),
+        Value::new(0u64).expect("value"),
+        Array::<i32>::zeroed(8).expect("array"),
+        Lock::new().expect("lock"),
+        Queue::<u32>::new().expect("queue"),
+    );
+    let mut p = Process::new(create_and_hold, args);
     p.start().await.expect("start");
+    println!("tree {}", std::process::id());
+    println!("child {}", p.pid().expect("pid"));
     // The child prints its segment before it parks; wait for it to exist.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mine = shm.name().to_owned();
@@ -112,8 +133,25 @@ async fn shm_tree() {
         assert!(std::time::Instant::now() < deadline, "the child never created its segment");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+    println!("tracker {}", multiproc::__private::tracker_sync().expect("tracker"));
     println!("ready");
     std::future::pending::<()>().await;
+}
+
+#[multiproc::task]
+fn attach_and_exit(name: String) {
+    SharedMemory::attach(&name).expect("attach").write(0, b"x").expect("write");
+}
+
+/// Creates a segment, lets a child attach it, and returns from `main`
+/// without unlinking it: the tracker unlinks it after we exit.
+async fn shm_orderly_exit() {
+    let shm = SharedMemory::create(64).expect("create");
+    let mut p = Process::new(attach_and_exit, (shm.name().to_owned(),));
+    p.start().await.expect("start");
+    assert_eq!(p.join().await.expect("join"), 0);
+    println!("segment {}", shm.name());
+    println!("tracker {}", multiproc::__private::tracker_sync().expect("tracker"));
 }
 
 fn tracker_killed() {
@@ -197,6 +235,7 @@ async fn main() {
         Some("orderly-exit") => orderly_exit().await,
         Some("fds-stable") => fds_stable().await,
         Some("shm-tree") => shm_tree().await,
+        Some("shm-orderly-exit") => shm_orderly_exit().await,
         Some("tracker-killed") => tracker_killed(),
         other => {
             eprintln!("usage: scenario forkserver-killed|tree (got {other:?})");

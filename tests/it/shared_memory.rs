@@ -48,8 +48,11 @@ async fn a_child_writes_the_parent_reads_and_its_exit_unlinks_nothing() {
     let mut buf = [0; 14];
     shm.read(0, &mut buf).expect("read");
     assert_eq!(&buf, b"from the child");
-    // The attacher is gone; the creator's segment must still be there.
-    assert!(in_dev_shm(shm.name()));
+    // The attacher is gone, and its connection closed before join returned:
+    // once the tracker answers a sync it has processed that close, and the
+    // creator's segment must still be there.
+    multiproc::__private::tracker_sync().expect("tracker sync");
+    assert!(in_dev_shm(shm.name()), "an attacher's exit unlinked the creator's segment");
     SharedMemory::attach(shm.name()).expect("still attachable");
     shm.unlink().expect("unlink");
 }
@@ -72,6 +75,9 @@ fn sigkill_of_a_whole_tree_leaves_dev_shm_clean() {
         out.push(byte[0] as char);
     }
     let names: Vec<String> = out.lines().filter_map(|l| l.strip_prefix("segment ")).map(str::to_owned).collect();
+    let pids: Vec<&str> =
+        out.lines().filter_map(|l| l.strip_prefix("tree ").or_else(|| l.strip_prefix("child "))).collect();
+    assert_eq!(pids.len(), 2, "{out}");
     assert_eq!(names.len(), 2, "{out}");
     assert!(names.iter().all(|n| in_dev_shm(n)));
     let group = nix::unistd::Pid::from_raw(-(tree.id() as i32));
@@ -85,7 +91,25 @@ fn sigkill_of_a_whole_tree_leaves_dev_shm_clean() {
         assert!(Instant::now() < deadline, "segments still in /dev/shm: {names:?}\n{err}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(err.contains("leaked shared memory") && names.iter().all(|n| err.contains(n.as_str())), "{err}");
+    // The tracker held stderr open: it is gone, or about to be.
+    let tracker: u32 = out.lines().find_map(|l| l.strip_prefix("tracker ")).expect("tracker pid").parse().expect("pid");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while crate::common::pid_alive(tracker) {
+        assert!(Instant::now() < deadline, "the tracker outlived its tree");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Nothing else of the tree's is left either (Value, Array, Lock and
+    // Queue live in memfds and never appear there).
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .expect("/dev/shm")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| pids.iter().any(|p| n.contains(&format!("-{p}-")) || n.ends_with(&format!("-{p}"))))
+        .collect();
+    assert!(left.is_empty(), "left by the killed tree: {left:?}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("leaked shared memory")).collect();
+    assert_eq!(warnings.len(), 1, "one warning for the whole tree: {err}");
+    assert!(names.iter().all(|n| warnings[0].contains(n.as_str())), "{err}");
 }
 
 #[test]
@@ -95,4 +119,89 @@ fn a_killed_tracker_is_restarted_on_next_use() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stdout.contains("ok"), "{out:?}");
     assert!(stderr.contains("restarting"), "a warning says so: {stderr}");
+}
+
+#[multiproc::task]
+fn attach_untracked_and_exit(name: String) {
+    let shm = SharedMemory::attach_untracked(&name).expect("attach untracked");
+    shm.write(0, b"untracked").expect("write");
+}
+
+#[multiproc::task]
+fn create_and_exit(slot: SharedMemory) {
+    let shm = SharedMemory::create(64).expect("create in the child");
+    let name = shm.name().as_bytes();
+    slot.write(0, &[name.len() as u8]).expect("write");
+    slot.write(1, name).expect("write");
+}
+
+/// A child that attaches without tracking never counts as a holder: its
+/// exit changes nothing, and the creator's segment stays.
+#[tokio::test]
+async fn an_untracked_attacher_changes_nothing() {
+    let shm = SharedMemory::create(64).expect("create");
+    let mut p = Process::new(attach_untracked_and_exit, (shm.name().to_owned(),));
+    p.start().await.expect("start");
+    assert_eq!(p.join().await.expect("join"), 0);
+    multiproc::__private::tracker_sync().expect("tracker sync");
+    assert!(in_dev_shm(shm.name()));
+    let mut buf = [0; 9];
+    shm.read(0, &mut buf).expect("read");
+    assert_eq!(&buf, b"untracked");
+    shm.unlink().expect("unlink");
+}
+
+/// A segment whose every holder is gone is unlinked while the tree still
+/// runs: here a child created one, never unlinked it and exited.
+#[tokio::test]
+async fn a_segment_is_unlinked_once_its_only_holder_exits() {
+    let slot = SharedMemory::create(256).expect("create");
+    let mut p = Process::new(create_and_exit, (SharedMemory::attach(slot.name()).expect("attach"),));
+    p.start().await.expect("start");
+    assert_eq!(p.join().await.expect("join"), 0);
+    let mut len = [0u8; 1];
+    slot.read(0, &mut len).expect("read");
+    let mut name = vec![0u8; len[0] as usize];
+    slot.read(1, &mut name).expect("read");
+    let name = String::from_utf8(name).expect("utf-8");
+    assert!(!name.is_empty());
+    multiproc::__private::tracker_sync().expect("tracker sync");
+    assert!(!in_dev_shm(&name), "{name} outlived its only holder");
+    slot.unlink().expect("unlink");
+}
+
+/// A tree that ends normally without unlinking: the tracker unlinks after
+/// the last process is gone, warns once, and exits.
+#[test]
+fn after_an_orderly_exit_the_tracker_cleans_up_and_exits() {
+    // `output` waits for stderr to close, which the tracker holds too.
+    let out = Command::new(SCENARIO).arg("shm-orderly-exit").output().expect("run scenario");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    let name = stdout.lines().find_map(|l| l.strip_prefix("segment ")).expect("segment name");
+    let tracker: u32 = stdout.lines().find_map(|l| l.strip_prefix("tracker ")).expect("tracker").parse().expect("pid");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while crate::common::pid_alive(tracker) {
+        assert!(Instant::now() < deadline, "the tracker outlived its tree");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!in_dev_shm(name), "{name} left behind");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("leaked shared memory")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains(name), "{stderr}");
+}
+
+/// A handle passed to a child carries its fd: the child maps the same
+/// segment even though the name is gone by the time it starts.
+#[tokio::test]
+async fn a_handle_reaches_a_child_after_its_name_was_unlinked() {
+    let shm = SharedMemory::create(64).expect("create");
+    let mut p = Process::new(write_greeting, (shm.clone(),));
+    shm.unlink().expect("unlink before the child starts");
+    p.start().await.expect("start");
+    assert_eq!(p.join().await.expect("join"), 0, "the child could not map it");
+    let mut buf = [0; 14];
+    shm.read(0, &mut buf).expect("read");
+    assert_eq!(&buf, b"from the child");
 }

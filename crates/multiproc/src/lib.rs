@@ -77,5 +77,11 @@ pub mod __private {
         BoxFuture, Invoke, Outcome, TASKS, TaskEntry, decode_args, encode_result, type_id_of_val,
     };
     pub use crate::wire::Failure;
+
+    /// Waits until the resource tracker processed everything it received
+    /// (closed connections included); its pid. For tests.
+    pub fn tracker_sync() -> crate::Result<u32> {
+        crate::tracker::sync()
+    }
     pub use linkme;
 }

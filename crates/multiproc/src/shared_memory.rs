@@ -4,13 +4,15 @@
 
 use std::ffi::CString;
 use std::io;
+use std::sync::Arc;
 
 use multiproc_sys::shm::SharedRegion;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::tracker::{self, NAME_PREFIX};
-use crate::wire::TrackerMessage;
+use crate::wire::fds::PassFd;
+use crate::wire::{ShmHandle, TrackerMessage};
 
 /// A block of shared memory other processes can open by name.
 ///
@@ -29,10 +31,12 @@ use crate::wire::TrackerMessage;
 /// Dropping it unmaps it (`close()`); `unlink` removes the name. A segment
 /// this program created and nobody unlinked is unlinked by the resource
 /// tracker once no process that used it is alive, with a warning.
-#[derive(Debug)]
+///
+/// Cloning gives another handle on the same mapping.
+#[derive(Debug, Clone)]
 pub struct SharedMemory {
     name: String,
-    region: SharedRegion,
+    region: Arc<SharedRegion>,
 }
 
 fn c_name(name: &str) -> Result<CString> {
@@ -76,7 +80,7 @@ impl SharedMemory {
             let _ = SharedRegion::unlink_named(&c);
             return Err(e);
         }
-        Ok(Self { name: name.to_owned(), region })
+        Ok(Self { name: name.to_owned(), region: Arc::new(region) })
     }
 
     /// Opens the segment called `name` (`SharedMemory(name)`); the tracker
@@ -94,7 +98,7 @@ impl SharedMemory {
             io::ErrorKind::NotFound => Error::ShmNotFound { name: name.to_owned() },
             _ => e.into(),
         })?;
-        Ok(Self { name: name.to_owned(), region })
+        Ok(Self { name: name.to_owned(), region: Arc::new(region) })
     }
 
     pub fn name(&self) -> &str {
@@ -128,16 +132,25 @@ impl SharedMemory {
     }
 }
 
-/// Travels by name; the receiving process attaches (and is tracked).
+/// Travels by file descriptor, not by name (Python pickles the name): the
+/// receiver maps the very object the sender had, even if the name was
+/// unlinked, or its creator died and the tracker unlinked it, while the
+/// message was in flight. The receiver then registers with the tracker as a
+/// holder, as `attach` does.
 impl Serialize for SharedMemory {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.name.serialize(s)
+        let fd = self.region.fd().try_clone_to_owned().map_err(serde::ser::Error::custom)?;
+        ShmHandle { name: self.name.clone(), size: self.size() as u64, fd: PassFd(fd) }.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        Self::attach(&name).map_err(serde::de::Error::custom)
+        use serde::de::Error as _;
+        let h = ShmHandle::deserialize(d)?;
+        let size = usize::try_from(h.size).map_err(D::Error::custom)?;
+        let region = SharedRegion::map(h.fd.0, size).map_err(D::Error::custom)?;
+        tracker::notify(TrackerMessage::Attached { name: h.name.clone() }).map_err(D::Error::custom)?;
+        Ok(Self { name: h.name, region: Arc::new(region) })
     }
 }

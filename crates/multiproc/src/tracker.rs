@@ -163,9 +163,21 @@ pub(crate) fn notify(msg: TrackerMessage) -> Result<()> {
             |m| !matches!(m, TrackerMessage::Created { name: n } | TrackerMessage::Attached { name: n } if n == name),
         ),
         TrackerMessage::Created { .. } | TrackerMessage::Attached { .. } => c.mine.push(msg),
-        TrackerMessage::Hello { .. } => {}
+        TrackerMessage::Hello { .. } | TrackerMessage::Sync => {}
     }
     Ok(())
+}
+
+/// Waits until the tracker has processed every message and every closed
+/// connection it had received; returns its pid (tests use it).
+pub(crate) fn sync() -> Result<u32> {
+    let mut slot = client().lock().map_err(|_| Error::Closed("tracker client"))?;
+    let ch = connect(rendezvous(&mut slot)?)?;
+    ch.send(&TrackerMessage::Sync)?;
+    match ch.recv::<TrackerMessage>()? {
+        TrackerMessage::Hello { pid } => Ok(pid),
+        other => Err(Error::Malformed(format!("the tracker answered a sync with {other:?}"))),
+    }
 }
 
 /// What the tracker knows about one segment.
@@ -192,6 +204,8 @@ fn serve(listen: OwnedFd) -> Result<()> {
     remove_leftovers_of_dead_creators();
     let mut conns: Vec<(Option<u32>, BlockingChannel)> = Vec::new();
     let mut segments: HashMap<String, Segment> = HashMap::new();
+    // Everything unlinked on the tree's behalf, named in one warning at exit.
+    let mut leaked: Vec<String> = Vec::new();
     let mut cmsg = CmsgBuffer::default();
     loop {
         let ready: Vec<bool> = {
@@ -205,6 +219,7 @@ fn serve(listen: OwnedFd) -> Result<()> {
             fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect()
         };
         let mut gone = Vec::new();
+        let mut syncs = Vec::new();
         for (i, (pid, ch)) in conns.iter_mut().enumerate() {
             if !ready[i + 1] {
                 continue;
@@ -216,6 +231,7 @@ fn serve(listen: OwnedFd) -> Result<()> {
             loop {
                 match ch.try_recv::<TrackerMessage>() {
                     Ok(Some(TrackerMessage::Hello { pid: p })) => *pid = Some(p),
+                    Ok(Some(TrackerMessage::Sync)) => syncs.push(i),
                     Ok(Some(msg)) => record(&mut segments, *pid, msg),
                     Ok(None) => break,
                     Err(_) => {
@@ -225,7 +241,18 @@ fn serve(listen: OwnedFd) -> Result<()> {
                 }
             }
         }
+        // Syncs are answered after this round's closed connections are
+        // processed (they were ready when the sync was), so take their fds
+        // before the removals shift the indices.
         gone.dedup();
+        let mut answer: Vec<OwnedFd> = Vec::new();
+        for i in syncs {
+            if !gone.contains(&i)
+                && let Ok(fd) = conns[i].1.fd().try_clone_to_owned()
+            {
+                answer.push(fd);
+            }
+        }
         for i in gone.into_iter().rev() {
             let (pid, _) = conns.swap_remove(i);
             if let Some(pid) = pid
@@ -235,14 +262,25 @@ fn serve(listen: OwnedFd) -> Result<()> {
                     s.holders.remove(&pid);
                 }
             }
-            sweep(&mut segments);
+            sweep(&mut segments, &mut leaked);
+        }
+        for fd in answer {
+            let mut ch = BlockingChannel::new(fd, MAX_FRAME);
+            let _ = ch.send(&TrackerMessage::Hello { pid: std::process::id() });
         }
         if ready[0] {
             let mut fds: Vec<OwnedFd> = Vec::new();
             let n = fdpass::recv(listen.as_fd(), &mut [0u8; 1], &mut cmsg, &mut fds)?;
             if n == 0 && fds.is_empty() && conns.is_empty() {
                 // Every process of the tree is gone.
-                sweep(&mut segments);
+                sweep(&mut segments, &mut leaked);
+                if !leaked.is_empty() {
+                    eprintln!(
+                        "multiproc resource tracker: {} leaked shared memory segment(s) unlinked: {}",
+                        leaked.len(),
+                        leaked.join(", ")
+                    );
+                }
                 return Ok(());
             }
             conns.extend(fds.into_iter().map(|fd| (None, BlockingChannel::new(fd, MAX_FRAME))));
@@ -264,28 +302,23 @@ fn record(segments: &mut HashMap<String, Segment>, pid: Option<u32>, msg: Tracke
         TrackerMessage::Unlinked { name } => {
             segments.remove(&name);
         }
-        TrackerMessage::Hello { .. } => {}
+        TrackerMessage::Hello { .. } | TrackerMessage::Sync => {}
     }
 }
 
-/// Unlinks what the tree created and nobody alive holds; warns once.
-fn sweep(segments: &mut HashMap<String, Segment>) {
-    let leaked: Vec<String> =
+/// Unlinks what the tree created and nobody alive holds, adding it to
+/// `leaked` (named in the one warning printed at exit).
+fn sweep(segments: &mut HashMap<String, Segment>, leaked: &mut Vec<String>) {
+    let orphans: Vec<String> =
         segments.iter().filter(|(_, s)| s.created_here && s.holders.is_empty()).map(|(n, _)| n.clone()).collect();
-    if leaked.is_empty() {
-        return;
-    }
-    for name in &leaked {
-        segments.remove(name);
-        if let Ok(c) = std::ffi::CString::new(format!("/{name}")) {
-            let _ = multiproc_sys::shm::SharedRegion::unlink_named(&c);
+    for name in orphans {
+        segments.remove(&name);
+        if let Ok(c) = std::ffi::CString::new(format!("/{name}"))
+            && multiproc_sys::shm::SharedRegion::unlink_named(&c).is_ok()
+        {
+            leaked.push(name);
         }
     }
-    eprintln!(
-        "multiproc resource tracker: {} leaked shared memory segment(s) unlinked: {}",
-        leaked.len(),
-        leaked.join(", ")
-    );
 }
 
 /// Removes `/dev/shm/multiproc-<pid>-…` entries whose creator is dead (a

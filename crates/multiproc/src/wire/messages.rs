@@ -201,6 +201,14 @@ pub enum AuthMessage {
     Refused,
 }
 
+/// A `SharedMemory` handle on the wire: its name, size and the segment's fd.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ShmHandle {
+    pub name: String,
+    pub size: u64,
+    pub fd: PassFd,
+}
+
 /// A process → the resource tracker, on that process's own connection.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum TrackerMessage {
@@ -212,6 +220,9 @@ pub enum TrackerMessage {
     Attached { name: String },
     /// Someone unlinked it: nothing to clean up any more.
     Unlinked { name: String },
+    /// Answer with `Hello { pid: <tracker> }` once every message and every
+    /// closed connection it has seen so far is processed.
+    Sync,
 }
 
 /// Manager → proxy.
