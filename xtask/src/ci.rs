@@ -5,13 +5,15 @@ use std::time::Instant;
 
 use crate::cargo;
 
+type Step = fn() -> Result<(), String>;
+
 pub fn run() -> Result<(), String> {
     let started = Instant::now();
-    let steps: [(&str, &dyn Fn() -> Result<(), String>); 4] = [
-        ("format", &|| optional("fmt", &["fmt", "--all", "--", "--check"])),
-        ("lints", &|| optional("clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])),
-        ("tests", &|| cargo(&["test", "--workspace"])),
-        ("e2e", &|| crate::e2e::run(&[])),
+    let steps: [(&str, Step); 4] = [
+        ("format", || optional("fmt", &["fmt", "--all", "--", "--check"])),
+        ("lints", || optional("clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])),
+        ("tests", || cargo(&["test", "--workspace"])),
+        ("e2e", || crate::e2e::run(&[])),
     ];
     for (i, (name, step)) in steps.iter().enumerate() {
         let t = Instant::now();

@@ -15,6 +15,7 @@ mod ci;
 mod e2e;
 mod json;
 mod procs;
+#[cfg(test)]
 mod tidy;
 
 use std::path::{Path, PathBuf};
