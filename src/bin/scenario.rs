@@ -4,6 +4,7 @@
 //! e2e-args: forkserver-killed
 //! e2e-args: fds-stable
 //! e2e-args: orderly-exit
+//! e2e-args: tracker-killed
 //!
 //! `scenario forkserver-killed`: kills the forkserver between two starts and
 //! with a child running; prints `ok` when everything behaved.
@@ -11,10 +12,14 @@
 //! prints `ready`, then waits to be SIGKILLed.
 //! `scenario fds-stable`: starts and joins many processes under both start
 //! methods and prints `ok` if this process's open fds did not grow.
+//! `scenario shm-tree`: creates shared memory here and in a child, prints
+//! the names and `ready`, then waits to be SIGKILLed with its children.
+//! `scenario tracker-killed`: kills the resource tracker between two uses;
+//! prints `ok` when the second use worked.
 //! `scenario orderly-exit`: starts a daemonic child that never ends and a
 //! non-daemonic one that finishes a little later, then returns from `main`.
 
-use multiproc::{Error, Process, StartMethod};
+use multiproc::{Error, Process, SharedMemory, StartMethod};
 
 #[multiproc::task]
 fn returns() {}
@@ -72,6 +77,56 @@ async fn fds_stable() {
     }
     let after = open_fds();
     assert_eq!(before, after, "open fds grew from {before} to {after}");
+    println!("ok");
+}
+
+#[multiproc::task]
+fn create_and_hold() {
+    let shm = SharedMemory::create(4096).expect("create in the child");
+    println!("segment {}", shm.name());
+    loop {
+        std::thread::park();
+    }
+}
+
+async fn shm_tree() {
+    let shm = SharedMemory::create(4096).expect("create");
+    println!("segment {}", shm.name());
+    let mut p = Process::new(create_and_hold, ());
+    p.start().await.expect("start");
+    // The child prints its segment before it parks; wait for it to exist.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mine = shm.name().to_owned();
+    loop {
+        let others = std::fs::read_dir("/dev/shm")
+            .expect("/dev/shm")
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n != mine && n.starts_with(&format!("multiproc-{}-", p.pid().expect("pid")))
+            })
+            .count();
+        if others > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the child never created its segment");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    println!("ready");
+    std::future::pending::<()>().await;
+}
+
+fn tracker_killed() {
+    let first = SharedMemory::create(64).expect("create");
+    let trackers = children_with_role("tracker");
+    assert_eq!(trackers.len(), 1, "one tracker: {trackers:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(trackers[0] as i32), nix::sys::signal::Signal::SIGKILL)
+        .expect("kill the tracker");
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(trackers[0] as i32), None);
+    let second = SharedMemory::create(64).expect("create after the tracker died");
+    assert_eq!(children_with_role("tracker").len(), 1, "a new tracker");
+    first.unlink().expect("unlink");
+    second.unlink().expect("unlink");
     println!("ok");
 }
 
@@ -141,6 +196,8 @@ async fn main() {
         Some("tree") => tree().await,
         Some("orderly-exit") => orderly_exit().await,
         Some("fds-stable") => fds_stable().await,
+        Some("shm-tree") => shm_tree().await,
+        Some("tracker-killed") => tracker_killed(),
         other => {
             eprintln!("usage: scenario forkserver-killed|tree (got {other:?})");
             std::process::exit(2);

@@ -7,4 +7,5 @@ mod manager;
 mod pipe;
 mod process;
 mod queue;
+mod shared_memory;
 mod sync;

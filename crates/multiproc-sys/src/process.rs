@@ -2,7 +2,7 @@
 //! signals, and process-wide settings that must be made before threads exist.
 //!
 //! Code that runs in a child between `fork` and `exec` of a multithreaded
-//! process may only make async-signal-safe calls; [`command_with_fd`] is the
+//! process may only make async-signal-safe calls; [`command_with_fds`] is the
 //! only such place and it calls raw syscalls (`dup2`, `prctl`, `getppid`).
 
 use std::ffi::OsStr;
@@ -90,36 +90,55 @@ pub fn die_with_parent(expected_parent: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// Makes `cmd` start with `fd` duplicated onto `target` (and not close-on-exec
-/// there), killed when the spawning thread's process dies.
+/// Makes `cmd` start with each `(fd, target)` duplicated onto `target` (and
+/// not close-on-exec there); with `die_with_parent`, the child is killed when
+/// the spawning thread's process dies.
 ///
-/// The caller must spawn `cmd` from a thread that lives as long as the process:
-/// Linux sends the parent-death signal when the *thread* that forked exits.
-pub fn command_with_fd(cmd: &mut Command, fd: BorrowedFd<'_>, target: RawFd) {
-    let source = fd.as_raw_fd();
+/// Returns duplicates of the fds numbered above any target, which the
+/// caller keeps until `cmd` has spawned: the child copies from those, so a
+/// source can never be overwritten by an earlier target.
+///
+/// With `die_with_parent`, spawn `cmd` from a thread that lives as long as
+/// the process: Linux sends the parent-death signal when the *thread* that
+/// forked exits.
+pub fn command_with_fds(
+    cmd: &mut Command,
+    fds: &[(BorrowedFd<'_>, RawFd)],
+    die_with_parent: bool,
+) -> io::Result<Vec<OwnedFd>> {
+    const ABOVE_TARGETS: RawFd = 100;
+    let mut high = Vec::with_capacity(fds.len());
+    let mut pairs = Vec::with_capacity(fds.len());
+    for (fd, target) in fds {
+        let dup = nix::fcntl::fcntl(*fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(ABOVE_TARGETS.max(*target + 1)))?;
+        // SAFETY: F_DUPFD_CLOEXEC just returned this new fd, owned by nobody else.
+        let dup = unsafe { OwnedFd::from_raw_fd(dup) };
+        pairs.push((dup.as_raw_fd(), *target));
+        high.push(dup);
+    }
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs between fork and exec in a possibly
     // multithreaded process, so it only makes async-signal-safe syscalls and
-    // touches no allocator or lock.
+    // touches no allocator or lock (`pairs` was built before the fork).
     unsafe {
         cmd.pre_exec(move || {
-            if source == target {
-                let flags = libc::fcntl(target, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(target, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+            for &(source, target) in &pairs {
+                if libc::dup2(source, target) < 0 {
                     return Err(io::Error::last_os_error());
                 }
-            } else if libc::dup2(source, target) < 0 {
-                return Err(io::Error::last_os_error());
             }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                libc::_exit(1);
+            if die_with_parent {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
             }
             Ok(())
         });
     }
+    Ok(high)
 }
 
 /// Clears close-on-exec on `fd` so an `exec` keeps it.

@@ -140,6 +140,43 @@ impl SharedRegion {
         Some(self.ptr.as_ptr().wrapping_add(offset).cast::<T>())
     }
 
+    /// Copies bytes out of the region at `offset` into `dst`. Other
+    /// processes may be writing at the same time: the copy is then torn (a
+    /// mix of old and new bytes), never unsound, because every bit pattern
+    /// is a valid `u8`. Callers that need a consistent view hold a lock.
+    pub fn copy_out(&self, offset: usize, dst: &mut [u8]) -> io::Result<()> {
+        self.check_range(offset, dst.len())?;
+        for (i, d) in dst.iter_mut().enumerate() {
+            // SAFETY: in bounds (checked above); a volatile read of a plain
+            // byte another process may change has no invalid outcome.
+            *d = unsafe { std::ptr::read_volatile(self.as_ptr().add(offset + i)) };
+        }
+        Ok(())
+    }
+
+    /// Copies `src` into the region at `offset` (see [`copy_out`](Self::copy_out)
+    /// about concurrent access).
+    pub fn copy_in(&self, offset: usize, src: &[u8]) -> io::Result<()> {
+        self.check_range(offset, src.len())?;
+        for (i, b) in src.iter().enumerate() {
+            // SAFETY: in bounds (checked above); the mapping is writable and
+            // holds only plain bytes.
+            unsafe { std::ptr::write_volatile(self.as_ptr().add(offset + i), *b) };
+        }
+        Ok(())
+    }
+
+    fn check_range(&self, offset: usize, len: usize) -> io::Result<()> {
+        if offset.checked_add(len).is_some_and(|end| end <= self.len) {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bytes {offset}..{offset}+{len} are outside a {}-byte region", self.len),
+            ))
+        }
+    }
+
     /// Copies `dst.len()` bytes out of the region at `offset`.
     ///
     /// # Safety

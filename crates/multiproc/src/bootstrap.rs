@@ -32,9 +32,11 @@ extern "C" fn boot() {
             std::process::exit(70);
         }
     };
+    crate::tracker::adopt_inherited();
     match role.to_str() {
         Some("forkserver") => crate::forkserver::run(fd),
         Some("worker") => crate::worker::run(fd),
+        Some("tracker") => crate::tracker::run(fd),
         _ => {
             eprintln!("multiproc: unknown role {role:?}");
             std::process::exit(70);

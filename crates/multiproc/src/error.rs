@@ -124,6 +124,12 @@ pub enum Error {
     /// An argument outside what the call accepts.
     #[error("accept the argument: {0}")]
     InvalidArgument(String),
+    /// A shared memory segment of that name already exists.
+    #[error("create shared memory {name:?}: the name is taken")]
+    ShmExists { name: String },
+    /// No shared memory segment of that name (or it was unlinked already).
+    #[error("open shared memory {name:?}: no such segment")]
+    ShmNotFound { name: String },
     #[error(transparent)]
     Io(#[from] io::Error),
 }

@@ -161,8 +161,18 @@ fn exec_worker(control: OwnedFd, forkserver: u32) -> ! {
         sys::exit_now(70);
     }
     let argv0 = std::env::args_os().next().unwrap_or_else(|| "multiproc-worker".into());
-    let err =
-        Command::new("/proc/self/exe").arg0(argv0).envs(role_env("worker", control.as_raw_fd(), forkserver)).exec();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0(argv0).envs(role_env("worker", control.as_raw_fd(), forkserver));
+    // The tracker's rendezvous stays at its number across the exec.
+    match crate::tracker::inherited() {
+        Some(fd) if sys::keep_on_exec(fd).is_ok() => {
+            cmd.envs(crate::tracker::child_env(forkserver));
+        }
+        _ => {
+            cmd.env_remove(crate::tracker::FD_ENV).env_remove(crate::tracker::PARENT_ENV);
+        }
+    }
+    let err = cmd.exec();
     eprintln!("multiproc: cannot re-execute /proc/self/exe: {err}");
     sys::exit_now(70)
 }

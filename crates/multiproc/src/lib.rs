@@ -44,8 +44,10 @@ mod pipe;
 mod process;
 mod queue;
 mod registry;
+mod shared_memory;
 mod supervisor;
 mod sync;
+mod tracker;
 mod value;
 pub mod wire;
 mod worker;
@@ -60,6 +62,7 @@ pub use pipe::{Connection, Pipe, PipeBuilder};
 pub use process::{Process, StartMethod, get_start_method, set_start_method};
 pub use queue::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
 pub use registry::{Async, Plain, Target, TaskFn};
+pub use shared_memory::SharedMemory;
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
     SemaphoreGuard,

@@ -377,7 +377,15 @@ fn start_forkserver() -> Result<Forkserver> {
         cmd.arg0(argv0);
     }
     cmd.envs(role_env("forkserver", CHILD_FD, std::process::id()));
-    sys::command_with_fd(&mut cmd, theirs.as_fd(), CHILD_FD);
+    // The forkserver, and every child it forks, shares this process's
+    // resource tracker.
+    let tracker = crate::tracker::rendezvous_for_children()?;
+    cmd.envs(crate::tracker::child_env(std::process::id()));
+    let _kept = sys::command_with_fds(
+        &mut cmd,
+        &[(theirs.as_fd(), CHILD_FD), (tracker.as_fd(), crate::tracker::CHILD_FD)],
+        true,
+    )?;
     let child = cmd.spawn()?;
     drop(theirs);
     let pid = child.id();

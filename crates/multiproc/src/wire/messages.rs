@@ -161,6 +161,19 @@ pub enum AuthMessage {
     Refused,
 }
 
+/// A process → the resource tracker, on that process's own connection.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum TrackerMessage {
+    /// First message: who is on this connection.
+    Hello { pid: u32 },
+    /// This process created the named shared memory segment.
+    Created { name: String },
+    /// This process mapped an existing segment.
+    Attached { name: String },
+    /// Someone unlinked it: nothing to clean up any more.
+    Unlinked { name: String },
+}
+
 /// Manager → proxy.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ManagerReply {
