@@ -238,6 +238,35 @@ mod tests {
         assert!(plan(&built[1..], &[]).is_err(), "an example cargo did not build is an error");
     }
 
+    fn sh(script: &str, expect: &[&str]) -> Run {
+        Run {
+            label: "sh".into(),
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            expect: expect.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_clean_run_passes() {
+        let _serial = procs::serial();
+        check(&sh("echo hello world; echo noise >&2", &["hello", "o w"])).expect("passes");
+    }
+
+    #[test]
+    fn each_kind_of_failure_is_named() {
+        let _serial = procs::serial();
+        let why = |r: Run| check(&r).expect_err("fails").1;
+        assert!(why(sh("echo hello", &["goodbye"])).contains("stdout lacks \"goodbye\""));
+        assert!(why(sh("echo partial; exit 7", &[])).contains("exited with exit status: 7"));
+        let left = why(sh("sleep 30 >/dev/null 2>&1 & echo started", &["started"]));
+        assert!(left.contains("left behind") && left.contains("sleep"), "{left}");
+        let name = format!("xtask-e2e-test-{}", std::process::id());
+        let shm = why(sh(&format!(": > /dev/shm/{name}"), &[]));
+        let _ = std::fs::remove_file(Path::new("/dev/shm").join(&name));
+        assert!(shm.contains("/dev/shm") && shm.contains(&name), "{shm}");
+    }
+
     /// A program's name: its file's, or its directory's for `NAME/main.rs`.
     fn stem(p: &Path) -> &str {
         let p = if p.ends_with("main.rs") { p.parent().expect("a directory") } else { p };

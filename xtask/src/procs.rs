@@ -217,10 +217,29 @@ fn kill(targets: &[String]) {
         .status();
 }
 
-/// How many fds this process has open (to check that runs leak none into
-/// the harness).
+/// How many pipes, sockets and other anonymous fds this process has open, to
+/// check that runs leak none into the harness (files come and go with other
+/// work on other threads).
 pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| {
+                let l = l.to_string_lossy();
+                ["pipe:", "socket:", "anon_inode:"].iter().any(|kind| l.starts_with(kind))
+            })
+        })
+        .count()
+}
+
+/// Tests that run programs take this, so one test's processes, fds and
+/// `/dev/shm` entries never show up in another's checks.
+#[cfg(test)]
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -237,6 +256,7 @@ mod tests {
 
     #[test]
     fn captures_output_and_status() {
+        let _serial = serial();
         let o = run(sh("echo out; echo err >&2; exit 3"), SHORT, SHORT).expect("run");
         assert_eq!(o.status.and_then(|s| s.code()), Some(3));
         assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("out\n", "err\n"));
@@ -245,6 +265,7 @@ mod tests {
 
     #[test]
     fn a_hang_is_killed_with_its_children() {
+        let _serial = serial();
         let o = run(sh("sleep 30 & sleep 30"), Duration::from_millis(200), SHORT).expect("run");
         assert!(o.status.is_none(), "timed out");
         assert!(o.leftovers.is_empty(), "the group was killed: {:?}", o.leftovers);
@@ -252,6 +273,7 @@ mod tests {
 
     #[test]
     fn a_child_left_running_is_reported_and_killed() {
+        let _serial = serial();
         // The background sleep closes the pipes, so only the group shows it.
         let o = run(sh("sleep 30 >/dev/null 2>&1 & echo started"), SHORT, Duration::from_millis(200)).expect("run");
         assert!(o.status.is_some_and(|s| s.success()));
@@ -266,6 +288,7 @@ mod tests {
 
     #[test]
     fn an_escaped_child_is_found_by_its_marker() {
+        let _serial = serial();
         // `setsid` takes it out of the process group; the environment marks it.
         let o =
             run(sh("setsid sleep 30 >/dev/null 2>&1 < /dev/null & echo started"), SHORT, Duration::from_millis(300))
@@ -275,6 +298,7 @@ mod tests {
 
     #[test]
     fn a_process_holding_the_output_pipe_is_named() {
+        let _serial = serial();
         // `env -u` drops the marker and setsid the group: only the pipe it
         // still holds gives it away.
         let o =
