@@ -186,7 +186,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
             floor.iter().find_map(|l| l.strip_prefix(&format!("{bound} "))?.split_whitespace().next()?.parse().ok());
         if let (Some(v), Some(b)) = (value, base) {
             let b: f64 = b;
-            note(&format!("{figure} is {:.1}x the OS floor {bound} (DESIGN.md: {target})", v / b));
+            note(&format!(
+                "{figure} {} = {:.1}x the OS floor {bound} {} (DESIGN.md: {target})",
+                human(v),
+                v / b,
+                human(b)
+            ));
         }
     }
     for p in &problems {
