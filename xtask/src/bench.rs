@@ -147,7 +147,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let mut row = Row { name: name.clone(), ..Row::default() };
         let knows_py = py_names.as_ref().is_some_and(|n| n.contains(name));
         if rust_names.contains(name) {
-            match measure(&figures, &["--json", name]) {
+            match measure(&figures, &["--json", name], &mut problems) {
                 Ok(line) => {
                     row.unit = json::field(&line, "unit").unwrap_or_default();
                     row.better = json::field(&line, "better").unwrap_or_default();
@@ -161,7 +161,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
             problems.push(format!("{name}: unknown figure (neither benches/figures nor {BASELINE} has it)"));
         }
         if knows_py {
-            match measure(Path::new("python3"), &[script.to_str().ok_or("non-UTF-8 path")?, "--json", name]) {
+            match measure(
+                Path::new("python3"),
+                &[script.to_str().ok_or("non-UTF-8 path")?, "--json", name],
+                &mut problems,
+            ) {
                 Ok(line) => {
                     row.cpython = json::field(&line, "cpython").and_then(|v| v.parse().ok());
                     if row.unit.is_empty() {
@@ -213,10 +217,21 @@ fn python(script: &Path) -> Result<Vec<String>, String> {
 
 /// Runs one figure (its own process tree, with a timeout) and returns its
 /// JSON line.
-fn measure(program: &Path, args: &[&str]) -> Result<String, String> {
+/// Processes a figure leaves behind are killed and noted in `problems`: the
+/// value still counts, but the leak is a bug.
+fn measure(program: &Path, args: &[&str], problems: &mut Vec<String>) -> Result<String, String> {
     let mut cmd = Command::new(program);
     cmd.args(args).current_dir(root());
     let o = procs::run(cmd, TIMEOUT, DRAIN)?;
+    let stray: Vec<String> = o.leftovers.iter().chain(&o.pipe_holders).map(ToString::to_string).collect();
+    if !stray.is_empty() {
+        problems.push(format!(
+            "`{} {}` left processes behind (killed): {}",
+            program.display(),
+            args.join(" "),
+            stray.join(", ")
+        ));
+    }
     let line = o.stdout.lines().find(|l| l.trim_start().starts_with('{')).map(str::to_owned);
     match (o.status, line) {
         (Some(s), Some(line)) if s.success() => Ok(line),
