@@ -40,6 +40,7 @@ pub struct Pipe;
 
 impl Pipe {
     /// Two ends that can both send and receive (`Pipe()`, `Pipe(True)`).
+    #[expect(clippy::new_ret_no_self, reason = "Python's Pipe() returns the two ends, not a Pipe")]
     pub fn new() -> Result<(Connection, Connection)> {
         Self::builder().build()
     }
