@@ -114,6 +114,8 @@ fn collect(mut from: impl Read + Send + 'static, done: mpsc::Sender<()>) -> Arc<
         while let Ok(n @ 1..) = from.read(&mut chunk) {
             sink.lock().expect("one writer").extend_from_slice(&chunk[..n]);
         }
+        // Closed before saying so: the caller counts its fds next.
+        drop(from);
         let _ = done.send(());
     });
     buf
