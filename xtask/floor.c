@@ -1,5 +1,11 @@
-// The OS floor for multiproc's figures: what the kernel allows with no
-// runtime, serializer or framing. Built and run by `cargo xtask bench`.
+// The OS floor under multiproc's figures: what the kernel allows with no
+// runtime, serializer or framing. `cargo xtask bench` compiles this with
+// `cc -O2` into the target directory and prints its lines (`name value unit`)
+// as reference beside the figures they bound:
+//   unix_socket_roundtrip_us  under pool_apply_roundtrip_us, pipe_roundtrip_us
+//   futex_roundtrip_us        under event_wake_us (one wake is half a round)
+//   fork_exit_wait_us         under process_start_join_forkserver_us
+//   cas_lock_ns               under lock_uncontended_ns
 #define _GNU_SOURCE
 #include <linux/futex.h>
 #include <stdatomic.h>
@@ -12,42 +18,73 @@
 #include <time.h>
 #include <unistd.h>
 
-static double seconds(void) {
+static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void xfer(int fd, char *buf, int n, int writing) {
+static void die(const char *what) {
+    perror(what);
+    exit(1);
+}
+
+// Moves exactly n bytes, or exits: a short transfer would skew the figure.
+static void transfer(int fd, char *buf, size_t n, int writing) {
     while (n > 0) {
         ssize_t k = writing ? write(fd, buf, n) : read(fd, buf, n);
         if (k <= 0) _exit(1);
         buf += k;
-        n -= (int)k;
+        n -= (size_t)k;
     }
 }
 
-static void futex_wait(atomic_int *w, int v) { syscall(SYS_futex, w, FUTEX_WAIT, v, NULL, NULL, 0); }
-static void futex_wake(atomic_int *w) { syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0); }
+static void reap(pid_t pid) {
+    int status;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) die("child");
+}
 
-int main(void) {
-    const int rounds = 50000;
-    char msg[16] = {0};
-
+// A 16-byte message there and back over a socketpair, to a forked echo.
+static void socket_roundtrip(int rounds) {
     int sv[2];
-    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    char msg[16] = {0};
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) die("socketpair");
     pid_t echo = fork();
+    if (echo < 0) die("fork");
     if (echo == 0) {
-        for (int i = 0; i < rounds; i++) { xfer(sv[1], msg, 16, 0); xfer(sv[1], msg, 16, 1); }
+        close(sv[0]);
+        for (int i = 0; i <= rounds; i++) {
+            transfer(sv[1], msg, sizeof msg, 0);
+            transfer(sv[1], msg, sizeof msg, 1);
+        }
         _exit(0);
     }
-    double t = seconds();
-    for (int i = 0; i < rounds; i++) { xfer(sv[0], msg, 16, 1); xfer(sv[0], msg, 16, 0); }
-    printf("unix_socket_roundtrip_us %.2f\n", (seconds() - t) / rounds * 1e6);
-    waitpid(echo, NULL, 0);
+    close(sv[1]);
+    transfer(sv[0], msg, sizeof msg, 1);  // warm-up round
+    transfer(sv[0], msg, sizeof msg, 0);
+    double t = now();
+    for (int i = 0; i < rounds; i++) {
+        transfer(sv[0], msg, sizeof msg, 1);
+        transfer(sv[0], msg, sizeof msg, 0);
+    }
+    printf("unix_socket_roundtrip_us %.2f us\n", (now() - t) / rounds * 1e6);
+    close(sv[0]);
+    reap(echo);
+}
 
+static void futex_wait(atomic_int *word, int expected) {
+    syscall(SYS_futex, word, FUTEX_WAIT, expected, NULL, NULL, 0);
+}
+
+static void futex_wake(atomic_int *word) { syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0); }
+
+// Ping-pong on one word of shared memory: 1 = the child's turn, 0 = ours.
+static void futex_roundtrip(int rounds) {
     atomic_int *word = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (word == MAP_FAILED) die("mmap");
+    atomic_store(word, 0);
     pid_t pong = fork();
+    if (pong < 0) die("fork");
     if (pong == 0) {
         for (int i = 0; i < rounds; i++) {
             while (atomic_load(word) != 1) futex_wait(word, 0);
@@ -56,22 +93,48 @@ int main(void) {
         }
         _exit(0);
     }
-    t = seconds();
+    double t = now();
     for (int i = 0; i < rounds; i++) {
         atomic_store(word, 1);
         futex_wake(word);
         while (atomic_load(word) != 0) futex_wait(word, 1);
     }
-    printf("futex_roundtrip_us %.2f\n", (seconds() - t) / rounds * 1e6);
-    waitpid(pong, NULL, 0);
+    printf("futex_roundtrip_us %.2f us\n", (now() - t) / rounds * 1e6);
+    reap(pong);
+    munmap(word, 4096);
+}
 
-    const int forks = 1000;
-    t = seconds();
-    for (int i = 0; i < forks; i++) {
+// fork, _exit in the child, waitpid in the parent, from this small
+// single-threaded process.
+static void fork_exit_wait(int rounds) {
+    double t = now();
+    for (int i = 0; i < rounds; i++) {
         pid_t c = fork();
+        if (c < 0) die("fork");
         if (c == 0) _exit(0);
-        waitpid(c, NULL, 0);
+        reap(c);
     }
-    printf("fork_exit_wait_us %.1f\n", (seconds() - t) / forks * 1e6);
+    printf("fork_exit_wait_us %.1f us\n", (now() - t) / rounds * 1e6);
+}
+
+// An uncontended lock: one compare-and-swap to take it, one store to give
+// it back.
+static void cas_lock(long rounds) {
+    static atomic_int lock;
+    double t = now();
+    for (long i = 0; i < rounds; i++) {
+        int free_ = 0;
+        while (!atomic_compare_exchange_strong(&lock, &free_, 1)) free_ = 0;
+        atomic_store(&lock, 0);
+    }
+    printf("cas_lock_ns %.1f ns\n", (now() - t) / (double)rounds * 1e9);
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    socket_roundtrip(50000);
+    futex_roundtrip(50000);
+    fork_exit_wait(2000);
+    cas_lock(20000000);
     return 0;
 }

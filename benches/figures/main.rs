@@ -1,8 +1,9 @@
 //! The project's benchmark figures, measured on real processes.
 //!
 //! `cargo bench --bench figures -- [--json] [NAME…]` prints one line per
-//! figure (`name value unit`), or one JSON object per line. `cargo xtask
-//! bench` runs this beside the CPython baseline and prints the ratios.
+//! figure (`name value unit`), or one JSON object per line; `--list` prints
+//! the names. `cargo xtask bench` runs this beside the CPython baseline and
+//! prints the ratios.
 //! Each area of the library owns one module and lists its figures there.
 
 mod manager;
@@ -40,6 +41,10 @@ fn main() {
     let json = args.iter().any(|a| a == "--json");
     let wanted: Vec<&str> = args.iter().filter(|a| !a.starts_with("--")).map(String::as_str).collect();
     let figures = all();
+    if args.iter().any(|a| a == "--list") {
+        figures.iter().for_each(|(name, _)| println!("{name}"));
+        return;
+    }
     for w in &wanted {
         if !figures.iter().any(|(n, _)| n == w) {
             eprintln!("unknown figure {w}; known: {}", figures.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "));

@@ -1,33 +1,39 @@
-"""CPython's side of `cargo xtask bench`: each figure measured with Python's
-own multiprocessing, with the same workload as benches/figures/*.rs.
+"""CPython's side of `cargo xtask bench`.
 
-    python3 baseline.py [--json] [NAME ...]
+Each figure here measures, with Python's own `multiprocessing`, exactly what
+the Rust figure of the same name in `benches/figures/` measures: the same
+workload, the same number of operations, the same warm-up, the same clock
+boundaries. When a Rust figure changes, change its twin here.
 
-Prints `name value unit` per figure, or one JSON object per line.
+    python3 xtask/py/baseline.py [--json] [--list] [NAME ...]
+
+Prints `name value unit` per figure, or with --json one object per line:
+{"name": ..., "unit": ..., "better": ..., "cpython": ...}. A figure that
+fails prints its traceback on stderr and "cpython": null, and the others
+still run. The start method is 'fork' (CPython 3.11's default on Linux)
+except where a figure names another.
 """
 import json
 import multiprocessing as mp
 import os
 import sys
 import time
+import traceback
 
 FIGURES = {}
 
 
 def figure(unit, better):
+    """Registers a figure under its function's name (the published name)."""
     def register(fn):
         FIGURES[fn.__name__] = (fn, unit, better)
         return fn
     return register
 
 
-def per_op(seconds, n, scale):
-    return seconds / n * scale
+# ---- targets (module level, so every start method can import them) ----
 
-
-# ---- workers (module level so every start method can find them) ----
-
-def nothing():
+def noop():
     pass
 
 
@@ -35,47 +41,21 @@ def square(x):
     return x * x
 
 
-def drain_objects(conn):
-    while conn.recv() != 'DONE':
-        pass
+def prime_factors(n):
+    """The seeds' prime_factors, unchanged (benches/figures/pool.rs twins it)."""
+    factors = []
+    for i in range(2, int(n**0.5) + 1):
+        while n % i == 0:
+            factors.append(i)
+            n //= i
+    if n > 2:
+        factors.append(n)
+    return factors
 
 
-def drain_bytes(conn):
-    while conn.recv_bytes() != b'DONE':
-        pass
-
-
-def echo_until_none(conn):
-    while (m := conn.recv()) is not None:
-        conn.send(m)
-
-
-def drain_queue(q):
-    while q.get() != 'DONE':
-        pass
-
-
-def drain_joinable(q):
-    while True:
-        q.get()
-        q.task_done()
-
-
-def factorize(n):
-    out, d = [], 2
-    while d * d <= n:
-        while n % d == 0:
-            out.append(d)
-            n //= d
-        d += 1
-    if n > 1:
-        out.append(n)
-    return out
-
-
-def factorize_range(lo, hi):
-    for n in range(lo, hi):
-        factorize(n)
+def process_range(start, end):
+    for i in range(start, end):
+        prime_factors(i)
 
 
 def rss_kib():
@@ -83,6 +63,33 @@ def rss_kib():
         for line in status:
             if line.startswith('VmRSS:'):
                 return int(line.split()[1])
+    return 0
+
+
+def read_until_done(conn):
+    while conn.recv() is not None:
+        pass
+
+
+def read_bytes_until_done(conn):
+    while conn.recv_bytes() != b'DONE':
+        pass
+
+
+def echo(conn):
+    while (m := conn.recv()) is not None:
+        conn.send(m)
+
+
+def get_until_done(q):
+    while q.get() is not None:
+        pass
+
+
+def get_and_mark_done(q):
+    while True:
+        q.get()
+        q.task_done()
 
 
 def answer_pings(ping, pong, n):
@@ -97,39 +104,49 @@ def pass_barrier(barrier, n):
         barrier.wait()
 
 
-# ---- figures ----
+def started(target, *args, daemon=None):
+    p = mp.Process(target=target, args=args, daemon=daemon)
+    p.start()
+    return p
+
+
+# ---- benches/figures/process.rs ----
 
 def start_join(method, n):
     ctx = mp.get_context(method)
-    warm = ctx.Process(target=nothing)
-    warm.start()
-    warm.join()
-    t = time.perf_counter()
-    for _ in range(n):
-        p = ctx.Process(target=nothing)
+
+    def once():
+        p = ctx.Process(target=noop)
         p.start()
         p.join()
-    return per_op(time.perf_counter() - t, n, 1e6)
+    once()
+    t = time.perf_counter()
+    for _ in range(n):
+        once()
+    return (time.perf_counter() - t) / n * 1e6
 
 
 @figure('us', 'lower')
 def process_start_join_forkserver_us():
-    return start_join('forkserver', 200)
+    return start_join('forkserver', 300)
 
 
 @figure('us', 'lower')
 def process_start_join_spawn_us():
-    return start_join('spawn', 20)
+    return start_join('spawn', 30)
 
+
+# ---- benches/figures/pool.rs ----
 
 @figure('us', 'lower')
-def pool_apply_roundtrip_us(n=2000):
+def pool_apply_roundtrip_us(n=2_000):
     with mp.Pool(os.cpu_count()) as pool:
-        pool.apply(square, (1,))
+        for i in range(100):
+            pool.apply(square, (i,))
         t = time.perf_counter()
         for i in range(n):
             pool.apply(square, (i,))
-        return per_op(time.perf_counter() - t, n, 1e6)
+        return (time.perf_counter() - t) / n * 1e6
 
 
 @figure('task/s', 'higher')
@@ -152,16 +169,16 @@ def pool_map_auto_tasks_per_s(n=1_000_000):
 
 @figure('x', 'higher')
 def pool_cpu_speedup():
-    lo, hi, parts = 1_000_000_000, 1_000_004_000, 16
-    step = (hi - lo) // parts
-    ranges = [(lo + i * step, lo + (i + 1) * step) for i in range(parts)]
+    lo, hi, k = 1_000_000_000, 1_000_004_000, 16
+    step = (hi - lo) // k
+    chunks = [(lo + i * step, lo + (i + 1) * step) for i in range(k)]
     t = time.perf_counter()
-    for r in ranges:
-        factorize_range(*r)
+    for a, b in chunks:
+        process_range(a, b)
     serial = time.perf_counter() - t
     with mp.Pool(os.cpu_count()) as pool:
         t = time.perf_counter()
-        pool.starmap(factorize_range, ranges)
+        pool.starmap(process_range, chunks)
         return serial / (time.perf_counter() - t)
 
 
@@ -171,66 +188,68 @@ def worker_idle_rss_kib():
         return pool.apply(rss_kib)
 
 
-@figure('msg/s', 'higher')
-def pipe_msgs_per_s(n=300_000):
-    reader_end, writer_end = mp.Pipe()
-    p = mp.Process(target=drain_objects, args=(reader_end,))
-    p.start()
+# ---- benches/figures/pipe.rs ----
+
+def pipe_msgs(n):
+    a, b = mp.Pipe()
+    p = started(read_until_done, a)
     t = time.perf_counter()
     for i in range(n):
-        writer_end.send(i)
-    writer_end.send('DONE')
+        b.send(i)
+    b.send(None)
     p.join()
     return n / (time.perf_counter() - t)
 
 
 @figure('msg/s', 'higher')
-def pipe_send_msgs_per_s(n=300_000):
-    # Python has one way to send; multiproc's awaited per-message `send`
-    # (no batching) is compared with it.
-    return pipe_msgs_per_s(n)
+def pipe_msgs_per_s():
+    """multiproc batches these (`feed`); CPython has only `send`."""
+    return pipe_msgs(300_000)
+
+
+@figure('msg/s', 'higher')
+def pipe_send_msgs_per_s():
+    """One awaited `send` per message on the Rust side: CPython's `send`."""
+    return pipe_msgs(300_000)
 
 
 @figure('GiB/s', 'higher')
 def pipe_1mib_gib_per_s(n=500):
-    reader_end, writer_end = mp.Pipe()
-    p = mp.Process(target=drain_bytes, args=(reader_end,))
-    p.start()
-    payload = b'\x01' * (1 << 20)
+    a, b = mp.Pipe()
+    p = started(read_bytes_until_done, a)
+    buf = b'x' * (1 << 20)
     t = time.perf_counter()
     for _ in range(n):
-        writer_end.send_bytes(payload)
-    writer_end.send_bytes(b'DONE')
+        b.send_bytes(buf)
+    b.send_bytes(b'DONE')
     p.join()
     return n / 1024 / (time.perf_counter() - t)
 
 
 @figure('us', 'lower')
 def pipe_roundtrip_us(n=20_000):
-    child_end, our_end = mp.Pipe()
-    p = mp.Process(target=echo_until_none, args=(child_end,))
-    p.start()
-    our_end.send(0)
-    our_end.recv()
+    a, b = mp.Pipe()
+    p = started(echo, a)
+    b.send(0)
+    b.recv()
     t = time.perf_counter()
     for i in range(n):
-        our_end.send(i)
-        our_end.recv()
-    took = time.perf_counter() - t
-    our_end.send(None)
+        b.send(i)
+        b.recv()
+    dt = time.perf_counter() - t
+    b.send(None)
     p.join()
-    return per_op(took, n, 1e6)
+    return dt / n * 1e6
 
 
 @figure('msg/s', 'higher')
 def queue_msgs_per_s(n=300_000):
     q = mp.Queue()
-    p = mp.Process(target=drain_queue, args=(q,))
-    p.start()
+    p = started(get_until_done, q)
     t = time.perf_counter()
     for i in range(n):
         q.put(i)
-    q.put('DONE')
+    q.put(None)
     p.join()
     return n / (time.perf_counter() - t)
 
@@ -238,55 +257,56 @@ def queue_msgs_per_s(n=300_000):
 @figure('msg/s', 'higher')
 def joinable_queue_msgs_per_s(n=200_000):
     q = mp.JoinableQueue()
-    p = mp.Process(target=drain_joinable, args=(q,), daemon=True)
-    p.start()
+    p = started(get_and_mark_done, q, daemon=True)
     t = time.perf_counter()
     for i in range(n):
         q.put(i)
     q.join()
-    took = time.perf_counter() - t
+    dt = time.perf_counter() - t
     p.terminate()
     p.join()
-    return n / took
+    return n / dt
 
+
+# ---- benches/figures/sync.rs ----
 
 @figure('ns', 'lower')
-def lock_uncontended_ns(n=1_000_000):
+def lock_uncontended_ns(n=2_000_000):
     lock = mp.Lock()
     t = time.perf_counter()
     for _ in range(n):
         lock.acquire()
         lock.release()
-    return per_op(time.perf_counter() - t, n, 1e9)
+    return (time.perf_counter() - t) / n * 1e9
 
 
 @figure('us', 'lower')
-def event_wake_us(n=5_000):
+def event_wake_us(n=20_000):
     ping, pong = mp.Event(), mp.Event()
-    p = mp.Process(target=answer_pings, args=(ping, pong, n))
-    p.start()
+    p = started(answer_pings, ping, pong, n)
     t = time.perf_counter()
     for _ in range(n):
         ping.set()
         pong.wait()
         pong.clear()
-    took = time.perf_counter() - t
+    dt = time.perf_counter() - t
     p.join()
-    return per_op(took, 2 * n, 1e6)
+    return dt / (2 * n) * 1e6
 
 
 @figure('us', 'lower')
-def barrier_pass_us(n=5_000):
+def barrier_pass_us(n=20_000):
     barrier = mp.Barrier(2)
-    p = mp.Process(target=pass_barrier, args=(barrier, n))
-    p.start()
+    p = started(pass_barrier, barrier, n)
     t = time.perf_counter()
     for _ in range(n):
         barrier.wait()
-    took = time.perf_counter() - t
+    dt = time.perf_counter() - t
     p.join()
-    return per_op(took, n, 1e6)
+    return dt / n * 1e6
 
+
+# ---- benches/figures/manager.rs ----
 
 @figure('us', 'lower')
 def manager_proxy_call_us(n=5_000):
@@ -296,24 +316,37 @@ def manager_proxy_call_us(n=5_000):
         t = time.perf_counter()
         for i in range(n):
             d['k'] = i
-        return per_op(time.perf_counter() - t, n, 1e6)
+        return (time.perf_counter() - t) / n * 1e6
 
 
 def main(argv):
-    as_json = '--json' in argv
+    flags = {a for a in argv if a.startswith('--')}
+    if flags - {'--json', '--list'}:
+        sys.exit(f'usage: {sys.argv[0]} [--json] [--list] [NAME ...]')
+    if '--list' in flags:
+        print('\n'.join(FIGURES))
+        return 0
     names = [a for a in argv if not a.startswith('--')] or list(FIGURES)
     mp.set_start_method('fork')
+    failed = 0
     for name in names:
         if name not in FIGURES:
             print(f'unknown figure {name}', file=sys.stderr)
+            failed += 1
             continue
         fn, unit, better = FIGURES[name]
-        value = fn()
-        if as_json:
-            print(json.dumps({'name': name, 'unit': unit, 'better': better, 'cpython': round(value, 3)}), flush=True)
+        try:
+            value = round(fn(), 3)
+        except Exception:
+            traceback.print_exc()
+            value, failed = None, failed + 1
+        if '--json' in flags:
+            line = {'name': name, 'unit': unit, 'better': better, 'cpython': value}
+            print(json.dumps(line), flush=True)
         else:
-            print(f'{name} {value:.3f} {unit}', flush=True)
+            print(f'{name} {value} {unit}', flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -137,11 +137,6 @@ impl BlockingChannel {
         decode_frame_raw(frame)
     }
 
-    /// Whether a whole frame is already buffered.
-    pub fn has_buffered(&self) -> bool {
-        self.reader.has_frame().unwrap_or(true)
-    }
-
     /// One read without waiting; `Ok(false)` when nothing was there.
     pub fn read_available(&mut self) -> Result<bool> {
         match self.reader.read_from(self.fd.as_fd()) {
@@ -157,10 +152,6 @@ impl BlockingChannel {
             Some(frame) => decode_frame(frame).map(Some),
             None => Ok(None),
         }
-    }
-
-    pub fn into_fd(self) -> OwnedFd {
-        self.fd
     }
 }
 
@@ -203,11 +194,6 @@ impl Channel {
     pub fn set_max(&mut self, max: usize) {
         self.max = max;
         self.reader.set_max(max);
-    }
-
-    /// Bytes queued by `feed` and not yet written.
-    pub fn pending_len(&self) -> usize {
-        self.writer.pending_len()
     }
 
     pub async fn flush(&mut self) -> Result<()> {
