@@ -232,12 +232,6 @@ impl Channel {
         decode_frame(frame)
     }
 
-    pub async fn recv_raw<T: DeserializeOwned>(&mut self) -> Result<(T, Vec<OwnedFd>)> {
-        self.fill().await?;
-        let frame = self.reader.next_frame()?.ok_or(Error::Eof)?;
-        decode_frame_raw(frame)
-    }
-
     /// Receives one message while writing what `feed` queued, so that a
     /// peer busy writing its replies can never deadlock against our own
     /// writes. A buffered frame is returned first: writes then go out in one
@@ -266,9 +260,5 @@ impl Channel {
                 }
             }
         }
-    }
-
-    pub fn into_fd(self) -> Result<OwnedFd> {
-        Ok(self.fd.into_std()?.into())
     }
 }
