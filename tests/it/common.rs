@@ -25,12 +25,5 @@ pub fn open_fds() -> usize {
 
 /// Whether `pid` is alive (and not a zombie).
 pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().next())
-            .is_some_and(|s| s != "Z" && s != "X"),
-        Err(_) => false,
-    }
+    multiproc_sys::pidlock::process_alive(pid)
 }

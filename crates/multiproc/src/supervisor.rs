@@ -345,7 +345,8 @@ impl Supervisor {
             let _ = live.exit.send(Some(ExitState::Lost));
         }
         for (_, (_, _, reply)) in self.pending.drain() {
-            let _ = reply.send(Err(Error::ForkserverLost { pid: 0 }));
+            // Not started yet, so there is no pid to name.
+            let _ = reply.send(Err(Error::Closed("forkserver (it died before starting the process)")));
         }
     }
 

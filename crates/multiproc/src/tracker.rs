@@ -162,7 +162,16 @@ pub(crate) fn notify(msg: TrackerMessage) -> Result<()> {
         TrackerMessage::Unlinked { name } => c.mine.retain(
             |m| !matches!(m, TrackerMessage::Created { name: n } | TrackerMessage::Attached { name: n } if n == name),
         ),
-        TrackerMessage::Created { .. } | TrackerMessage::Attached { .. } => c.mine.push(msg),
+        // One record per segment is enough to re-register it; repeated
+        // attaches must not grow the list.
+        TrackerMessage::Created { name } | TrackerMessage::Attached { name } => {
+            let known = c.mine.iter().any(|m| {
+                matches!(m, TrackerMessage::Created { name: n } | TrackerMessage::Attached { name: n } if n == name)
+            });
+            if !known {
+                c.mine.push(msg);
+            }
+        }
         TrackerMessage::Hello { .. } | TrackerMessage::Sync => {}
     }
     Ok(())
