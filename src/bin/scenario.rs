@@ -86,7 +86,14 @@ async fn fds_stable() {
 }
 
 #[multiproc::task]
-fn create_and_hold(held: SharedMemory, value: Value<u64>, array: Array<i32>, lock: Lock, queue: Queue<u32>) {
+fn create_and_hold(
+    held: SharedMemory,
+    value: Value<u64>,
+    array: Array<i32>,
+    lock: Lock,
+    queue: Queue<u32>,
+    printed: multiproc::Event,
+) {
     let shm = SharedMemory::create(4096).expect("create in the child");
     // Die holding everything: a lock taken, a queue with an item in it,
     // values written, the parent's segment mapped.
@@ -96,6 +103,7 @@ fn create_and_hold(held: SharedMemory, value: Value<u64>, array: Array<i32>, loc
     array.set(0, -1).expect("set");
     held.write(0, b"held").expect("write");
     println!("segment {}", shm.name());
+    printed.set();
     loop {
         std::thread::park();
     }
@@ -104,35 +112,22 @@ fn create_and_hold(held: SharedMemory, value: Value<u64>, array: Array<i32>, loc
 async fn shm_tree() {
     let shm = SharedMemory::create(4096).expect("create");
     println!("segment {}", shm.name());
+    let printed = multiproc::Event::new().expect("event");
     let args = (
         SharedMemory::attach(shm.name()).expect("attach"),
         Value::new(0u64).expect("value"),
         Array::<i32>::zeroed(8).expect("array"),
         Lock::new().expect("lock"),
         Queue::<u32>::new().expect("queue"),
+        printed.clone(),
     );
     let mut p = Process::new(create_and_hold, args);
     p.start().await.expect("start");
     println!("tree {}", std::process::id());
     println!("child {}", p.pid().expect("pid"));
-    // The child prints its segment before it parks; wait for it to exist.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mine = shm.name().to_owned();
-    loop {
-        let others = std::fs::read_dir("/dev/shm")
-            .expect("/dev/shm")
-            .flatten()
-            .filter(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n != mine && n.starts_with(&format!("multiproc-{}-", p.pid().expect("pid")))
-            })
-            .count();
-        if others > 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the child never created its segment");
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    // The child sets the event once its segment line is written, so "ready"
+    // always follows it.
+    printed.wait().await.expect("the child reports its segment");
     println!("tracker {}", multiproc::__private::tracker_sync().expect("tracker"));
     println!("ready");
     std::future::pending::<()>().await;

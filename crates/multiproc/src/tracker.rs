@@ -216,6 +216,8 @@ fn serve(listen: OwnedFd) -> Result<()> {
     // Everything unlinked on the tree's behalf, named in one warning at exit.
     let mut leaked: Vec<String> = Vec::new();
     let mut cmsg = CmsgBuffer::default();
+    // Syncs to answer once nothing sent before them is still unread.
+    let mut answers: Vec<OwnedFd> = Vec::new();
     loop {
         let ready: Vec<bool> = {
             let mut fds = vec![PollFd::new(listen.as_fd(), PollFlags::POLLIN)];
@@ -254,12 +256,11 @@ fn serve(listen: OwnedFd) -> Result<()> {
         // processed (they were ready when the sync was), so take their fds
         // before the removals shift the indices.
         gone.dedup();
-        let mut answer: Vec<OwnedFd> = Vec::new();
         for i in syncs {
             if !gone.contains(&i)
                 && let Ok(fd) = conns[i].1.fd().try_clone_to_owned()
             {
-                answer.push(fd);
+                answers.push(fd);
             }
         }
         for i in gone.into_iter().rev() {
@@ -273,9 +274,14 @@ fn serve(listen: OwnedFd) -> Result<()> {
             }
             sweep(&mut segments, &mut leaked);
         }
-        for fd in answer {
-            let mut ch = BlockingChannel::new(fd, MAX_FRAME);
-            let _ = ch.send(&TrackerMessage::Hello { pid: std::process::id() });
+        // A connection still waiting in the rendezvous (a process that
+        // registered and exited before the sync) is read next round: answer
+        // only in a round that found the rendezvous empty.
+        if !ready[0] {
+            for fd in answers.drain(..) {
+                let mut ch = BlockingChannel::new(fd, MAX_FRAME);
+                let _ = ch.send(&TrackerMessage::Hello { pid: std::process::id() });
+            }
         }
         if ready[0] {
             let mut fds: Vec<OwnedFd> = Vec::new();
