@@ -62,7 +62,7 @@ pub fn parent_process() -> Option<ParentProcess> {
 
 /// Children started by this process that have not exited yet.
 pub fn active_children() -> Vec<ChildProcess> {
-    crate::supervisor::active_children()
+    crate::tree::supervisor::active_children()
 }
 
 /// Number of CPUs this process may run on.

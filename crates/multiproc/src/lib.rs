@@ -35,10 +35,8 @@
 // `#[multiproc::task]`, which names paths from `::multiproc`.
 extern crate self as multiproc;
 
-mod bootstrap;
 mod current;
 mod error;
-mod forkserver;
 mod manager;
 mod pipe;
 mod pool;
@@ -46,12 +44,10 @@ mod process;
 mod queue;
 mod registry;
 mod shared_memory;
-mod supervisor;
 mod sync;
-mod tracker;
+mod tree;
 mod value;
 pub mod wire;
-mod worker;
 
 pub use current::{
     ChildProcess, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process,
@@ -81,7 +77,7 @@ pub mod __private {
     /// Waits until the resource tracker processed everything it received
     /// (closed connections included); its pid. For tests.
     pub fn tracker_sync() -> crate::Result<u32> {
-        crate::tracker::sync()
+        crate::tree::tracker::sync()
     }
     pub use linkme;
 }

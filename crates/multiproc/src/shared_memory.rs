@@ -10,7 +10,7 @@ use multiproc_sys::shm::SharedRegion;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
-use crate::tracker::{self, NAME_PREFIX};
+use crate::tree::tracker::{self, NAME_PREFIX};
 use crate::wire::fds::PassFd;
 use crate::wire::{ShmHandle, TrackerMessage};
 

@@ -32,6 +32,7 @@ mod imap;
 mod queue;
 mod result;
 mod slot;
+pub(crate) mod worker;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -258,7 +259,7 @@ impl Drop for Pool {
         let signal =
             if tokio::runtime::Handle::try_current().is_ok() { nix::libc::SIGTERM } else { nix::libc::SIGKILL };
         for &pid in self.shared.pids.lock().expect("pids lock").values() {
-            let _ = crate::supervisor::signal(pid, signal);
+            let _ = crate::tree::supervisor::signal(pid, signal);
         }
     }
 }

@@ -20,8 +20,9 @@ use tracing::Instrument;
 
 use super::queue::{ChunkDone, ChunkError, Delivery, Job, Phase, Shared};
 use crate::error::{Error, Result};
-use crate::process::{StartMethod, handshake};
-use crate::supervisor::{self, ExitState};
+use crate::process::StartMethod;
+use crate::tree::spawn::handshake;
+use crate::tree::supervisor::{self, ExitState};
 use crate::wire::{Channel, Ends, FromWorker, ProcessInfo, TaskRef, ToWorker};
 
 /// At most this many items in flight on one worker...

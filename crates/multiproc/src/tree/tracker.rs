@@ -31,19 +31,15 @@ use multiproc_sys::fdpass::{self, CmsgBuffer};
 use multiproc_sys::process as sys;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::bootstrap::{ControlFd, role_env};
+use super::role::{
+    ControlFd, TRACKER_CHILD_FD as CHILD_FD, TRACKER_FD_ENV as FD_ENV, TRACKER_PARENT_ENV as PARENT_ENV, role_env,
+};
 use crate::error::{Error, Result};
 use crate::wire::{BlockingChannel, TrackerMessage};
 
 /// Names of segments `SharedMemory::create` makes: this prefix, the
 /// creator's pid, a random part.
 pub(crate) const NAME_PREFIX: &str = "multiproc-";
-/// Where a re-executed child finds the inherited rendezvous: this variable
-/// names the fd, and [`PARENT_ENV`] the process that put it there.
-pub(crate) const FD_ENV: &str = "MULTIPROC_TRACKER_FD";
-pub(crate) const PARENT_ENV: &str = "MULTIPROC_TRACKER_PARENT";
-/// The fd number the forkserver and re-executed workers have it at.
-pub(crate) const CHILD_FD: RawFd = 4;
 const MAX_FRAME: usize = 64 << 10;
 
 /// The rendezvous this process received at start-up. Forked children

@@ -13,7 +13,7 @@ use std::process::Command;
 use multiproc_sys::process::{self as sys, Fork};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::bootstrap::{ControlFd, role_env};
+use super::role::{ControlFd, TRACKER_FD_ENV, TRACKER_PARENT_ENV, role_env};
 use crate::error::{Error, ExitStatus, Result};
 use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, FromForkserver, Hello, ToForkserver};
 
@@ -148,7 +148,7 @@ fn spawn(exec: bool, control: OwnedFd, ch: &BlockingChannel, children: &mut Vec<
             if sys::die_with_parent(me as i32).is_err() {
                 sys::exit_now(70);
             }
-            if exec { exec_worker(control, me) } else { crate::worker::run(control) }
+            if exec { exec_worker(control, me) } else { super::child::run(control) }
         }
     }
 }
@@ -164,12 +164,12 @@ fn exec_worker(control: OwnedFd, forkserver: u32) -> ! {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0(argv0).envs(role_env("worker", control.as_raw_fd(), forkserver));
     // The tracker's rendezvous stays at its number across the exec.
-    match crate::tracker::inherited() {
+    match super::tracker::inherited() {
         Some(fd) if sys::keep_on_exec(fd).is_ok() => {
-            cmd.envs(crate::tracker::child_env(forkserver));
+            cmd.envs(super::tracker::child_env(forkserver));
         }
         _ => {
-            cmd.env_remove(crate::tracker::FD_ENV).env_remove(crate::tracker::PARENT_ENV);
+            cmd.env_remove(TRACKER_FD_ENV).env_remove(TRACKER_PARENT_ENV);
         }
     }
     let err = cmd.exec();

@@ -8,11 +8,7 @@
 //! inherited the variables (a user-spawned copy of the binary) sees another
 //! parent and starts normally.
 
-use std::os::fd::OwnedFd;
-
-pub(crate) const ROLE_ENV: &str = "MULTIPROC_ROLE";
-pub(crate) const FD_ENV: &str = "MULTIPROC_FD";
-pub(crate) const PARENT_ENV: &str = "MULTIPROC_PARENT";
+use super::role::{FD_ENV, PARENT_ENV, ROLE_ENV};
 
 #[used]
 #[unsafe(link_section = ".init_array")]
@@ -32,11 +28,11 @@ extern "C" fn boot() {
             std::process::exit(70);
         }
     };
-    crate::tracker::adopt_inherited();
+    super::tracker::adopt_inherited();
     match role.to_str() {
-        Some("forkserver") => crate::forkserver::run(fd),
-        Some("worker") => crate::worker::run(fd),
-        Some("tracker") => crate::tracker::run(fd),
+        Some("forkserver") => super::forkserver::run(fd),
+        Some("worker") => super::child::run(fd),
+        Some("tracker") => super::tracker::run(fd),
         _ => {
             eprintln!("multiproc: unknown role {role:?}");
             std::process::exit(70);
@@ -49,11 +45,3 @@ extern "C" fn boot() {
 pub(crate) fn ensure_linked() {
     std::hint::black_box(&BOOT);
 }
-
-/// The environment a re-executed copy of this binary needs to take `role`
-/// with the control socket at `fd`, child of `parent`.
-pub(crate) fn role_env(role: &str, fd: i32, parent: u32) -> [(&'static str, String); 3] {
-    [(ROLE_ENV, role.to_owned()), (FD_ENV, fd.to_string()), (PARENT_ENV, parent.to_string())]
-}
-
-pub(crate) type ControlFd = OwnedFd;

@@ -24,7 +24,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use tokio::sync::{oneshot, watch};
 
-use crate::bootstrap::role_env;
+use super::role::{FORKSERVER_FD, TRACKER_CHILD_FD, role_env};
 use crate::current::ChildProcess;
 use crate::error::{Error, ExitStatus, Result};
 use crate::wire::fds::PassFd;
@@ -66,7 +66,7 @@ fn handle() -> Result<&'static Handle> {
     if let Some(h) = SUPERVISOR.get() {
         return Ok(h);
     }
-    crate::bootstrap::ensure_linked();
+    super::boot::ensure_linked();
     let mut started = None;
     let h = SUPERVISOR.get_or_init(|| {
         let (tx, rx) = mpsc::channel();
@@ -370,23 +370,19 @@ fn wait_reap(pidfd: &OwnedFd) -> Result<()> {
 /// Re-executes this binary as the forkserver and shakes hands with it.
 fn start_forkserver() -> Result<Forkserver> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-    const CHILD_FD: i32 = 3;
     let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)?;
     let mut cmd = Command::new("/proc/self/exe");
     if let Some(argv0) = std::env::args_os().next() {
         use std::os::unix::process::CommandExt;
         cmd.arg0(argv0);
     }
-    cmd.envs(role_env("forkserver", CHILD_FD, std::process::id()));
+    cmd.envs(role_env("forkserver", FORKSERVER_FD, std::process::id()));
     // The forkserver, and every child it forks, shares this process's
     // resource tracker.
-    let tracker = crate::tracker::rendezvous_for_children()?;
-    cmd.envs(crate::tracker::child_env(std::process::id()));
-    let _kept = sys::command_with_fds(
-        &mut cmd,
-        &[(theirs.as_fd(), CHILD_FD), (tracker.as_fd(), crate::tracker::CHILD_FD)],
-        true,
-    )?;
+    let tracker = super::tracker::rendezvous_for_children()?;
+    cmd.envs(super::tracker::child_env(std::process::id()));
+    let _kept =
+        sys::command_with_fds(&mut cmd, &[(theirs.as_fd(), FORKSERVER_FD), (tracker.as_fd(), TRACKER_CHILD_FD)], true)?;
     let child = cmd.spawn()?;
     drop(theirs);
     let pid = child.id();

@@ -1,0 +1,35 @@
+//! The names every process of the tree agrees on: the role environment
+//! variables, the fd numbers a re-executed process finds its sockets at.
+//! A leaf module: it imports nothing of the crate, everything in `tree/`
+//! imports it.
+
+use std::os::fd::{OwnedFd, RawFd};
+
+/// Which role a re-executed copy of the binary takes (`forkserver`,
+/// `worker`, `tracker`).
+pub(crate) const ROLE_ENV: &str = "MULTIPROC_ROLE";
+/// The fd number of the role's control socket.
+pub(crate) const FD_ENV: &str = "MULTIPROC_FD";
+/// The pid of the process that set the role (a copy that merely inherited
+/// the variables sees another parent and starts normally).
+pub(crate) const PARENT_ENV: &str = "MULTIPROC_PARENT";
+
+/// The fd number the forkserver finds its control socket at.
+pub(crate) const FORKSERVER_FD: RawFd = 3;
+
+/// Where a re-executed child finds the inherited tracker rendezvous: this
+/// variable names the fd, and [`TRACKER_PARENT_ENV`] the process that put it there.
+pub(crate) const TRACKER_FD_ENV: &str = "MULTIPROC_TRACKER_FD";
+pub(crate) const TRACKER_PARENT_ENV: &str = "MULTIPROC_TRACKER_PARENT";
+/// The fd number the forkserver and re-executed workers have the tracker's
+/// rendezvous at.
+pub(crate) const TRACKER_CHILD_FD: RawFd = 4;
+
+/// The environment a re-executed copy of this binary needs to take `role`
+/// with the control socket at `fd`, child of `parent`.
+pub(crate) fn role_env(role: &str, fd: i32, parent: u32) -> [(&'static str, String); 3] {
+    [(ROLE_ENV, role.to_owned()), (FD_ENV, fd.to_string()), (PARENT_ENV, parent.to_string())]
+}
+
+/// A role's control socket, taken from the inherited fd.
+pub(crate) type ControlFd = OwnedFd;
