@@ -2,6 +2,7 @@
 //! Every test runs real processes.
 
 mod common;
+mod crash;
 mod faults;
 mod manager;
 mod pipe;

@@ -29,7 +29,6 @@ const LEN_BYTES: usize = 4;
 // Header offsets.
 const O_MAGIC: usize = 0;
 const O_LOCK: usize = 4;
-const O_OWNER: usize = 8;
 const O_NOT_EMPTY: usize = 12;
 const O_NOT_FULL: usize = 16;
 const O_GETTERS: usize = 20;
@@ -136,7 +135,7 @@ impl Ring {
     }
 
     fn lock(&self) -> io::Result<Guard<'_>> {
-        let lock = PidLock::new(self.u32(O_LOCK), self.u32(O_OWNER));
+        let lock = PidLock::new(self.u32(O_LOCK));
         let guard = Guard { ring: self, lock };
         if let Acquired::FromDeadHolder(_) = lock.lock()? {
             guard.repair();
@@ -483,7 +482,7 @@ mod tests {
         let dead = child.id();
         child.wait().expect("reap");
         // A holder that died after moving `tail` but before counting.
-        PidLock::new(ring.u32(O_LOCK), ring.u32(O_OWNER)).force_held_by(dead);
+        PidLock::new(ring.u32(O_LOCK)).force_held_by(dead);
         ring.u64(O_COUNT).store(2, Ordering::SeqCst);
         let mut out = Vec::new();
         assert!(ring.try_pop(&mut out).expect("pop"));

@@ -23,8 +23,9 @@ use crate::wire::TaskRef;
 use crate::wire::fds::{self, PassFd};
 
 // Word indexes.
+/// The owner word of the internal lock (word 1 is unused since the lock
+/// became one word).
 const LOCK: usize = 0;
-const OWNER: usize = 1;
 const COUNT: usize = 2;
 const GENERATION: usize = 3;
 /// How recent generations ended: bit `g % 32` is set when generation `g`
@@ -130,7 +131,7 @@ impl Barrier {
     /// Runs `f` on the state with the internal lock held (a handful of
     /// loads and stores, so contention is momentary).
     fn locked<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
-        let lock = PidLock::new(self.block.word(LOCK), self.block.word(OWNER));
+        let lock = PidLock::new(self.block.word(LOCK));
         lock.lock()?;
         let r = f();
         lock.unlock();

@@ -47,7 +47,7 @@ impl Lock {
     }
 
     fn raw(&self) -> PidLock<'_> {
-        PidLock::new(self.block.word(0), self.block.word(1))
+        PidLock::new(self.block.word(0))
     }
 
     fn guard(&self, how: Acquired) -> Result<LockGuard<'_>> {
@@ -173,7 +173,7 @@ impl RLock {
     }
 
     fn raw(&self) -> PidLock<'_> {
-        PidLock::new(self.block.word(0), self.block.word(1))
+        PidLock::new(self.block.word(0))
     }
 
     fn token(&self) -> &std::sync::atomic::AtomicU64 {
@@ -182,8 +182,7 @@ impl RLock {
 
     fn owned_by_me(&self) -> bool {
         use std::sync::atomic::Ordering;
-        self.raw().is_locked()
-            && self.block.word(1).load(Ordering::Relaxed) == std::process::id()
+        self.raw().held_by_me()
             && self.token().load(Ordering::Relaxed) == owner_token()
     }
 
