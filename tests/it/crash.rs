@@ -94,3 +94,129 @@ async fn a_lock_holder_killed_at_random_points_never_leaves_it_stuck(m: StartMet
 }
 
 crate::per_method!(a_lock_holder_killed_at_random_points_never_leaves_it_stuck);
+
+/// Leases `n` items, reports them, then waits to be killed with the
+/// leases unacknowledged.
+#[multiproc::task]
+fn lease_and_die(q: multiproc::JoinableQueue<u32>, n: u32, leased: Value<u32>) {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(q.blocking_get_leased().expect("lease"));
+        leased.set(held.len() as u32);
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
+async fn leased_items_of_a_killed_consumer_are_delivered_exactly_once_more(m: StartMethod) {
+    let q = multiproc::JoinableQueue::<u32>::new().expect("queue");
+    for i in 0..20 {
+        q.put(i).await.expect("put");
+    }
+    let leased = Value::new_raw(0u32).expect("value");
+    let p = start(Process::new(lease_and_die, (q.clone(), 5, leased.clone())), m).await;
+    progressed("the consumer's leases", 4, || u64::from(leased.get())).await;
+    p.kill().expect("kill");
+    assert_eq!(p.join().await.expect("join"), -9);
+    assert_eq!(q.unfinished_tasks(), 20, "leased items are unfinished until acknowledged");
+    let mut seen = vec![0u32; 20];
+    for _ in 0..20 {
+        let item = q.get_leased_timeout(Duration::from_secs(10)).await.expect("every item, again or first");
+        let expected = if *item < 5 { 2 } else { 1 };
+        assert_eq!(item.deliveries(), expected, "item {}", *item);
+        let v = item.ack().expect("ack");
+        seen[v as usize] += 1;
+    }
+    assert_eq!(seen, vec![1; 20], "each item delivered once to the survivor");
+    assert!(matches!(q.get_leased_nowait(), Err(Error::Empty)), "no third delivery");
+    assert_eq!(q.unfinished_tasks(), 0);
+    q.join().await.expect("join");
+    // Plain gets stay at-most-once: an item taken by a consumer that dies is gone.
+    q.put(99).await.expect("put");
+    assert_eq!(q.get().await.expect("get"), 99);
+    assert!(matches!(q.get_nowait(), Err(Error::Empty)));
+}
+
+crate::per_method!(leased_items_of_a_killed_consumer_are_delivered_exactly_once_more);
+
+#[multiproc::task]
+fn produce_forever(q: multiproc::Queue<u64>, id: u64, counts: multiproc::Array<u64>, slot: usize) {
+    for i in 0.. {
+        q.blocking_put(id << 32 | i).expect("put");
+        counts.set(slot, i + 1).expect("count");
+    }
+}
+
+#[multiproc::task]
+fn consume_forever(q: multiproc::Queue<u64>, out: multiproc::Queue<u64>, counts: multiproc::Array<u64>, slot: usize) {
+    for n in 1.. {
+        let v = q.blocking_get().expect("get");
+        out.blocking_put(v).expect("forward");
+        counts.set(slot, n).expect("count");
+    }
+}
+
+async fn a_queue_survives_eight_parties_killed_at_random(m: StartMethod) {
+    const KILLS: usize = 24;
+    let q = multiproc::Queue::<u64>::with_maxsize(64).expect("queue");
+    let out = multiproc::Queue::<u64>::new().expect("queue");
+    // A slot per party ever started (consumers even, producers odd): the
+    // items it put or got.
+    let counts = multiproc::Array::<u64>::zeroed(2 * (8 + KILLS)).expect("array");
+    let mut next = [0usize, 1usize];
+    let mut rng = Rng::new();
+    let mut parties: Vec<(bool, Process)> = Vec::new();
+    for i in 0..8 {
+        let consumer = i % 2 == 0;
+        let slot = next[usize::from(!consumer)];
+        next[usize::from(!consumer)] += 2;
+        parties.push((consumer, spawn_party(&q, &out, &counts, consumer, slot, m).await));
+    }
+    let consumed = || -> u64 { (0..counts.len()).step_by(2).map(|s| counts.get(s).expect("count")).sum() };
+    for _ in 0..KILLS {
+        let target = consumed() + 1 + rng.below(400);
+        progressed("the queue's consumers", target, consumed).await;
+        let (consumer, victim) = parties.swap_remove(rng.below(parties.len() as u64) as usize);
+        victim.kill().expect("kill");
+        assert_eq!(victim.join().await.expect("join"), -9);
+        let slot = next[usize::from(!consumer)];
+        next[usize::from(!consumer)] += 2;
+        parties.push((consumer, spawn_party(&q, &out, &counts, consumer, slot, m).await));
+    }
+    for (_, p) in &parties {
+        p.kill().expect("kill");
+        assert_eq!(p.join().await.expect("join"), -9);
+    }
+    let mut got = std::collections::HashSet::new();
+    loop {
+        match out.get_timeout(Duration::from_millis(1)).await {
+            Ok(v) => assert!(got.insert(v), "item {v:#x} delivered twice"),
+            Err(Error::Empty) => break,
+            Err(e) => panic!("get: {e}"),
+        }
+    }
+    assert!(!got.is_empty());
+    // Usable after it all: no lock left held, no corrupt ring.
+    while q.get_timeout(Duration::from_millis(1)).await.is_ok() {}
+    q.put_timeout(1, Duration::from_secs(10)).await.expect("put after the chaos");
+    assert_eq!(q.get_timeout(Duration::from_secs(10)).await.expect("get after the chaos"), 1);
+}
+
+async fn spawn_party(
+    q: &multiproc::Queue<u64>,
+    out: &multiproc::Queue<u64>,
+    counts: &multiproc::Array<u64>,
+    consumer: bool,
+    slot: usize,
+    m: StartMethod,
+) -> Process {
+    let p = if consumer {
+        Process::new(consume_forever, (q.clone(), out.clone(), counts.clone(), slot))
+    } else {
+        Process::new(produce_forever, (q.clone(), slot as u64, counts.clone(), slot))
+    };
+    start(p, m).await
+}
+
+crate::per_method!(a_queue_survives_eight_parties_killed_at_random);

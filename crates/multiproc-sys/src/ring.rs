@@ -2,29 +2,48 @@
 //! memfd mapping: the storage behind `multiproc::Queue`.
 //!
 //! Layout: a 128-byte header of atomics, then a byte ring holding records
-//! `[u32 length][payload]` that wrap around its end. A [`PidLock`] guards
-//! `head`, `tail` and the ring bytes; sequence words that every `push` and
-//! `pop` bump let waiters sleep on a futex without holding the lock.
+//! `[u32 length][u32 state][u32 deliveries][payload, padded to 4 bytes]`
+//! that wrap around its end (the capacity is a multiple of 4, so the three
+//! header words of a record are aligned and never split by the wrap). A
+//! [`PidLock`] guards the positions and the ring bytes; sequence words that
+//! every `push` and `pop` bump let waiters sleep on a futex without holding
+//! the lock.
+//!
+//! Positions only grow: `keep ≤ head ≤ tail`, `tail - keep ≤ capacity`.
+//! - `head..tail`: queued records (state `QUEUED`).
+//! - `keep..head`: records handed out. A plain `pop` marks its record
+//!   `DONE`; a leased pop marks it with the consumer's pid until the lease is
+//!   acknowledged (`DONE`) or dropped (`ABANDONED`). `keep` advances over
+//!   `DONE` records; their bytes are free again.
+//! - A record leased by a process that died, or abandoned, is handed to the
+//!   next consumer, its delivery count one higher.
 //!
 //! Invariants that make a crash harmless:
 //! - `push` copies the record in *before* it moves `tail`; `pop` copies it
 //!   out *before* it moves `head`. A process that dies in the middle leaves
 //!   the record either wholly in the queue or wholly out of it.
-//! - The item count is derived state: whoever takes the lock over from a dead
-//!   holder recounts the records between `head` and `tail`.
+//! - Counts (`count`, `leased`, `abandoned`) are derived state: whoever takes
+//!   the lock over from a dead holder recounts them, validating every
+//!   position and record length on the way.
+//! - Nothing read from the mapping is trusted: positions, lengths and states
+//!   are checked before use, and a check that fails is a [`Corrupt`] error
+//!   (never a panic, an out-of-bounds access or a huge allocation).
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::libc;
+
 use crate::futex;
-use crate::pidlock::{Acquired, PidLock};
+use crate::pidlock::{self, Acquired, Liveness, PidLock};
 use crate::shm::SharedRegion;
 
-const MAGIC: u32 = 0x6d70_7131; // "mpq1"
+const MAGIC: u32 = 0x6d70_7132; // "mpq2"
 const DATA: usize = 128;
-const LEN_BYTES: usize = 4;
+/// Bytes of a record before its payload: length, state, deliveries.
+const REC_HDR: usize = 12;
 
 // Header offsets.
 const O_MAGIC: usize = 0;
@@ -35,12 +54,24 @@ const O_GETTERS: usize = 20;
 const O_PUTTERS: usize = 24;
 const O_ALL_DONE: usize = 28;
 const O_JOINERS: usize = 32;
+/// Records in `keep..head` not yet done (leased or abandoned).
+const O_LEASED: usize = 36;
 const O_HEAD: usize = 40;
 const O_TAIL: usize = 48;
 const O_COUNT: usize = 56;
 const O_MAXSIZE: usize = 64;
 const O_CAPACITY: usize = 72;
 const O_UNFINISHED: usize = 80;
+const O_KEEP: usize = 88;
+/// Monotonic milliseconds of the last look for leases of dead consumers.
+const O_LAST_SCAN: usize = 96;
+/// Records in `keep..head` abandoned (their lease dropped unacknowledged).
+const O_ABANDONED: usize = 104;
+
+// Record states.
+const QUEUED: u32 = 0;
+const DONE: u32 = u32::MAX;
+const ABANDONED: u32 = u32::MAX - 1;
 
 /// Consumed ring bytes are given back to the kernel this many at a time, so a
 /// queue's memory follows what it holds rather than its capacity.
@@ -52,6 +83,35 @@ const RELEASE_CHUNK: u64 = 2 << 20;
 /// should not pay two system calls per item.
 const YIELDS: u32 = 10;
 const SPINS: u32 = 200;
+
+/// While leases are outstanding, how often consumers look for leases whose
+/// holder died (a liveness check per distinct holder), and the longest a
+/// waiting consumer sleeps before it looks.
+const SCAN_EVERY_MS: u64 = 20;
+const LEASE_WAIT: Duration = Duration::from_millis(50);
+
+/// The ring's shared memory holds something no correct process wrote: a
+/// position, length or state out of range. Carried inside an
+/// [`io::Error`] of kind `InvalidData`; see [`corrupt_reason`].
+#[derive(Debug)]
+pub struct Corrupt(pub String);
+
+impl std::fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "corrupt queue: {}", self.0)
+    }
+}
+
+impl std::error::Error for Corrupt {}
+
+fn corrupt(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, Corrupt(what))
+}
+
+/// The reason, if `e` reports a corrupt ring.
+pub fn corrupt_reason(e: &io::Error) -> Option<&str> {
+    e.get_ref().and_then(|r| r.downcast_ref::<Corrupt>()).map(|c| c.0.as_str())
+}
 
 /// Outcome of [`Ring::try_push`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +127,21 @@ pub enum Push {
     },
 }
 
+/// A record handed out under a lease: where it is, and how many times it
+/// has been delivered (1 the first time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub pos: u64,
+    pub deliveries: u32,
+}
+
+/// How a pop marks the record it takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Take {
+    Plain,
+    Leased,
+}
+
 /// The shared queue storage. Cheap to share by reference between threads.
 #[derive(Debug)]
 pub struct Ring {
@@ -74,15 +149,28 @@ pub struct Ring {
     capacity: usize,
 }
 
-fn too_small() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, "not a multiproc queue (bad header)")
+fn bad_header() -> io::Error {
+    corrupt("not a multiproc queue (bad header)".into())
+}
+
+fn pad4(n: u64) -> u64 {
+    n.div_ceil(4) * 4
+}
+
+/// Monotonic milliseconds (CLOCK_MONOTONIC is one clock for the whole
+/// system, so processes can compare readings).
+fn now_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to write into; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1000).saturating_add(ts.tv_nsec as u64 / 1_000_000)
 }
 
 impl Ring {
-    /// A new empty ring of `capacity` data bytes holding at most `maxsize`
-    /// records (0: unbounded).
+    /// A new empty ring of about `capacity` data bytes (rounded up to a
+    /// multiple of 4) holding at most `maxsize` records (0: unbounded).
     pub fn create(capacity: usize, maxsize: u64) -> io::Result<Self> {
-        let capacity = capacity.max(LEN_BYTES + 1);
+        let capacity = capacity.max(REC_HDR + 4).checked_next_multiple_of(4).ok_or_else(|| io::Error::other("capacity too large"))?;
         let len = DATA.checked_add(capacity).ok_or_else(|| io::Error::other("capacity too large"))?;
         let region = SharedRegion::anonymous(c"multiproc-queue", len)?;
         let ring = Self { region, capacity };
@@ -92,17 +180,21 @@ impl Ring {
         Ok(ring)
     }
 
-    /// Maps a ring received from another process.
+    /// Maps a ring received from another process, checking its header.
     pub fn open(fd: OwnedFd) -> io::Result<Self> {
-        let len = usize::try_from(nix::sys::stat::fstat(&fd)?.st_size).map_err(|_| too_small())?;
+        let len = usize::try_from(nix::sys::stat::fstat(&fd)?.st_size).map_err(|_| bad_header())?;
         if len <= DATA {
-            return Err(too_small());
+            return Err(bad_header());
         }
         let region = SharedRegion::map(fd, len)?;
-        let capacity = region.atomic_u64(O_CAPACITY).ok_or_else(too_small)?.load(Ordering::Acquire);
-        let magic = region.atomic_u32(O_MAGIC).ok_or_else(too_small)?.load(Ordering::Acquire);
-        if magic != MAGIC || usize::try_from(capacity).ok() != Some(len - DATA) {
-            return Err(too_small());
+        let capacity = region.atomic_u64(O_CAPACITY).ok_or_else(bad_header)?.load(Ordering::Acquire);
+        let magic = region.atomic_u32(O_MAGIC).ok_or_else(bad_header)?.load(Ordering::Acquire);
+        if magic != MAGIC
+            || usize::try_from(capacity).ok() != Some(len - DATA)
+            || !capacity.is_multiple_of(4)
+            || capacity < (REC_HDR + 4) as u64
+        {
+            return Err(bad_header());
         }
         Ok(Self { region, capacity: len - DATA })
     }
@@ -112,14 +204,14 @@ impl Ring {
         self.region.fd()
     }
 
-    /// Data bytes; a record takes its payload plus 4.
+    /// Data bytes; a record takes its payload (padded to 4) plus 12.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// Largest payload a record may have.
     pub fn max_record(&self) -> usize {
-        self.capacity - LEN_BYTES
+        self.capacity - REC_HDR
     }
 
     pub fn maxsize(&self) -> u64 {
@@ -134,11 +226,22 @@ impl Ring {
         self.region.atomic_u64(at).expect("header offsets are in bounds and aligned")
     }
 
+    /// The record header word `field` (0 length, 1 state, 2 deliveries) of
+    /// the record at ring position `pos` (a multiple of 4, checked).
+    fn rec(&self, pos: u64, field: usize) -> io::Result<&AtomicU32> {
+        let at = (pos.wrapping_add(4 * field as u64) % self.capacity as u64) as usize;
+        self.region
+            .atomic_u32(DATA + at)
+            .filter(|_| pos.is_multiple_of(4) && at + 4 <= self.capacity)
+            .ok_or_else(|| corrupt(format!("record position {pos} is not a record boundary")))
+    }
+
     fn lock(&self) -> io::Result<Guard<'_>> {
         let lock = PidLock::new(self.u32(O_LOCK));
+        let how = lock.lock()?;
         let guard = Guard { ring: self, lock };
-        if let Acquired::FromDeadHolder(_) = lock.lock()? {
-            guard.repair();
+        if let Acquired::FromDeadHolder(_) = how {
+            guard.repair()?;
         }
         Ok(guard)
     }
@@ -152,6 +255,12 @@ impl Ring {
         self.len() == 0
     }
 
+    /// Records handed out under a lease and not yet acknowledged (abandoned
+    /// ones included).
+    pub fn leased(&self) -> u32 {
+        self.u32(O_LEASED).load(Ordering::SeqCst)
+    }
+
     /// Whether `maxsize` records are queued.
     pub fn is_full(&self) -> bool {
         let max = self.maxsize();
@@ -163,30 +272,70 @@ impl Ring {
         if payload.len() > self.max_record() {
             return Ok(Push::TooLarge { max: self.max_record() });
         }
-        let outcome = self.lock()?.push(payload);
+        let outcome = self.lock()?.push(payload)?;
         if outcome == Push::Done {
-            self.u32(O_NOT_EMPTY).fetch_add(1, Ordering::SeqCst);
-            if self.u32(O_GETTERS).load(Ordering::SeqCst) > 0 {
-                futex::wake(self.u32(O_NOT_EMPTY), u32::MAX);
-            }
+            self.wake(O_NOT_EMPTY, O_GETTERS);
         }
         Ok(outcome)
     }
 
-    /// Moves the oldest record into `out` (replacing its contents); `false`
-    /// when the ring is empty. Wakes waiting producers.
-    pub fn try_pop(&self, out: &mut Vec<u8>) -> io::Result<bool> {
-        if self.is_empty() {
-            return Ok(false);
+    fn wake(&self, seq_at: usize, waiters_at: usize) {
+        self.u32(seq_at).fetch_add(1, Ordering::SeqCst);
+        if self.u32(waiters_at).load(Ordering::SeqCst) > 0 {
+            futex::wake(self.u32(seq_at), u32::MAX);
         }
-        let popped = self.lock()?.pop(out);
-        if popped {
-            self.u32(O_NOT_FULL).fetch_add(1, Ordering::SeqCst);
-            if self.u32(O_PUTTERS).load(Ordering::SeqCst) > 0 {
-                futex::wake(self.u32(O_NOT_FULL), u32::MAX);
-            }
+    }
+
+    /// Whether a pop could find something: queued records, or leases that
+    /// may need handing out again.
+    fn maybe_items(&self) -> bool {
+        !self.is_empty() || self.leased() > 0
+    }
+
+    /// Moves the oldest record into `out` (replacing its contents); `false`
+    /// when the ring is empty. Wakes waiting producers. The record is gone
+    /// from the queue once this returns (at most once).
+    pub fn try_pop(&self, out: &mut Vec<u8>) -> io::Result<bool> {
+        Ok(self.pop_as(out, Take::Plain)?.is_some())
+    }
+
+    /// Copies the oldest record into `out` and leases it to this process:
+    /// it stays in the ring until [`ack`](Self::ack)ed; if this process dies
+    /// first (or [`abandon`](Self::abandon)s it), the next consumer gets it
+    /// again.
+    pub fn try_pop_leased(&self, out: &mut Vec<u8>) -> io::Result<Option<Lease>> {
+        self.pop_as(out, Take::Leased)
+    }
+
+    fn pop_as(&self, out: &mut Vec<u8>, take: Take) -> io::Result<Option<Lease>> {
+        if !self.maybe_items() {
+            return Ok(None);
+        }
+        let (popped, freed) = self.lock()?.pop(out, take)?;
+        if popped.is_some() && freed {
+            self.wake(O_NOT_FULL, O_PUTTERS);
         }
         Ok(popped)
+    }
+
+    /// Ends a lease: the record is done. `false` if `lease` is not held by
+    /// this process (acknowledged already, or never).
+    pub fn ack(&self, lease: Lease) -> io::Result<bool> {
+        let (ok, freed) = self.lock()?.finish(lease, DONE)?;
+        if freed {
+            self.wake(O_NOT_FULL, O_PUTTERS);
+        }
+        Ok(ok)
+    }
+
+    /// Gives a leased record back unacknowledged: the next consumer gets it,
+    /// its delivery count one higher.
+    pub fn abandon(&self, lease: Lease) -> io::Result<bool> {
+        let (ok, _) = self.lock()?.finish(lease, ABANDONED)?;
+        if ok {
+            self.wake(O_NOT_EMPTY, O_GETTERS);
+        }
+        Ok(ok)
     }
 
     /// Pushes, waiting for room until `deadline` (`None`: forever). Returns
@@ -208,14 +357,17 @@ impl Ring {
             if self.try_pop(out)? {
                 return Ok(true);
             }
-            if passed(deadline) || !self.wait_items(deadline)? {
-                return self.try_pop(out);
+            if passed(deadline) {
+                return Ok(false);
             }
+            self.wait_items(deadline)?;
         }
     }
 
-    /// Waits until the ring holds a record or `deadline` passes; does not
-    /// take it. `true` when a record was seen.
+    /// Waits until the ring may hold a record, or `deadline` passes; does
+    /// not take it. While leases are outstanding it returns every
+    /// [`LEASE_WAIT`] so the caller looks for leases of dead consumers.
+    /// `true` when a record was seen.
     pub fn wait_items(&self, deadline: Option<Instant>) -> io::Result<bool> {
         for _ in 0..YIELDS {
             if !self.is_empty() {
@@ -229,6 +381,12 @@ impl Ring {
             }
             std::hint::spin_loop();
         }
+        let deadline = if self.leased() > 0 {
+            let cap = Instant::now() + LEASE_WAIT;
+            Some(deadline.map_or(cap, |d| d.min(cap)))
+        } else {
+            deadline
+        };
         self.sleep_until(O_NOT_EMPTY, O_GETTERS, deadline, || !self.is_empty())
     }
 
@@ -241,9 +399,9 @@ impl Ring {
     /// A lock-free estimate: whether a record of `payload_len` bytes fits now.
     fn has_room(&self, payload_len: usize) -> bool {
         let tail = self.u64(O_TAIL).load(Ordering::SeqCst);
-        let head = self.u64(O_HEAD).load(Ordering::SeqCst);
-        let used = tail.saturating_sub(head);
-        !self.is_full() && self.capacity as u64 - used.min(self.capacity as u64) >= (LEN_BYTES + payload_len) as u64
+        let keep = self.u64(O_KEEP).load(Ordering::SeqCst);
+        let used = tail.saturating_sub(keep).min(self.capacity as u64);
+        !self.is_full() && self.capacity as u64 - used >= REC_HDR as u64 + pad4(payload_len as u64)
     }
 
     /// Sleeps on the sequence word at `seq_at` until `ready()` or `deadline`,
@@ -283,6 +441,58 @@ impl Ring {
         }
     }
 
+    /// The futex word and value a consumer sleeps on for new records, and
+    /// whether leases are outstanding (then it should not sleep long).
+    pub fn items_seq(&self) -> (&AtomicU32, u32) {
+        let w = self.u32(O_NOT_EMPTY);
+        (w, w.load(Ordering::SeqCst))
+    }
+
+    /// The futex word and value a producer sleeps on for room.
+    pub fn room_seq(&self) -> (&AtomicU32, u32) {
+        let w = self.u32(O_NOT_FULL);
+        (w, w.load(Ordering::SeqCst))
+    }
+
+    /// The futex word and value a joiner sleeps on.
+    pub fn done_seq(&self) -> (&AtomicU32, u32) {
+        let w = self.u32(O_ALL_DONE);
+        (w, w.load(Ordering::SeqCst))
+    }
+
+    /// Counts a sleeper on new records in, so pushes make the wake-up call;
+    /// pair with [`getter_gone`](Self::getter_gone).
+    pub fn getter_sleeps(&self) {
+        self.u32(O_GETTERS).fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn getter_gone(&self) {
+        self.u32(O_GETTERS).fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The same for sleepers on room.
+    pub fn putter_sleeps(&self) {
+        self.u32(O_PUTTERS).fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn putter_gone(&self) {
+        self.u32(O_PUTTERS).fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The same for joiners.
+    pub fn joiner_sleeps(&self) {
+        self.u32(O_JOINERS).fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn joiner_gone(&self) {
+        self.u32(O_JOINERS).fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether a record of `payload_len` bytes would fit now (lock-free).
+    pub fn room_for(&self, payload_len: usize) -> bool {
+        self.has_room(payload_len)
+    }
+
     /// Items put and not yet marked done (JoinableQueue).
     pub fn unfinished(&self) -> u64 {
         self.u64(O_UNFINISHED).load(Ordering::SeqCst)
@@ -302,10 +512,7 @@ impl Ring {
             }
         }
         if now == 1 {
-            self.u32(O_ALL_DONE).fetch_add(1, Ordering::SeqCst);
-            if self.u32(O_JOINERS).load(Ordering::SeqCst) > 0 {
-                futex::wake(self.u32(O_ALL_DONE), u32::MAX);
-            }
+            self.wake(O_ALL_DONE, O_JOINERS);
         }
         true
     }
@@ -322,7 +529,7 @@ impl Ring {
         let at = (pos % self.capacity as u64) as usize;
         let first = src.len().min(self.capacity - at);
         // SAFETY: only called by the lock holder, on bytes between `tail` and
-        // `head + capacity` that no reader looks at until `tail` moves past
+        // `keep + capacity` that no reader looks at until `tail` moves past
         // them; both ranges are inside the data area (checked by write_at).
         unsafe {
             self.region.write_at(DATA + at, &src[..first]);
@@ -336,11 +543,11 @@ impl Ring {
     fn release(&self, from: u64, to: u64, tail: u64) {
         use nix::fcntl::{FallocateFlags, fallocate};
         let cap = self.capacity as u64;
-        if cap < 4 * RELEASE_CHUNK || from + cap < tail {
+        if cap < 4 * RELEASE_CHUNK || from + cap < tail || to < from {
             return;
         }
         let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
-        let (start, len) = (from % cap, to - from);
+        let (start, len) = (from % cap, (to - from).min(cap));
         let first = len.min(cap - start);
         for (at, n) in [(start, first), (0, len - first)] {
             if n > 0 {
@@ -354,12 +561,26 @@ impl Ring {
         let first = dst.len().min(self.capacity - at);
         let (a, b) = dst.split_at_mut(first);
         // SAFETY: only called by the lock holder, on bytes of a record between
-        // `head` and `tail` that no writer touches until `head` moves past them.
+        // `keep` and `tail` that no writer touches until `keep` moves past
+        // them (lengths were checked against the ring before the call).
         unsafe {
             self.region.read_at(DATA + at, a);
             self.region.read_at(DATA, b);
         }
     }
+
+    /// Test hook: the word at header offset `at`, to corrupt.
+    #[doc(hidden)]
+    pub fn header_word_for_tests(&self, at: usize) -> Option<&AtomicU64> {
+        self.region.atomic_u64(at).filter(|_| at < DATA)
+    }
+}
+
+/// Positions read under the lock and checked against each other.
+struct Positions {
+    keep: u64,
+    head: u64,
+    tail: u64,
 }
 
 /// The ring locked by this process; unlocks on drop.
@@ -369,62 +590,233 @@ struct Guard<'a> {
 }
 
 impl Guard<'_> {
-    fn push(&self, payload: &[u8]) -> Push {
+    fn positions(&self) -> io::Result<Positions> {
+        let r = self.ring;
+        let p = Positions {
+            keep: r.u64(O_KEEP).load(Ordering::Relaxed),
+            head: r.u64(O_HEAD).load(Ordering::Relaxed),
+            tail: r.u64(O_TAIL).load(Ordering::Relaxed),
+        };
+        let cap = r.capacity as u64;
+        if !(p.keep <= p.head && p.head <= p.tail && p.tail - p.keep <= cap)
+            || !(p.keep | p.head | p.tail).is_multiple_of(4)
+            || p.tail > u64::MAX / 2
+        {
+            return Err(corrupt(format!(
+                "positions keep {} head {} tail {} (capacity {cap})",
+                p.keep, p.head, p.tail
+            )));
+        }
+        Ok(p)
+    }
+
+    /// The payload length and whole size of the record at `pos`, checked to
+    /// end at or before `end`.
+    fn record(&self, pos: u64, end: u64) -> io::Result<(usize, u64)> {
+        let len = self.ring.rec(pos, 0)?.load(Ordering::Relaxed);
+        let size = REC_HDR as u64 + pad4(u64::from(len));
+        if (len as usize) > self.ring.max_record() || pos.checked_add(size).is_none_or(|e| e > end) {
+            return Err(corrupt(format!("record at {pos} claims {len} bytes, past {end}")));
+        }
+        Ok((len as usize, size))
+    }
+
+    fn push(&self, payload: &[u8]) -> io::Result<Push> {
         let r = self.ring;
         let count = r.u64(O_COUNT).load(Ordering::Relaxed);
         let max = r.maxsize();
         if max != 0 && count >= max {
-            return Push::Full;
+            return Ok(Push::Full);
         }
-        let (head, tail) = (r.u64(O_HEAD).load(Ordering::Relaxed), r.u64(O_TAIL).load(Ordering::Relaxed));
-        let need = (LEN_BYTES + payload.len()) as u64;
-        if r.capacity as u64 - (tail - head) < need {
-            return Push::NoRoom;
+        let p = self.positions()?;
+        let need = REC_HDR as u64 + pad4(payload.len() as u64);
+        if r.capacity as u64 - (p.tail - p.keep) < need {
+            return Ok(Push::NoRoom);
         }
-        let len = u32::try_from(payload.len()).expect("max_record fits in u32");
-        r.copy_in(tail, &len.to_le_bytes());
-        r.copy_in(tail + LEN_BYTES as u64, payload);
-        r.u64(O_TAIL).store(tail + need, Ordering::Release);
+        let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("record longer than 4 GiB"))?;
+        r.rec(p.tail, 0)?.store(len, Ordering::Relaxed);
+        r.rec(p.tail, 1)?.store(QUEUED, Ordering::Relaxed);
+        r.rec(p.tail, 2)?.store(0, Ordering::Relaxed);
+        r.copy_in(p.tail + REC_HDR as u64, payload);
+        r.u64(O_TAIL).store(p.tail + need, Ordering::Release);
         r.u64(O_COUNT).store(count + 1, Ordering::SeqCst);
         r.u64(O_UNFINISHED).fetch_add(1, Ordering::SeqCst);
-        Push::Done
+        Ok(Push::Done)
     }
 
-    fn pop(&self, out: &mut Vec<u8>) -> bool {
+    /// Takes a record: first one whose lease ended without an ack (holder
+    /// dead, or abandoned), else the oldest queued one. Returns its lease
+    /// (for a plain take too, with its delivery count) and whether ring
+    /// bytes were freed.
+    fn pop(&self, out: &mut Vec<u8>, take: Take) -> io::Result<(Option<Lease>, bool)> {
         let r = self.ring;
-        let (head, tail) = (r.u64(O_HEAD).load(Ordering::Relaxed), r.u64(O_TAIL).load(Ordering::Relaxed));
-        if head == tail {
-            return false;
+        let p = self.positions()?;
+        if let Some(pos) = self.orphan(&p)? {
+            let (len, _) = self.record(pos, p.head)?;
+            out.clear();
+            out.resize(len, 0);
+            r.copy_out(pos + REC_HDR as u64, out);
+            let deliveries = r.rec(pos, 2)?.load(Ordering::Relaxed).saturating_add(1);
+            r.rec(pos, 2)?.store(deliveries, Ordering::Relaxed);
+            let was = r.rec(pos, 1)?.swap(self.mark(take), Ordering::Relaxed);
+            if was == ABANDONED {
+                let a = r.u32(O_ABANDONED);
+                a.store(a.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
+            }
+            let mut freed = false;
+            if take == Take::Plain {
+                let l = r.u32(O_LEASED);
+                l.store(l.load(Ordering::Relaxed).saturating_sub(1), Ordering::SeqCst);
+                freed = self.advance_keep(&p)?;
+            }
+            return Ok((Some(Lease { pos, deliveries }), freed));
         }
-        let mut len = [0; LEN_BYTES];
-        r.copy_out(head, &mut len);
-        let len = u32::from_le_bytes(len) as usize;
+        if p.head == p.tail {
+            return Ok((None, false));
+        }
+        let (len, size) = self.record(p.head, p.tail)?;
         out.clear();
         out.resize(len, 0);
-        r.copy_out(head + LEN_BYTES as u64, out);
-        let new_head = head + (LEN_BYTES + len) as u64;
+        r.copy_out(p.head + REC_HDR as u64, out);
+        r.rec(p.head, 2)?.store(1, Ordering::Relaxed);
+        r.rec(p.head, 1)?.store(self.mark(take), Ordering::Relaxed);
+        let new_head = p.head + size;
         r.u64(O_HEAD).store(new_head, Ordering::Release);
-        if new_head / RELEASE_CHUNK > head / RELEASE_CHUNK {
-            let from = head / RELEASE_CHUNK * RELEASE_CHUNK;
-            r.release(from, new_head / RELEASE_CHUNK * RELEASE_CHUNK, tail);
-        }
         let count = r.u64(O_COUNT).load(Ordering::Relaxed);
         r.u64(O_COUNT).store(count.saturating_sub(1), Ordering::SeqCst);
-        true
+        let lease = Lease { pos: p.head, deliveries: 1 };
+        let freed = match take {
+            Take::Leased => {
+                r.u32(O_LEASED).fetch_add(1, Ordering::SeqCst);
+                false
+            }
+            Take::Plain => self.advance_keep(&Positions { head: new_head, ..p })?,
+        };
+        Ok((Some(lease), freed))
     }
 
-    /// Recounts the records after a holder died mid-update.
-    fn repair(&self) {
+    fn mark(&self, take: Take) -> u32 {
+        match take {
+            Take::Plain => DONE,
+            Take::Leased => pidlock::current_pid(),
+        }
+    }
+
+    /// A handed-out record whose lease ended unacknowledged, if any: an
+    /// abandoned one at once, one of a dead holder when it is time to look
+    /// (the queue is empty, or [`SCAN_EVERY_MS`] passed).
+    fn orphan(&self, p: &Positions) -> io::Result<Option<u64>> {
         let r = self.ring;
-        let (mut pos, tail) = (r.u64(O_HEAD).load(Ordering::Relaxed), r.u64(O_TAIL).load(Ordering::Relaxed));
+        if r.u32(O_LEASED).load(Ordering::Relaxed) == 0 {
+            return Ok(None);
+        }
+        let abandoned = r.u32(O_ABANDONED).load(Ordering::Relaxed) > 0;
+        let now = now_ms();
+        let scan = p.head == p.tail || now >= r.u64(O_LAST_SCAN).load(Ordering::Relaxed).saturating_add(SCAN_EVERY_MS);
+        if !abandoned && !scan {
+            return Ok(None);
+        }
+        if scan {
+            r.u64(O_LAST_SCAN).store(now, Ordering::Relaxed);
+        }
+        let me = pidlock::current_pid();
+        let mut known: Vec<(u32, bool)> = Vec::new();
+        let mut pos = p.keep;
+        while pos < p.head {
+            let (_, size) = self.record(pos, p.head)?;
+            let state = r.rec(pos, 1)?.load(Ordering::Relaxed);
+            let orphaned = match state {
+                DONE | QUEUED => false,
+                ABANDONED => true,
+                pid if scan && pid != me => match known.iter().find(|(k, _)| *k == pid) {
+                    Some(&(_, dead)) => dead,
+                    None => {
+                        let dead = pidlock::liveness(pid) == Liveness::Dead;
+                        known.push((pid, dead));
+                        dead
+                    }
+                },
+                _ => false,
+            };
+            if orphaned {
+                return Ok(Some(pos));
+            }
+            pos += size;
+        }
+        Ok(None)
+    }
+
+    /// Ends the lease `lease` held by this process with `state` (`DONE` or
+    /// `ABANDONED`); whether it was held, and whether bytes were freed.
+    fn finish(&self, lease: Lease, state: u32) -> io::Result<(bool, bool)> {
+        let r = self.ring;
+        let p = self.positions()?;
+        if lease.pos < p.keep || lease.pos >= p.head || !lease.pos.is_multiple_of(4) {
+            return Ok((false, false));
+        }
+        let st = r.rec(lease.pos, 1)?;
+        if st.load(Ordering::Relaxed) != pidlock::current_pid()
+            || r.rec(lease.pos, 2)?.load(Ordering::Relaxed) != lease.deliveries
+        {
+            return Ok((false, false));
+        }
+        st.store(state, Ordering::Relaxed);
+        if state == ABANDONED {
+            r.u32(O_ABANDONED).fetch_add(1, Ordering::SeqCst);
+            return Ok((true, false));
+        }
+        let l = r.u32(O_LEASED);
+        l.store(l.load(Ordering::Relaxed).saturating_sub(1), Ordering::SeqCst);
+        Ok((true, self.advance_keep(&p)?))
+    }
+
+    /// Moves `keep` past the `DONE` records at its front; whether it moved.
+    fn advance_keep(&self, p: &Positions) -> io::Result<bool> {
+        let r = self.ring;
+        let mut keep = p.keep;
+        while keep < p.head && r.rec(keep, 1)?.load(Ordering::Relaxed) == DONE {
+            keep += self.record(keep, p.head)?.1;
+        }
+        if keep == p.keep {
+            return Ok(false);
+        }
+        r.u64(O_KEEP).store(keep, Ordering::Release);
+        if keep / RELEASE_CHUNK > p.keep / RELEASE_CHUNK {
+            r.release(p.keep / RELEASE_CHUNK * RELEASE_CHUNK, keep / RELEASE_CHUNK * RELEASE_CHUNK, p.tail);
+        }
+        Ok(true)
+    }
+
+    /// After a holder died mid-update: checks the positions and every
+    /// record, and recounts what is derived from them.
+    fn repair(&self) -> io::Result<()> {
+        let r = self.ring;
+        let p = self.positions()?;
+        let (mut leased, mut abandoned, mut pos) = (0u32, 0u32, p.keep);
+        while pos < p.head {
+            let (_, size) = self.record(pos, p.head)?;
+            match r.rec(pos, 1)?.load(Ordering::Relaxed) {
+                DONE => {}
+                ABANDONED => {
+                    leased += 1;
+                    abandoned += 1;
+                }
+                // A record a pop marked but whose head move the holder did not
+                // live to make, or a lease.
+                _ => leased += 1,
+            }
+            pos += size;
+        }
         let mut count = 0;
-        while pos < tail {
-            let mut len = [0; LEN_BYTES];
-            r.copy_out(pos, &mut len);
-            pos += (LEN_BYTES + u32::from_le_bytes(len) as usize) as u64;
+        while pos < p.tail {
+            pos += self.record(pos, p.tail)?.1;
             count += 1;
         }
         r.u64(O_COUNT).store(count, Ordering::SeqCst);
+        r.u32(O_LEASED).store(leased, Ordering::SeqCst);
+        r.u32(O_ABANDONED).store(abandoned, Ordering::SeqCst);
+        self.advance_keep(&p)?;
+        Ok(())
     }
 }
 
@@ -448,6 +840,13 @@ pub fn slice_deadline(deadline: Option<Instant>, slice: Duration) -> Instant {
 mod tests {
     use super::*;
 
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let dead = child.id();
+        child.wait().expect("reap");
+        dead
+    }
+
     #[test]
     fn records_wrap_around_and_keep_order() {
         let ring = Ring::create(64, 0).expect("ring");
@@ -464,7 +863,7 @@ mod tests {
     #[test]
     fn bounds_are_enforced() {
         let ring = Ring::create(64, 2).expect("ring");
-        assert_eq!(ring.try_push(&[0; 61]).expect("push"), Push::TooLarge { max: 60 });
+        assert_eq!(ring.try_push(&[0; 53]).expect("push"), Push::TooLarge { max: 52 });
         assert_eq!(ring.try_push(&[1; 20]).expect("push"), Push::Done);
         assert_eq!(ring.try_push(&[2; 40]).expect("push"), Push::NoRoom);
         assert_eq!(ring.try_push(&[3; 4]).expect("push"), Push::Done);
@@ -478,16 +877,76 @@ mod tests {
         for i in 0..3u8 {
             ring.try_push(&[i; 5]).expect("push");
         }
-        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
-        let dead = child.id();
-        child.wait().expect("reap");
         // A holder that died after moving `tail` but before counting.
-        PidLock::new(ring.u32(O_LOCK)).force_held_by(dead);
+        PidLock::new(ring.u32(O_LOCK)).force_held_by(dead_pid());
         ring.u64(O_COUNT).store(2, Ordering::SeqCst);
         let mut out = Vec::new();
         assert!(ring.try_pop(&mut out).expect("pop"));
         assert_eq!(out, [0; 5]);
         assert_eq!(ring.len(), 2);
+    }
+
+    #[test]
+    fn corrupt_positions_and_lengths_are_typed_errors() {
+        let mut out = Vec::new();
+        for (at, value) in [(O_HEAD, 24u64), (O_TAIL, 1 << 40), (O_TAIL, 6), (O_KEEP, 4)] {
+            let ring = Ring::create(256, 0).expect("ring");
+            ring.try_push(&[1; 5]).expect("push");
+            ring.header_word_for_tests(at).expect("header word").store(value, Ordering::SeqCst);
+            let e = ring.try_pop(&mut out).expect_err("corrupt");
+            assert!(corrupt_reason(&e).is_some(), "{e}");
+            let e = ring.try_push(&[1; 5]).expect_err("corrupt");
+            assert!(corrupt_reason(&e).is_some(), "{e}");
+        }
+        // A record length pointing past the tail: no 4 GiB allocation.
+        let ring = Ring::create(256, 0).expect("ring");
+        ring.try_push(&[1; 5]).expect("push");
+        ring.rec(0, 0).expect("record").store(u32::MAX, Ordering::SeqCst);
+        let e = ring.try_pop(&mut out).expect_err("corrupt");
+        assert!(corrupt_reason(&e).is_some(), "{e}");
+        // And after a holder died: the repair validates too.
+        let ring = Ring::create(256, 0).expect("ring");
+        ring.try_push(&[1; 5]).expect("push");
+        ring.rec(0, 0).expect("record").store(1000, Ordering::SeqCst);
+        PidLock::new(ring.u32(O_LOCK)).force_held_by(dead_pid());
+        let e = ring.try_push(&[1; 5]).expect_err("corrupt");
+        assert!(corrupt_reason(&e).is_some(), "{e}");
+    }
+
+    #[test]
+    fn leases_hold_room_until_acked_and_abandoned_ones_come_back() {
+        let ring = Ring::create(64, 0).expect("ring");
+        let mut out = Vec::new();
+        assert_eq!(ring.try_push(&[1; 20]).expect("push"), Push::Done);
+        assert_eq!(ring.try_push(&[2; 20]).expect("push"), Push::Done);
+        let a = ring.try_pop_leased(&mut out).expect("pop").expect("a record");
+        assert_eq!((out.as_slice(), a.deliveries), (&[1u8; 20][..], 1));
+        // The leased record still takes room.
+        assert_eq!(ring.try_push(&[3; 20]).expect("push"), Push::NoRoom);
+        assert!(ring.abandon(a).expect("abandon"));
+        let again = ring.try_pop_leased(&mut out).expect("pop").expect("the abandoned record");
+        assert_eq!((out.as_slice(), again.deliveries), (&[1u8; 20][..], 2));
+        assert!(!ring.ack(a).expect("ack"), "a lease of an earlier delivery is gone");
+        assert!(ring.ack(again).expect("ack"));
+        assert_eq!(ring.try_push(&[3; 20]).expect("push"), Push::Done);
+        assert!(ring.try_pop(&mut out).expect("pop"));
+        assert_eq!(out, [2; 20]);
+        assert_eq!(ring.leased(), 0);
+    }
+
+    #[test]
+    fn a_dead_consumers_lease_is_delivered_again() {
+        let ring = Ring::create(256, 0).expect("ring");
+        let mut out = Vec::new();
+        ring.try_push(b"job").expect("push");
+        let lease = ring.try_pop_leased(&mut out).expect("pop").expect("record");
+        // As if a consumer that died had taken it.
+        ring.rec(lease.pos, 1).expect("state").store(dead_pid(), Ordering::SeqCst);
+        let again = ring.try_pop_leased(&mut out).expect("pop").expect("redelivered");
+        assert_eq!((out.as_slice(), again.deliveries), (&b"job"[..], 2));
+        assert!(ring.try_pop_leased(&mut out).expect("pop").is_none(), "delivered once more, not twice");
+        assert!(ring.ack(again).expect("ack"));
+        assert_eq!(ring.leased(), 0);
     }
 
     #[test]

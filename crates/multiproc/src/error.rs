@@ -141,6 +141,14 @@ pub enum Error {
     ShmNotFound { name: String },
     #[error(transparent)]
     Io(#[from] io::Error),
+    // --- issue 8 (crash-proof shared state) ---
+    /// A queue's shared memory holds positions or lengths no correct process
+    /// wrote (something scribbled on the mapping): the queue is unusable.
+    #[error("use the queue: its shared memory is corrupt ({0})")]
+    Corrupt(String),
+    /// A lease this process no longer holds (acknowledged already).
+    #[error("acknowledge the item: its lease is no longer held by this process")]
+    LeaseLost,
 }
 
 impl From<nix::Error> for Error {

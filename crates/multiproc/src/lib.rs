@@ -58,7 +58,7 @@ pub use multiproc_macros::{target, task};
 pub use pipe::{Connection, Pipe, PipeBuilder};
 pub use pool::{AsyncResult, Imap, MapCall, MapResult, Pool, PoolBuilder, PoolStats};
 pub use process::{Process, StartMethod, get_start_method, set_start_method};
-pub use queue::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
+pub use queue::{JoinableQueue, Leased, Queue, QueueBuilder, SimpleQueue};
 pub use registry::{Async, Plain, Target, TaskFn};
 pub use shared_memory::SharedMemory;
 pub use sync::{

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{ASYNC_WAIT_SLICE, Queue};
+use serde::de::DeserializeOwned;
+
+use super::{ASYNC_WAIT_SLICE, Leased, Queue, blocking_take, deadline_after, take_async};
 use crate::error::{Error, Result};
 
 /// `multiprocessing.JoinableQueue`: every `put` adds an unfinished item,
@@ -77,6 +79,37 @@ impl<T> JoinableQueue<T> {
     /// `timeout` with [`Error::Timeout`].
     pub fn blocking_join_timeout(&self, timeout: Duration) -> Result<()> {
         if self.queue.shared.ring.wait_all_done(Some(Instant::now() + timeout))? { Ok(()) } else { Err(Error::Timeout) }
+    }
+}
+
+impl<T: DeserializeOwned> JoinableQueue<T> {
+    /// [`Queue::get_leased`] whose [`ack`](Leased::ack) (or
+    /// [`task_done`](Leased::task_done)) is also this queue's `task_done()`.
+    /// An item whose consumer dies unacknowledged is delivered again and
+    /// stays unfinished meanwhile, so `join` waits for it.
+    pub async fn get_leased(&self) -> Result<Leased<T>> {
+        take_async(&self.queue.shared, None, |s| s.try_get_leased(true)).await
+    }
+
+    /// [`get_leased`](Self::get_leased), waiting at most `timeout`.
+    pub async fn get_leased_timeout(&self, timeout: Duration) -> Result<Leased<T>> {
+        take_async(&self.queue.shared, deadline_after(timeout), |s| s.try_get_leased(true)).await
+    }
+
+    /// [`get_leased`](Self::get_leased) if an item is there now, else
+    /// [`Error::Empty`].
+    pub fn get_leased_nowait(&self) -> Result<Leased<T>> {
+        self.queue.shared.try_get_leased(true)?.ok_or(Error::Empty)
+    }
+
+    /// [`get_leased`](Self::get_leased) for sync code.
+    pub fn blocking_get_leased(&self) -> Result<Leased<T>> {
+        blocking_take(&self.queue.shared, None, |s| s.try_get_leased(true))
+    }
+
+    /// [`get_leased_timeout`](Self::get_leased_timeout) for sync code.
+    pub fn blocking_get_leased_timeout(&self, timeout: Duration) -> Result<Leased<T>> {
+        blocking_take(&self.queue.shared, deadline_after(timeout), |s| s.try_get_leased(true))
     }
 }
 

@@ -161,7 +161,7 @@ impl Shared {
 
     /// One attempt to push; `Ok(false)` when there is no room now.
     fn try_push(&self, bytes: &[u8]) -> Result<bool> {
-        match self.ring.try_push(bytes)? {
+        match self.ring.try_push(bytes).map_err(ring_error)? {
             Push::Done => Ok(true),
             Push::Full | Push::NoRoom => Ok(false),
             Push::TooLarge { max } => Err(Error::ItemTooLarge { len: bytes.len(), max }),
@@ -176,7 +176,29 @@ impl Shared {
         let r = match got {
             Ok(true) => crate::wire::decode("a queue item", &buf).map(Some),
             Ok(false) => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(ring_error(e)),
+        };
+        RECORD.set(buf);
+        r
+    }
+
+    /// One attempt to take an item under a lease.
+    fn try_get_leased<T: DeserializeOwned>(self: &Arc<Self>, joinable: bool) -> Result<Option<Leased<T>>> {
+        self.check_open()?;
+        let mut buf = RECORD.take();
+        let got = self.ring.try_pop_leased(&mut buf);
+        let r = match got {
+            Ok(Some(lease)) => match crate::wire::decode("a queue item", &buf) {
+                Ok(item) => Ok(Some(Leased { shared: self.clone(), lease, item: Some(item), joinable })),
+                Err(e) => {
+                    // An item no consumer can decode would come back forever:
+                    // it is dropped, as a plain get drops it.
+                    let _ = self.ring.ack(lease);
+                    Err(e)
+                }
+            },
+            Ok(None) => Ok(None),
+            Err(e) => Err(ring_error(e)),
         };
         RECORD.set(buf);
         r
@@ -190,20 +212,111 @@ impl Shared {
             if passed(deadline) {
                 return Err(Error::Full);
             }
-            self.ring.wait_room(bytes.len(), deadline)?;
+            crate::sync::assert_not_in_runtime("Queue::blocking_put");
+            self.ring.wait_room(bytes.len(), deadline).map_err(ring_error)?;
         }
     }
 
-    fn blocking_get<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
-        loop {
-            if let Some(v) = self.try_get()? {
-                return Ok(v);
-            }
-            if passed(deadline) {
-                return Err(Error::Empty);
-            }
-            self.ring.wait_items(deadline)?;
+}
+
+/// Loops `attempt` and waits for items on this thread until `deadline`.
+fn blocking_take<R>(
+    shared: &Arc<Shared>,
+    deadline: Option<Instant>,
+    attempt: impl Fn(&Arc<Shared>) -> Result<Option<R>>,
+) -> Result<R> {
+    loop {
+        if let Some(v) = attempt(shared)? {
+            return Ok(v);
         }
+        if passed(deadline) {
+            return Err(Error::Empty);
+        }
+        crate::sync::assert_not_in_runtime("Queue::blocking_get");
+        shared.ring.wait_items(deadline).map_err(ring_error)?;
+    }
+}
+
+/// The library error for a ring error: [`Error::Corrupt`] when the shared
+/// memory failed a check.
+fn ring_error(e: std::io::Error) -> Error {
+    match ring::corrupt_reason(&e) {
+        Some(reason) => Error::Corrupt(reason.to_owned()),
+        None => Error::Io(e),
+    }
+}
+
+/// An item taken with [`Queue::get_leased`]: it stays owed to the queue
+/// until [`ack`](Self::ack) (or, for a [`JoinableQueue`],
+/// [`task_done`](Self::task_done)). If this process dies first, the item is
+/// delivered again to another consumer with [`deliveries`](Self::deliveries)
+/// one higher; dropping the guard unacknowledged gives it back at once the
+/// same way. Derefs to the item.
+#[must_use = "an unacknowledged lease gives the item back when dropped"]
+pub struct Leased<T> {
+    shared: Arc<Shared>,
+    lease: ring::Lease,
+    item: Option<T>,
+    joinable: bool,
+}
+
+impl<T> Leased<T> {
+    /// How many times this item has been handed out, this time included
+    /// (1 unless an earlier consumer died or gave it back).
+    pub fn deliveries(&self) -> u32 {
+        self.lease.deliveries
+    }
+
+    /// Ends the lease: the item is done and never delivered again. For a
+    /// [`JoinableQueue`] this also counts as its `task_done()`. Returns the
+    /// item.
+    pub fn ack(mut self) -> Result<T> {
+        let item = self.item.take();
+        let held = self.shared.ring.ack(self.lease).map_err(ring_error)?;
+        if !held {
+            return Err(Error::LeaseLost);
+        }
+        if self.joinable && !self.shared.ring.task_done() {
+            return Err(Error::TaskDoneTooManyTimes);
+        }
+        item.ok_or(Error::LeaseLost)
+    }
+
+    /// [`ack`](Self::ack) under `JoinableQueue`'s name.
+    pub fn task_done(self) -> Result<T> {
+        self.ack()
+    }
+
+    /// Gives the item back unacknowledged (as dropping the guard does): the
+    /// next consumer receives it.
+    pub fn give_back(mut self) -> Result<()> {
+        self.item = None;
+        let held = self.shared.ring.abandon(self.lease).map_err(ring_error);
+        self.joinable = false;
+        self.lease.deliveries = 0;
+        if held? { Ok(()) } else { Err(Error::LeaseLost) }
+    }
+}
+
+impl<T> std::ops::Deref for Leased<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.item.as_ref().expect("the item is only taken by ack, which consumes the guard")
+    }
+}
+
+impl<T> Drop for Leased<T> {
+    fn drop(&mut self) {
+        if self.item.is_some() {
+            let _ = self.shared.ring.abandon(self.lease);
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Leased<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leased").field("item", &self.item).field("deliveries", &self.lease.deliveries).finish()
     }
 }
 
@@ -240,9 +353,17 @@ async fn put_async(shared: &Arc<Shared>, bytes: Vec<u8>, deadline: Option<Instan
 }
 
 async fn get_async<T: DeserializeOwned>(shared: &Arc<Shared>, deadline: Option<Instant>) -> Result<T> {
+    take_async(shared, deadline, |s| s.try_get()).await
+}
+
+async fn take_async<R>(
+    shared: &Arc<Shared>,
+    deadline: Option<Instant>,
+    attempt: impl Fn(&Arc<Shared>) -> Result<Option<R>>,
+) -> Result<R> {
     let mut polls = 0;
     loop {
-        if let Some(v) = shared.try_get()? {
+        if let Some(v) = attempt(shared)? {
             return Ok(v);
         }
         if passed(deadline) {
@@ -388,12 +509,46 @@ impl<T: DeserializeOwned> Queue<T> {
 
     /// [`get`](Self::get) for sync code.
     pub fn blocking_get(&self) -> Result<T> {
-        self.shared.blocking_get(None)
+        blocking_take(&self.shared, None, |s| s.try_get())
     }
 
     /// [`get_timeout`](Self::get_timeout) for sync code.
     pub fn blocking_get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.shared.blocking_get(deadline_after(timeout))
+        blocking_take(&self.shared, deadline_after(timeout), |s| s.try_get())
+    }
+
+    /// Takes the oldest item under a lease (beyond Python): the item stays
+    /// owed to the queue until the returned guard's
+    /// [`ack`](Leased::ack). If this process dies (or drops the guard)
+    /// first, another consumer receives it again, with a higher
+    /// [`deliveries`](Leased::deliveries) count: at-least-once delivery, for
+    /// worker fleets that must lose no job. Plain [`get`](Self::get) stays
+    /// at-most-once, as in Python. A lease held by a dead process is handed
+    /// out again within about 50 ms of a consumer asking.
+    pub async fn get_leased(&self) -> Result<Leased<T>> {
+        take_async(&self.shared, None, |s| s.try_get_leased(false)).await
+    }
+
+    /// [`get_leased`](Self::get_leased), waiting at most `timeout`;
+    /// [`Error::Empty`] after that.
+    pub async fn get_leased_timeout(&self, timeout: Duration) -> Result<Leased<T>> {
+        take_async(&self.shared, deadline_after(timeout), |s| s.try_get_leased(false)).await
+    }
+
+    /// [`get_leased`](Self::get_leased) if an item is there now, else
+    /// [`Error::Empty`].
+    pub fn get_leased_nowait(&self) -> Result<Leased<T>> {
+        self.shared.try_get_leased(false)?.ok_or(Error::Empty)
+    }
+
+    /// [`get_leased`](Self::get_leased) for sync code.
+    pub fn blocking_get_leased(&self) -> Result<Leased<T>> {
+        blocking_take(&self.shared, None, |s| s.try_get_leased(false))
+    }
+
+    /// [`get_leased_timeout`](Self::get_leased_timeout) for sync code.
+    pub fn blocking_get_leased_timeout(&self, timeout: Duration) -> Result<Leased<T>> {
+        blocking_take(&self.shared, deadline_after(timeout), |s| s.try_get_leased(false))
     }
 }
 

@@ -22,3 +22,23 @@ pub use condition::{Condition, ConditionGuard};
 pub use event::Event;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
+
+/// Panics, in debug builds, when called on a tokio runtime worker thread
+/// (where a blocking wait would stall every task of that worker), as
+/// tokio's own `blocking_recv` does. Called by `blocking_*` methods just
+/// before they would sleep; their fast paths stay usable anywhere. Threads
+/// of `spawn_blocking` and plain threads pass.
+#[track_caller]
+pub(crate) fn assert_not_in_runtime(what: &str) {
+    #[cfg(debug_assertions)]
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // A ready oneshot: `blocking_recv` returns at once, except on a
+        // runtime thread, where tokio panics before looking.
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let _ = tx.send(());
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || rx.blocking_recv().is_ok())).unwrap_or(false);
+        assert!(ok, "{what} was called from an async runtime thread, where it would block the runtime; use its async twin (or spawn_blocking)");
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = what;
+}
