@@ -63,7 +63,7 @@ impl Target for Producer {
                 self.product_list.blocking_append(product).expect("append");
                 println!("生产者：产生了 {product}。");
                 println!("生产者：唤醒消费者线程");
-                with.notify(1);
+                with.notify(1).expect("notify");
                 println!("条件锁：被 生产者 释放");
             }
             std::thread::sleep(Duration::from_millis(20));

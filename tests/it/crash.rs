@@ -220,3 +220,82 @@ async fn spawn_party(
 }
 
 crate::per_method!(a_queue_survives_eight_parties_killed_at_random);
+
+#[multiproc::task]
+fn wait_on_condition(cond: multiproc::Condition, waiting: Value<u32>, woken: Value<u32>) {
+    let mut g = cond.blocking_acquire().expect("acquire");
+    waiting.set(waiting.get() + 1);
+    g.blocking_wait().expect("wait");
+    woken.set(woken.get() + 1);
+}
+
+async fn a_dead_condition_waiter_does_not_swallow_a_notify(m: StartMethod) {
+    let cond = multiproc::Condition::new().expect("condition");
+    let (waiting, woken) = (Value::new_raw(0u32).expect("value"), Value::new_raw(0u32).expect("value"));
+    for round in 0..3u64 {
+        // The oldest waiter, killed while it waits.
+        let doomed = start(Process::new(wait_on_condition, (cond.clone(), waiting.clone(), woken.clone())), m).await;
+        progressed("the doomed waiter", 2 * round, || u64::from(waiting.get())).await;
+        // Taking the lock proves it is inside its wait (its slot claimed).
+        drop(cond.acquire().await.expect("acquire"));
+        doomed.kill().expect("kill");
+        assert_eq!(doomed.join().await.expect("join"), -9);
+        let live = start(Process::new(wait_on_condition, (cond.clone(), waiting.clone(), woken.clone())), m).await;
+        progressed("the live waiter", 2 * round + 1, || u64::from(waiting.get())).await;
+        drop(cond.acquire().await.expect("acquire"));
+        cond.acquire().await.expect("acquire").notify(1).expect("notify");
+        progressed("the live waiter woken by notify(1)", round, || u64::from(woken.get())).await;
+        assert_eq!(live.join().await.expect("join"), 0);
+    }
+}
+
+crate::per_method!(a_dead_condition_waiter_does_not_swallow_a_notify);
+
+#[multiproc::task]
+fn hold_semaphore_forever(sem: multiproc::Semaphore, holding: Value<u32>) {
+    let _g = sem.blocking_acquire().expect("acquire");
+    holding.set(1);
+    loop {
+        std::thread::park();
+    }
+}
+
+async fn a_semaphore_unit_of_a_killed_holder_comes_back(m: StartMethod) {
+    let sem = multiproc::Semaphore::new(1).expect("semaphore");
+    for round in 0..3 {
+        let holding = Value::new_raw(0u32).expect("value");
+        let p = start(Process::new(hold_semaphore_forever, (sem.clone(), holding.clone())), m).await;
+        progressed("the holder", 0, || u64::from(holding.get())).await;
+        assert!(sem.try_acquire().is_none(), "round {round}: the only unit is held");
+        p.kill().expect("kill");
+        assert_eq!(p.join().await.expect("join"), -9);
+        let g = sem.acquire_timeout(Duration::from_secs(10)).await.expect("acquire");
+        assert!(g.is_some(), "round {round}: the dead holder's unit never came back");
+    }
+    assert_eq!(sem.get_value(), 1);
+}
+
+crate::per_method!(a_semaphore_unit_of_a_killed_holder_comes_back);
+
+#[cfg(debug_assertions)]
+#[tokio::test]
+async fn a_blocking_wait_on_a_runtime_thread_panics_in_debug_builds() {
+    let lock = Lock::new().expect("lock");
+    let held = lock.try_acquire().expect("free");
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lock.blocking_acquire().map(drop)));
+    assert!(r.is_err(), "Lock::blocking_acquire blocked a runtime thread");
+    let q = multiproc::Queue::<u8>::new().expect("queue");
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.blocking_get()));
+    assert!(r.is_err(), "Queue::blocking_get blocked a runtime thread");
+    // Fast paths and spawn_blocking threads are fine.
+    drop(held);
+    drop(lock.blocking_acquire().expect("free again"));
+    let l = lock.clone();
+    let _g = lock.acquire().await.expect("acquire");
+    assert!(
+        tokio::task::spawn_blocking(move || l.blocking_acquire_timeout(Duration::from_millis(10)).map(|g| g.is_none()))
+            .await
+            .expect("thread")
+            .expect("acquire")
+    );
+}

@@ -141,13 +141,13 @@ async fn notify_two_wakes_exactly_two_of_four() {
         ps.push(start(wait_to_be_notified, (cond.clone(), waiting.clone(), woken.clone())).await);
     }
     until("four waiters", || waiting.get() == 4).await;
-    cond.acquire().await.expect("acquire").notify(2);
+    cond.acquire().await.expect("acquire").notify(2).expect("notify");
     until("two woken", || woken.get() == 2).await;
     let finished = ps.iter().filter(|p| !p.is_alive()).count();
     {
         let g = cond.acquire().await.expect("acquire");
         assert_eq!(woken.get(), 2, "no third waiter woke without a notify");
-        g.notify_all();
+        g.notify_all().expect("notify");
     }
     for p in &ps {
         assert_eq!(p.join().await.expect("join"), 0);
@@ -293,7 +293,7 @@ async fn semaphore_admits_at_most_its_value_and_bounded_refuses_over_release() {
     assert!(most.get() <= 2 && most.get() >= 1, "at most 2 inside at once, saw {}", most.get());
     assert_eq!(sem.get_value(), 2);
 
-    let bounded = BoundedSemaphore::bounded(1).expect("bounded");
+    let bounded = BoundedSemaphore::new(1).expect("bounded");
     assert!(matches!(bounded.release(), Err(Error::TooManyReleases)));
     let g = bounded.acquire().await.expect("acquire");
     assert!(bounded.try_acquire().is_none());
@@ -350,7 +350,7 @@ async fn a_cancelled_condition_wait_leaves_the_lock_and_the_next_notify_alone() 
     let woken = Value::new(0u32).expect("value");
     let p = start(wait_to_be_notified, (cond.clone(), waiting.clone(), woken.clone())).await;
     until("the waiter", || waiting.get() == 1).await;
-    cond.acquire().await.expect("acquire").notify(1);
+    cond.acquire().await.expect("acquire").notify(1).expect("notify");
     until("the waiter woken by notify(1)", || woken.get() == 1).await;
     assert_eq!(p.join().await.expect("join"), 0);
 }

@@ -9,11 +9,12 @@ type Step = fn() -> Result<(), String>;
 
 pub fn run() -> Result<(), String> {
     let started = Instant::now();
-    let steps: [(&str, Step); 4] = [
+    let steps: [(&str, Step); 5] = [
         ("format", || optional("fmt", &["fmt", "--all", "--", "--check"])),
         ("lints", || optional("clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])),
         ("tests", || cargo(&["test", "--workspace"])),
         ("e2e", || crate::e2e::run(&[])),
+        ("chaos", || crate::chaos::run(&["--kills".into(), crate::chaos::CI_KILLS.into()])),
     ];
     for (i, (name, step)) in steps.iter().enumerate() {
         let t = Instant::now();

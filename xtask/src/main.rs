@@ -7,10 +7,13 @@
 //!   `/dev/shm` entries.
 //! - `cargo xtask bench [--json] [NAME…]`: the benchmark figures beside
 //!   CPython's, measured in the same run, and the OS floor.
+//! - `cargo xtask chaos [SCENARIO…] [--kills N]`: processes SIGKILLed at
+//!   random moments while they use shared state; one JSON line per scenario.
 //!
 //! See `xtask/README.md`.
 
 mod bench;
+mod chaos;
 mod ci;
 mod e2e;
 mod json;
@@ -21,7 +24,7 @@ mod tidy;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-const USAGE: &str = "usage: cargo xtask ci | e2e [NAME…] | bench [--json] [NAME…]";
+const USAGE: &str = "usage: cargo xtask ci | e2e [NAME…] | bench [--json] [NAME…] | chaos [SCENARIO…] [--kills N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
         Some("ci") if rest.is_empty() => ci::run(),
         Some("e2e") => e2e::run(rest),
         Some("bench") => bench::run(rest),
+        Some("chaos") => chaos::run(rest),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -170,7 +170,10 @@ impl Ring {
     /// A new empty ring of about `capacity` data bytes (rounded up to a
     /// multiple of 4) holding at most `maxsize` records (0: unbounded).
     pub fn create(capacity: usize, maxsize: u64) -> io::Result<Self> {
-        let capacity = capacity.max(REC_HDR + 4).checked_next_multiple_of(4).ok_or_else(|| io::Error::other("capacity too large"))?;
+        let capacity = capacity
+            .max(REC_HDR + 4)
+            .checked_next_multiple_of(4)
+            .ok_or_else(|| io::Error::other("capacity too large"))?;
         let len = DATA.checked_add(capacity).ok_or_else(|| io::Error::other("capacity too large"))?;
         let region = SharedRegion::anonymous(c"multiproc-queue", len)?;
         let ring = Self { region, capacity };
@@ -602,10 +605,7 @@ impl Guard<'_> {
             || !(p.keep | p.head | p.tail).is_multiple_of(4)
             || p.tail > u64::MAX / 2
         {
-            return Err(corrupt(format!(
-                "positions keep {} head {} tail {} (capacity {cap})",
-                p.keep, p.head, p.tail
-            )));
+            return Err(corrupt(format!("positions keep {} head {} tail {} (capacity {cap})", p.keep, p.head, p.tail)));
         }
         Ok(p)
     }

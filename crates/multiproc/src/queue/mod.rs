@@ -216,7 +216,6 @@ impl Shared {
             self.ring.wait_room(bytes.len(), deadline).map_err(ring_error)?;
         }
     }
-
 }
 
 /// Loops `attempt` and waits for items on this thread until `deadline`.

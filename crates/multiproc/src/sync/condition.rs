@@ -1,12 +1,18 @@
 //! `Condition`: a condition variable over a [`Lock`] or [`RLock`], exact in
 //! how many waiters a `notify(n)` wakes. Each waiter claims a slot (a futex
-//! word and its arrival ticket) while holding the lock; `notify(n)` marks the
-//! `n` oldest waiting slots notified and wakes just those.
+//! word, its arrival ticket and its pid) while holding the lock; `notify(n)`
+//! marks the `n` oldest waiting slots notified and wakes just those.
+//!
+//! A waiter killed while waiting leaves its slot behind: `notify` skips the
+//! slots of dead processes (so a dead waiter never swallows a notification)
+//! and frees them, and a waiter that finds no free slot reclaims those of
+//! dead processes first.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use multiproc_sys::futex;
+use multiproc_sys::pidlock;
 use serde::{Deserialize, Serialize};
 
 use super::block::Block;
@@ -14,8 +20,11 @@ use super::lock::{Lock, RLock};
 use super::wait::{self, deadline_after};
 use crate::error::{Error, Result};
 
-/// Most processes (or threads) that may wait on one condition at once.
-pub const MAX_WAITERS: usize = 127;
+/// Most live processes (or threads, or tasks) that may wait on one
+/// condition at once; slots of dead waiters are reclaimed.
+pub const MAX_WAITERS: usize = 1024;
+/// Words per slot: state, ticket, pid.
+const SLOT_WORDS: usize = 3;
 
 const FREE: u32 = 0;
 const WAITING: u32 = 1;
@@ -38,7 +47,7 @@ enum Inner {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Condition {
     lock: Inner,
-    /// Words: 0 next ticket; then per slot: state, ticket.
+    /// Words: 0 next ticket; then per slot: state, ticket, waiter's pid.
     slots: Block,
 }
 
@@ -82,7 +91,7 @@ struct Waiting {
 
 impl Waiting {
     fn state(&self) -> &std::sync::atomic::AtomicU32 {
-        self.slots.word(1 + 2 * self.slot)
+        self.slots.word(1 + SLOT_WORDS * self.slot)
     }
 
     fn attempt(&self) -> Result<Option<()>> {
@@ -112,7 +121,7 @@ impl Condition {
     }
 
     fn build(lock: Inner) -> Result<Self> {
-        Ok(Self { lock, slots: Block::new(c"multiproc-condition", 4 * (1 + 2 * MAX_WAITERS))? })
+        Ok(Self { lock, slots: Block::new(c"multiproc-condition", 4 * (1 + SLOT_WORDS * MAX_WAITERS))? })
     }
 
     /// Takes the lock (`with cond:`) from sync code.
@@ -159,14 +168,41 @@ impl Condition {
         }
     }
 
+    fn ticket(&self, slot: usize) -> &std::sync::atomic::AtomicU32 {
+        self.slots.word(2 + SLOT_WORDS * slot)
+    }
+
+    fn pid(&self, slot: usize) -> &std::sync::atomic::AtomicU32 {
+        self.slots.word(3 + SLOT_WORDS * slot)
+    }
+
+    /// Whether the waiter recorded in `slot` is a process that is gone
+    /// (never true for this process: its slots are its own).
+    fn waiter_dead(&self, slot: usize) -> bool {
+        let pid = self.pid(slot).load(Ordering::Relaxed);
+        pid != pidlock::current_pid() && !pidlock::process_alive(pid)
+    }
+
+    /// Claims a free slot (the caller holds the lock); when none is free,
+    /// reclaims the slots of dead waiters first.
     fn claim(&self) -> Result<Claim> {
         let ticket = self.slots.word(0).fetch_add(1, Ordering::Relaxed);
-        for slot in 0..MAX_WAITERS {
-            let w = Waiting { slots: self.slots.clone(), slot };
-            if w.state().load(Ordering::Relaxed) == FREE {
-                self.slots.word(2 + 2 * slot).store(ticket, Ordering::Relaxed);
-                w.state().store(WAITING, Ordering::Release);
-                return Ok(Claim(w));
+        for reclaim in [false, true] {
+            for slot in 0..MAX_WAITERS {
+                let w = Waiting { slots: self.slots.clone(), slot };
+                let state = w.state().load(Ordering::Relaxed);
+                if state == FREE || (reclaim && self.waiter_dead(slot)) {
+                    // The slot is WAITING only once ticket and pid are set.
+                    if state != FREE
+                        && w.state().compare_exchange(state, FREE, Ordering::AcqRel, Ordering::Relaxed).is_err()
+                    {
+                        continue;
+                    }
+                    self.ticket(slot).store(ticket, Ordering::Relaxed);
+                    self.pid(slot).store(pidlock::current_pid(), Ordering::Relaxed);
+                    w.state().store(WAITING, Ordering::Release);
+                    return Ok(Claim(w));
+                }
             }
         }
         Err(Error::TooManyWaiters { max: MAX_WAITERS })
@@ -176,8 +212,8 @@ impl Condition {
     /// caller holds the lock.
     fn notify_raw(&self, n: usize) {
         let mut waiting: Vec<(u32, usize)> = (0..MAX_WAITERS)
-            .filter(|&s| self.slots.word(1 + 2 * s).load(Ordering::Relaxed) == WAITING)
-            .map(|s| (self.slots.word(2 + 2 * s).load(Ordering::Relaxed), s))
+            .filter(|&s| self.slots.word(1 + SLOT_WORDS * s).load(Ordering::Relaxed) == WAITING)
+            .map(|s| (self.ticket(s).load(Ordering::Relaxed), s))
             .collect();
         // Tickets count up from 0 and may wrap; order them by age relative
         // to the next ticket.
@@ -188,7 +224,13 @@ impl Condition {
             if left == 0 {
                 break;
             }
-            let state = self.slots.word(1 + 2 * s);
+            let state = self.slots.word(1 + SLOT_WORDS * s);
+            // A waiter killed while waiting: its slot is freed, and the
+            // notification goes to the next one.
+            if self.waiter_dead(s) {
+                let _ = state.compare_exchange(WAITING, FREE, Ordering::AcqRel, Ordering::Relaxed);
+                continue;
+            }
             // A cancelled async waiter frees its slot without the lock, so
             // only a slot still waiting counts.
             if state.compare_exchange(WAITING, NOTIFIED, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
@@ -203,14 +245,20 @@ impl Condition {
 }
 
 impl ConditionGuard<'_> {
-    /// `cond.notify(n)`: wakes exactly `min(n, waiting)` waiters, oldest first.
-    pub fn notify(&self, n: usize) {
+    /// `cond.notify(n)`: wakes exactly `min(n, waiting)` live waiters,
+    /// oldest first. [`Error::NotOwner`] when the guard no longer holds the
+    /// lock (after a cancelled or failed wait), as Python raises.
+    pub fn notify(&self, n: usize) -> Result<()> {
+        if !self.held {
+            return Err(Error::NotOwner);
+        }
         self.cond.notify_raw(n);
+        Ok(())
     }
 
-    /// `cond.notify_all()`
-    pub fn notify_all(&self) {
-        self.cond.notify_raw(MAX_WAITERS);
+    /// `cond.notify_all()`; [`Error::NotOwner`] as for [`notify`](Self::notify).
+    pub fn notify_all(&self) -> Result<()> {
+        self.notify(MAX_WAITERS)
     }
 
     /// Frees the slot once the lock is held again; whether it was notified.

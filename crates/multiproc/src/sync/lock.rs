@@ -67,12 +67,20 @@ impl Lock {
 
     /// `lock.acquire()` from sync code.
     pub fn blocking_acquire(&self) -> Result<LockGuard<'_>> {
+        if let Some(g) = self.try_acquire() {
+            return Ok(g);
+        }
+        super::assert_not_in_runtime("Lock::blocking_acquire");
         let how = self.raw().lock()?;
         self.guard(how)
     }
 
     /// `lock.acquire(timeout=…)` from sync code; `Ok(None)` on timeout.
     pub fn blocking_acquire_timeout(&self, timeout: Duration) -> Result<Option<LockGuard<'_>>> {
+        if let Some(g) = self.try_acquire() {
+            return Ok(Some(g));
+        }
+        super::assert_not_in_runtime("Lock::blocking_acquire_timeout");
         match self.raw().lock_until(deadline_after(Some(timeout)))? {
             Some(how) => self.guard(how).map(Some),
             None => Ok(None),
@@ -155,15 +163,23 @@ pub struct RLock {
 }
 
 /// Holds one level of an [`RLock`] until dropped.
+///
+/// The guard is the proof of ownership: dropped on another thread (or in
+/// another task) than the one that acquired, it still releases its level,
+/// so the lock is never left held by a guard that is gone. A bare
+/// [`RLock::release`] from a thread or task that does not own the lock is
+/// [`Error::NotOwner`], as Python raises.
 #[derive(Debug)]
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct RLockGuard<'a> {
     lock: &'a RLock,
+    /// The owner (thread or task) that acquired it.
+    token: u64,
 }
 
 impl Drop for RLockGuard<'_> {
     fn drop(&mut self) {
-        let _ = self.lock.release();
+        let _ = self.lock.release_as(self.token);
     }
 }
 
@@ -181,9 +197,12 @@ impl RLock {
     }
 
     fn owned_by_me(&self) -> bool {
+        self.owned_by(owner_token())
+    }
+
+    fn owned_by(&self, token: u64) -> bool {
         use std::sync::atomic::Ordering;
-        self.raw().held_by_me()
-            && self.token().load(Ordering::Relaxed) == owner_token()
+        self.raw().held_by_me() && self.token().load(Ordering::Relaxed) == token
     }
 
     /// Records the caller as owner of a freshly taken lock.
@@ -195,16 +214,17 @@ impl RLock {
             self.raw().unlock();
             return Err(Error::OwnerDied { pid });
         }
-        self.token().store(owner_token(), Ordering::Relaxed);
+        let token = owner_token();
+        self.token().store(token, Ordering::Relaxed);
         self.block.word(4).store(1, Ordering::Relaxed);
-        Ok(RLockGuard { lock: self })
+        Ok(RLockGuard { lock: self, token })
     }
 
     fn reenter(&self) -> Option<RLockGuard<'_>> {
         use std::sync::atomic::Ordering;
         self.owned_by_me().then(|| {
             self.block.word(4).fetch_add(1, Ordering::Relaxed);
-            RLockGuard { lock: self }
+            RLockGuard { lock: self, token: owner_token() }
         })
     }
 
@@ -213,8 +233,27 @@ impl RLock {
         if let Some(g) = self.reenter() {
             return Ok(g);
         }
+        if self.raw().try_lock() {
+            return self.enter(Acquired::Clean);
+        }
+        super::assert_not_in_runtime("RLock::blocking_acquire");
         let how = self.raw().lock()?;
         self.enter(how)
+    }
+
+    /// `rlock.acquire(timeout=…)` from sync code; `Ok(None)` on timeout.
+    pub fn blocking_acquire_timeout(&self, timeout: Duration) -> Result<Option<RLockGuard<'_>>> {
+        if let Some(g) = self.reenter() {
+            return Ok(Some(g));
+        }
+        if self.raw().try_lock() {
+            return self.enter(Acquired::Clean).map(Some);
+        }
+        super::assert_not_in_runtime("RLock::blocking_acquire_timeout");
+        match self.raw().lock_until(deadline_after(Some(timeout)))? {
+            Some(how) => self.enter(how).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// `rlock.acquire()`; waits off the runtime when another owner holds it.
@@ -244,8 +283,12 @@ impl RLock {
     /// Releases one level (`rlock.release()`); the guard does this on drop.
     /// Fails with [`Error::NotOwner`] unless the caller owns the lock.
     pub fn release(&self) -> Result<()> {
+        self.release_as(owner_token())
+    }
+
+    fn release_as(&self, token: u64) -> Result<()> {
         use std::sync::atomic::Ordering;
-        if !self.owned_by_me() {
+        if !self.owned_by(token) {
             return Err(Error::NotOwner);
         }
         if self.block.word(4).fetch_sub(1, Ordering::Relaxed) == 1 {

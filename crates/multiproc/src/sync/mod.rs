@@ -36,8 +36,12 @@ pub(crate) fn assert_not_in_runtime(what: &str) {
         // runtime thread, where tokio panics before looking.
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let _ = tx.send(());
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || rx.blocking_recv().is_ok())).unwrap_or(false);
-        assert!(ok, "{what} was called from an async runtime thread, where it would block the runtime; use its async twin (or spawn_blocking)");
+        let ok =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || rx.blocking_recv().is_ok())).unwrap_or(false);
+        assert!(
+            ok,
+            "{what} was called from an async runtime thread, where it would block the runtime; use its async twin (or spawn_blocking)"
+        );
     }
     #[cfg(not(debug_assertions))]
     let _ = what;
