@@ -63,14 +63,14 @@ fn work(n: u32) {
 fn enter(inside: &Value<u32>, counters: &Counters, slot: usize) {
     let other = inside.get();
     if other != 0 && multiproc_sys::pidlock::process_alive(other) {
-        bump(&counters, slot, VIOLATIONS);
+        bump(counters, slot, VIOLATIONS);
     }
     inside.set(std::process::id());
 }
 
 fn leave(inside: &Value<u32>, counters: &Counters, slot: usize) {
     if inside.get() != std::process::id() {
-        bump(&counters, slot, VIOLATIONS);
+        bump(counters, slot, VIOLATIONS);
     }
     inside.set(0);
 }
@@ -413,7 +413,7 @@ async fn value(kills: u64) -> Report {
     report.lost += sum(&c, PROGRESS).saturating_sub(total.get());
     let t = total.clone();
     let ok =
-        tokio::task::spawn_blocking(move || can_lock(|| Ok(t.blocking_update(|v| v).is_ok()))).await.unwrap_or(false);
+        tokio::task::spawn_blocking(move || can_lock(|| t.blocking_update(|v| v).map(|_| true))).await.unwrap_or(false);
     report.deadlocks += u64::from(!ok);
     report
 }

@@ -299,3 +299,58 @@ async fn a_blocking_wait_on_a_runtime_thread_panics_in_debug_builds() {
             .expect("acquire")
     );
 }
+
+fn threads_of_this_process() -> u32 {
+    std::fs::read_dir("/proc/self/task").map(|d| d.count() as u32).unwrap_or(u32::MAX)
+}
+
+/// Starts `n` async waiters on `event`, reports (in `report`: threads
+/// before, most threads while they wait, then how many woke).
+#[multiproc::task]
+async fn many_async_waiters(event: multiproc::Event, n: u32, report: multiproc::Array<u32>) {
+    report.set(0, threads_of_this_process()).expect("report");
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (e, s) = (event.clone(), started.clone());
+        tasks.push(tokio::spawn(async move {
+            s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            e.wait().await
+        }));
+    }
+    // Every waiter has been polled (and registered) once started is n and
+    // the runtime has had a few turns.
+    let mut most = 0;
+    while started.load(std::sync::atomic::Ordering::SeqCst) < n {
+        most = most.max(threads_of_this_process());
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..100 {
+        most = most.max(threads_of_this_process());
+        tokio::task::yield_now().await;
+    }
+    report.set(1, most).expect("report");
+    report.set(3, 1).expect("ready");
+    let mut woke = 0;
+    for t in tasks {
+        if matches!(t.await, Ok(Ok(()))) {
+            woke += 1;
+        }
+    }
+    report.set(2, woke).expect("report");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_async_waiters_on_one_event_use_a_bounded_number_of_threads_and_all_wake() {
+    const N: u32 = 10_000;
+    let event = multiproc::Event::new().expect("event");
+    let report = multiproc::Array::<u32>::zeroed(4).expect("array");
+    let p = start(Process::new(many_async_waiters, (event.clone(), N, report.clone())), StartMethod::Forkserver).await;
+    progressed("the waiters to register", 0, || u64::from(report.get(3).expect("ready"))).await;
+    // Set from another process than the waiters'.
+    event.set();
+    assert_eq!(p.join_timeout(Duration::from_secs(60)).await.expect("join"), Some(0));
+    let (before, most, woke) = (report.get(0).expect("r"), report.get(1).expect("r"), report.get(2).expect("r"));
+    assert_eq!(woke, N, "every waiter woke");
+    assert!(most <= before + 2, "{N} async waiters took {} threads beyond the {before} the process had", most - before);
+}

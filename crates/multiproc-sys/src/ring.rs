@@ -135,6 +135,17 @@ pub struct Lease {
     pub deliveries: u32,
 }
 
+/// What a waiter waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seq {
+    /// A record to pop.
+    Items,
+    /// Room to push.
+    Room,
+    /// Every item marked done.
+    Done,
+}
+
 /// How a pop marks the record it takes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Take {
@@ -444,56 +455,79 @@ impl Ring {
         }
     }
 
-    /// The futex word and value a consumer sleeps on for new records, and
-    /// whether leases are outstanding (then it should not sleep long).
-    pub fn items_seq(&self) -> (&AtomicU32, u32) {
-        let w = self.u32(O_NOT_EMPTY);
-        (w, w.load(Ordering::SeqCst))
+    /// The sequence word waiters on `seq` sleep on, and the count of such
+    /// sleepers wakers look at (an async waiter counts itself in it).
+    pub fn seq(&self, seq: Seq) -> (&AtomicU32, &AtomicU32) {
+        match seq {
+            Seq::Items => (self.u32(O_NOT_EMPTY), self.u32(O_GETTERS)),
+            Seq::Room => (self.u32(O_NOT_FULL), self.u32(O_PUTTERS)),
+            Seq::Done => (self.u32(O_ALL_DONE), self.u32(O_JOINERS)),
+        }
     }
 
-    /// The futex word and value a producer sleeps on for room.
-    pub fn room_seq(&self) -> (&AtomicU32, u32) {
-        let w = self.u32(O_NOT_FULL);
-        (w, w.load(Ordering::SeqCst))
+    /// The lock's owner word (for an async waiter that found it busy).
+    pub fn lock_word(&self) -> &AtomicU32 {
+        self.u32(O_LOCK)
     }
 
-    /// The futex word and value a joiner sleeps on.
-    pub fn done_seq(&self) -> (&AtomicU32, u32) {
-        let w = self.u32(O_ALL_DONE);
-        (w, w.load(Ordering::SeqCst))
+    /// The lock, if it can be had without sleeping: free now (after a short
+    /// spin), or held by a process that died (taken over and repaired).
+    fn lock_now(&self) -> io::Result<Option<Guard<'_>>> {
+        let lock = PidLock::new(self.u32(O_LOCK));
+        for _ in 0..SPINS {
+            if lock.try_lock() {
+                return Ok(Some(Guard { ring: self, lock }));
+            }
+            std::hint::spin_loop();
+        }
+        if lock.try_take_over().is_some() {
+            let guard = Guard { ring: self, lock };
+            guard.repair()?;
+            return Ok(Some(guard));
+        }
+        Ok(None)
     }
 
-    /// Counts a sleeper on new records in, so pushes make the wake-up call;
-    /// pair with [`getter_gone`](Self::getter_gone).
-    pub fn getter_sleeps(&self) {
-        self.u32(O_GETTERS).fetch_add(1, Ordering::SeqCst);
+    /// [`try_push`](Self::try_push) that never sleeps for the lock: `None`
+    /// when another process holds it (wait on [`lock_word`](Self::lock_word)).
+    pub fn try_push_now(&self, payload: &[u8]) -> io::Result<Option<Push>> {
+        if payload.len() > self.max_record() {
+            return Ok(Some(Push::TooLarge { max: self.max_record() }));
+        }
+        let Some(guard) = self.lock_now()? else { return Ok(None) };
+        let outcome = guard.push(payload)?;
+        drop(guard);
+        if outcome == Push::Done {
+            self.wake(O_NOT_EMPTY, O_GETTERS);
+        }
+        Ok(Some(outcome))
     }
 
-    pub fn getter_gone(&self) {
-        self.u32(O_GETTERS).fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// The same for sleepers on room.
-    pub fn putter_sleeps(&self) {
-        self.u32(O_PUTTERS).fetch_add(1, Ordering::SeqCst);
-    }
-
-    pub fn putter_gone(&self) {
-        self.u32(O_PUTTERS).fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// The same for joiners.
-    pub fn joiner_sleeps(&self) {
-        self.u32(O_JOINERS).fetch_add(1, Ordering::SeqCst);
-    }
-
-    pub fn joiner_gone(&self) {
-        self.u32(O_JOINERS).fetch_sub(1, Ordering::SeqCst);
+    /// [`try_pop`](Self::try_pop) (or, `leased`,
+    /// [`try_pop_leased`](Self::try_pop_leased)) that never sleeps for the
+    /// lock: `None` when another process holds it.
+    pub fn try_pop_now(&self, out: &mut Vec<u8>, leased: bool) -> io::Result<Option<Option<Lease>>> {
+        if !self.maybe_items() {
+            return Ok(Some(None));
+        }
+        let Some(guard) = self.lock_now()? else { return Ok(None) };
+        let (popped, freed) = guard.pop(out, if leased { Take::Leased } else { Take::Plain })?;
+        drop(guard);
+        if popped.is_some() && freed {
+            self.wake(O_NOT_FULL, O_PUTTERS);
+        }
+        Ok(Some(popped))
     }
 
     /// Whether a record of `payload_len` bytes would fit now (lock-free).
     pub fn room_for(&self, payload_len: usize) -> bool {
         self.has_room(payload_len)
+    }
+
+    /// How long a waiting consumer may sleep before it looks for leases of
+    /// dead consumers (`None`: no lease outstanding).
+    pub fn lease_wait(&self) -> Option<Duration> {
+        (self.leased() > 0).then_some(LEASE_WAIT)
     }
 
     /// Items put and not yet marked done (JoinableQueue).
@@ -601,10 +635,9 @@ impl Guard<'_> {
             tail: r.u64(O_TAIL).load(Ordering::Relaxed),
         };
         let cap = r.capacity as u64;
-        if !(p.keep <= p.head && p.head <= p.tail && p.tail - p.keep <= cap)
-            || !(p.keep | p.head | p.tail).is_multiple_of(4)
-            || p.tail > u64::MAX / 2
-        {
+        let ordered = p.keep <= p.head && p.head <= p.tail && p.tail - p.keep <= cap;
+        let aligned = (p.keep | p.head | p.tail).is_multiple_of(4);
+        if !ordered || !aligned || p.tail > u64::MAX / 2 {
             return Err(corrupt(format!("positions keep {} head {} tail {} (capacity {cap})", p.keep, p.head, p.tail)));
         }
         Ok(p)

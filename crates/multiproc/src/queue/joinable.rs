@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use serde::de::DeserializeOwned;
 
-use super::{ASYNC_WAIT_SLICE, Leased, Queue, blocking_take, deadline_after, take_async};
+use super::{Leased, Queue, Seq, blocking_take, deadline_after, seq_now, sleep_on, take_async};
 use crate::error::{Error, Result};
 
 /// `multiprocessing.JoinableQueue`: every `put` adds an unfinished item,
@@ -59,14 +59,14 @@ impl<T> JoinableQueue<T> {
 
     /// Waits until every item put has been marked done (`q.join()`).
     pub async fn join(&self) -> Result<()> {
-        while self.queue.shared.ring.unfinished() > 0 {
-            let shared = self.queue.shared.clone();
-            let until = Instant::now() + ASYNC_WAIT_SLICE;
-            tokio::task::spawn_blocking(move || shared.ring.wait_all_done(Some(until)))
-                .await
-                .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??;
+        let shared = &self.queue.shared;
+        loop {
+            let seen = seq_now(shared, Seq::Done);
+            if shared.ring.unfinished() == 0 {
+                return Ok(());
+            }
+            sleep_on(shared, Seq::Done, seen, None, None).await;
         }
-        Ok(())
     }
 
     /// [`join`](Self::join) for sync code.
@@ -88,12 +88,12 @@ impl<T: DeserializeOwned> JoinableQueue<T> {
     /// An item whose consumer dies unacknowledged is delivered again and
     /// stays unfinished meanwhile, so `join` waits for it.
     pub async fn get_leased(&self) -> Result<Leased<T>> {
-        take_async(&self.queue.shared, None, |s| s.try_get_leased(true)).await
+        take_async(&self.queue.shared, None, |s| s.try_get_leased_now(true)).await
     }
 
     /// [`get_leased`](Self::get_leased), waiting at most `timeout`.
     pub async fn get_leased_timeout(&self, timeout: Duration) -> Result<Leased<T>> {
-        take_async(&self.queue.shared, deadline_after(timeout), |s| s.try_get_leased(true)).await
+        take_async(&self.queue.shared, deadline_after(timeout), |s| s.try_get_leased_now(true)).await
     }
 
     /// [`get_leased`](Self::get_leased) if an item is there now, else

@@ -14,15 +14,22 @@
 //! - `get` copies the record out and only then removes it, under the lock: a
 //!   consumer killed at any point loses no item it had not received.
 //! - A process that dies holding the lock is replaced by the next process
-//!   that waits for it (within 50 ms; it sees the pid is gone).
+//!   that waits for it (within a few ms; it asks the kernel about the pid
+//!   the lock word records), which checks and recounts the ring. A ring
+//!   whose positions or lengths fail a check is [`Error::Corrupt`].
 //! - `maxsize` counts items as in Python; independently the ring holds
 //!   [`QueueBuilder::capacity_bytes`] bytes (32 MiB by default, allocated by
 //!   the kernel only as it is used). A `put` that finds too little room waits
 //!   like a `put` on a full queue; an item that could never fit is
 //!   [`Error::ItemTooLarge`].
 //! - Blocking methods wait on the futex directly. Async methods try first
-//!   without waiting and otherwise wait on tokio's blocking pool, so they
-//!   never park a runtime worker.
+//!   without waiting (they never sleep for the ring's lock: a busy lock is
+//!   waited for like an empty queue) and otherwise register with the
+//!   process's waiter thread, so they never park a runtime worker and any
+//!   number of them costs no thread.
+//! - [`Queue::get_leased`] hands an item out under a lease: acknowledged, it
+//!   is gone; if its consumer dies first, the next consumer receives it
+//!   again. Plain `get` is at-most-once, as Python's.
 
 mod joinable;
 mod simple;
@@ -33,7 +40,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use multiproc_sys::ring::{self, Push, Ring};
+use multiproc_sys::pidlock::PidLock;
+use multiproc_sys::ring::{self, Push, Ring, Seq};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -42,13 +50,14 @@ pub use simple::SimpleQueue;
 pub use stream::QueueState;
 
 use crate::error::{Error, Result};
+use crate::sync::{Watch, WordWait};
 use crate::wire::fds::PassFd;
 
 /// Default size of a queue's ring, in bytes.
 pub const DEFAULT_CAPACITY_BYTES: usize = 32 << 20;
-/// Longest single wait of an async method on the blocking pool: a caller
-/// that gave up frees its thread within this time.
-const ASYNC_WAIT_SLICE: Duration = Duration::from_millis(250);
+/// How often an async waiter for a busy ring lock looks whether its holder
+/// died.
+const LOCK_RECHECK: Duration = Duration::from_millis(5);
 /// Times an async `get` on an empty queue yields to the runtime and looks
 /// again before it waits on the blocking pool.
 const ASYNC_POLLS: u32 = 8;
@@ -143,13 +152,15 @@ impl Shared {
     /// Encodes `item` and pushes it if there is room now; otherwise returns
     /// the encoded bytes for a waiting retry. The fast path reuses a
     /// per-thread buffer.
-    fn try_put<T: Serialize>(&self, item: &T) -> Result<Option<Vec<u8>>> {
+    /// `now`: never sleep for the ring's lock (async callers); a busy lock
+    /// then also returns the bytes.
+    fn try_put<T: Serialize>(&self, item: &T, now: bool) -> Result<Option<Vec<u8>>> {
         self.check_open()?;
         let mut buf = ENCODED.take();
         buf.clear();
         let r = rmp_serde::encode::write(&mut buf, item)
             .map_err(|e| Error::Encode { what: "a queue item", reason: e.to_string() })
-            .and_then(|()| self.try_push(&buf));
+            .and_then(|()| if now { self.try_push_now(&buf).map(|p| p == Some(true)) } else { self.try_push(&buf) });
         let out = match r {
             Ok(true) => Ok(None),
             Ok(false) => Ok(Some(buf.clone())),
@@ -161,10 +172,61 @@ impl Shared {
 
     /// One attempt to push; `Ok(false)` when there is no room now.
     fn try_push(&self, bytes: &[u8]) -> Result<bool> {
-        match self.ring.try_push(bytes).map_err(ring_error)? {
-            Push::Done => Ok(true),
-            Push::Full | Push::NoRoom => Ok(false),
-            Push::TooLarge { max } => Err(Error::ItemTooLarge { len: bytes.len(), max }),
+        push_outcome(self.ring.try_push(bytes).map_err(ring_error)?, bytes.len())
+    }
+
+    /// One attempt to push without sleeping for the lock: `None` when
+    /// another process holds it.
+    fn try_push_now(&self, bytes: &[u8]) -> Result<Option<bool>> {
+        match self.ring.try_push_now(bytes).map_err(ring_error)? {
+            Some(p) => push_outcome(p, bytes.len()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// One attempt to take an item without sleeping for the lock (outer
+    /// `None`: another process holds it).
+    fn try_get_now<T: DeserializeOwned>(self: &Arc<Self>) -> Result<Option<Option<T>>> {
+        self.check_open()?;
+        let mut buf = RECORD.take();
+        let r = match self.ring.try_pop_now(&mut buf, false) {
+            Ok(Some(Some(_))) => crate::wire::decode("a queue item", &buf).map(|v| Some(Some(v))),
+            Ok(Some(None)) => Ok(Some(None)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(ring_error(e)),
+        };
+        RECORD.set(buf);
+        r
+    }
+
+    /// [`try_get_now`](Self::try_get_now) under a lease.
+    fn try_get_leased_now<T: DeserializeOwned>(self: &Arc<Self>, joinable: bool) -> Result<Option<Option<Leased<T>>>> {
+        self.check_open()?;
+        let mut buf = RECORD.take();
+        let r = match self.ring.try_pop_now(&mut buf, true) {
+            Ok(Some(Some(lease))) => self.leased(&buf, lease, joinable).map(|l| Some(Some(l))),
+            Ok(Some(None)) => Ok(Some(None)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(ring_error(e)),
+        };
+        RECORD.set(buf);
+        r
+    }
+
+    fn leased<T: DeserializeOwned>(
+        self: &Arc<Self>,
+        buf: &[u8],
+        lease: ring::Lease,
+        joinable: bool,
+    ) -> Result<Leased<T>> {
+        match crate::wire::decode("a queue item", buf) {
+            Ok(item) => Ok(Leased { shared: self.clone(), lease, item: Some(item), joinable }),
+            Err(e) => {
+                // An item no consumer can decode would come back forever:
+                // it is dropped, as a plain get drops it.
+                let _ = self.ring.ack(lease);
+                Err(e)
+            }
         }
     }
 
@@ -188,15 +250,7 @@ impl Shared {
         let mut buf = RECORD.take();
         let got = self.ring.try_pop_leased(&mut buf);
         let r = match got {
-            Ok(Some(lease)) => match crate::wire::decode("a queue item", &buf) {
-                Ok(item) => Ok(Some(Leased { shared: self.clone(), lease, item: Some(item), joinable })),
-                Err(e) => {
-                    // An item no consumer can decode would come back forever:
-                    // it is dropped, as a plain get drops it.
-                    let _ = self.ring.ack(lease);
-                    Err(e)
-                }
-            },
+            Ok(Some(lease)) => self.leased(&buf, lease, joinable).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(ring_error(e)),
         };
@@ -319,64 +373,100 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Leased<T> {
     }
 }
 
-/// Runs a futex wait on tokio's blocking pool, at most one slice long.
-async fn wait_off_runtime(
-    shared: &Arc<Shared>,
-    deadline: Option<Instant>,
-    wait: fn(&Ring, Instant, usize) -> std::io::Result<bool>,
-    arg: usize,
-) -> Result<()> {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Err(Error::Io(std::io::Error::other(
-            "async Queue methods need a tokio runtime; use the blocking_* methods in sync code",
-        )));
+fn push_outcome(p: Push, len: usize) -> Result<bool> {
+    match p {
+        Push::Done => Ok(true),
+        Push::Full | Push::NoRoom => Ok(false),
+        Push::TooLarge { max } => Err(Error::ItemTooLarge { len, max }),
     }
-    let shared = shared.clone();
-    let until = ring::slice_deadline(deadline, ASYNC_WAIT_SLICE);
-    tokio::task::spawn_blocking(move || wait(&shared.ring, until, arg))
-        .await
-        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??;
-    Ok(())
+}
+
+/// A ring word the process's waiter thread watches for an async wait (the
+/// queue stays mapped while it does): a sequence word, or (`None`) the lock.
+struct RingWord {
+    shared: Arc<Shared>,
+    seq: Option<Seq>,
+}
+
+impl Watch for RingWord {
+    fn word(&self) -> &std::sync::atomic::AtomicU32 {
+        match self.seq {
+            Some(s) => self.shared.ring.seq(s).0,
+            None => self.shared.ring.lock_word(),
+        }
+    }
+
+    fn sleepers(&self) -> Option<&std::sync::atomic::AtomicU32> {
+        self.seq.map(|s| self.shared.ring.seq(s).1)
+    }
+}
+
+/// The value of `seq`'s word now, read before an attempt so that a change
+/// after it is not missed.
+fn seq_now(shared: &Shared, seq: Seq) -> u32 {
+    shared.ring.seq(seq).0.load(Ordering::SeqCst)
+}
+
+/// Sleeps (through the waiter thread, never a runtime worker) until `seq`'s
+/// word moves from `seen`, `deadline`, or `cap`.
+async fn sleep_on(shared: &Arc<Shared>, seq: Seq, seen: u32, deadline: Option<Instant>, cap: Option<Duration>) {
+    let until = cap.map_or(deadline, |c| {
+        let c = Instant::now() + c;
+        Some(deadline.map_or(c, |d| d.min(c)))
+    });
+    WordWait::new(Arc::new(RingWord { shared: shared.clone(), seq: Some(seq) }), seen, until).await;
+}
+
+/// Waits until the ring's lock, busy at the last attempt, changes hands
+/// (or a few ms pass, for the next attempt to see whether its holder died).
+async fn wait_lock(shared: &Arc<Shared>, deadline: Option<Instant>) {
+    let Some(held) = PidLock::new(shared.ring.lock_word()).mark_contended() else { return };
+    let c = Instant::now() + LOCK_RECHECK;
+    let until = Some(deadline.map_or(c, |d| d.min(c)));
+    WordWait::new(Arc::new(RingWord { shared: shared.clone(), seq: None }), held, until).await;
 }
 
 async fn put_async(shared: &Arc<Shared>, bytes: Vec<u8>, deadline: Option<Instant>) -> Result<()> {
     loop {
-        if shared.try_push(&bytes)? {
-            return Ok(());
+        let seen = seq_now(shared, Seq::Room);
+        match shared.try_push_now(&bytes)? {
+            Some(true) => return Ok(()),
+            Some(false) if passed(deadline) => return Err(Error::Full),
+            Some(false) => sleep_on(shared, Seq::Room, seen, deadline, None).await,
+            None => wait_lock(shared, deadline).await,
         }
-        if passed(deadline) {
-            return Err(Error::Full);
-        }
-        wait_off_runtime(shared, deadline, |r, d, need| r.wait_room(need, Some(d)), bytes.len()).await?;
     }
 }
 
 async fn get_async<T: DeserializeOwned>(shared: &Arc<Shared>, deadline: Option<Instant>) -> Result<T> {
-    take_async(shared, deadline, |s| s.try_get()).await
+    take_async(shared, deadline, |s| s.try_get_now()).await
 }
 
+/// Loops `attempt` (outer `None`: the lock was busy; inner `None`: empty)
+/// until an item, waiting in between without a thread of its own.
 async fn take_async<R>(
     shared: &Arc<Shared>,
     deadline: Option<Instant>,
-    attempt: impl Fn(&Arc<Shared>) -> Result<Option<R>>,
+    attempt: impl Fn(&Arc<Shared>) -> Result<Option<Option<R>>>,
 ) -> Result<R> {
     let mut polls = 0;
     loop {
-        if let Some(v) = attempt(shared)? {
-            return Ok(v);
+        let seen = seq_now(shared, Seq::Items);
+        match attempt(shared)? {
+            Some(Some(v)) => return Ok(v),
+            _ if passed(deadline) => return Err(Error::Empty),
+            None => wait_lock(shared, deadline).await,
+            // A consumer that keeps up finds the next item a moment later:
+            // yield to the runtime a few times before registering a wait.
+            Some(None) if polls < ASYNC_POLLS => {
+                polls += 1;
+                tokio::task::yield_now().await;
+            }
+            Some(None) => {
+                polls = 0;
+                sleep_on(shared, Seq::Items, seen, deadline, shared.ring.lease_wait()).await;
+            }
         }
-        if passed(deadline) {
-            return Err(Error::Empty);
-        }
-        // A consumer that keeps up finds the next item a moment later:
-        // yield to the runtime a few times before paying for a thread hop.
-        if polls < ASYNC_POLLS {
-            polls += 1;
-            tokio::task::yield_now().await;
-            continue;
-        }
-        polls = 0;
-        wait_off_runtime(shared, deadline, |r, d, _| r.wait_items(Some(d)), 0).await?;
     }
 }
 
@@ -451,7 +541,7 @@ impl<T> Queue<T> {
 impl<T: Serialize> Queue<T> {
     /// Puts an item, waiting while the queue is full (`q.put(item)`).
     pub async fn put(&self, item: T) -> Result<()> {
-        match self.shared.try_put(&item)? {
+        match self.shared.try_put(&item, true)? {
             None => Ok(()),
             Some(bytes) => put_async(&self.shared, bytes, None).await,
         }
@@ -467,7 +557,7 @@ impl<T: Serialize> Queue<T> {
     /// Puts an item if there is room now, else [`Error::Full`]
     /// (`q.put_nowait(item)`).
     pub fn put_nowait(&self, item: T) -> Result<()> {
-        match self.shared.try_put(&item)? {
+        match self.shared.try_put(&item, false)? {
             None => Ok(()),
             Some(_) => Err(Error::Full),
         }
@@ -475,7 +565,7 @@ impl<T: Serialize> Queue<T> {
 
     /// [`put`](Self::put) for sync code.
     pub fn blocking_put(&self, item: T) -> Result<()> {
-        match self.shared.try_put(&item)? {
+        match self.shared.try_put(&item, false)? {
             None => Ok(()),
             Some(bytes) => self.shared.blocking_put(&bytes, None),
         }
@@ -525,13 +615,13 @@ impl<T: DeserializeOwned> Queue<T> {
     /// at-most-once, as in Python. A lease held by a dead process is handed
     /// out again within about 50 ms of a consumer asking.
     pub async fn get_leased(&self) -> Result<Leased<T>> {
-        take_async(&self.shared, None, |s| s.try_get_leased(false)).await
+        take_async(&self.shared, None, |s| s.try_get_leased_now(false)).await
     }
 
     /// [`get_leased`](Self::get_leased), waiting at most `timeout`;
     /// [`Error::Empty`] after that.
     pub async fn get_leased_timeout(&self, timeout: Duration) -> Result<Leased<T>> {
-        take_async(&self.shared, deadline_after(timeout), |s| s.try_get_leased(false)).await
+        take_async(&self.shared, deadline_after(timeout), |s| s.try_get_leased_now(false)).await
     }
 
     /// [`get_leased`](Self::get_leased) if an item is there now, else

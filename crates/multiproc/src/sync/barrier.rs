@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use super::block::Block;
+use super::lock::acquire_async;
 use super::wait::{self, deadline_after};
+use super::waiter::block_word;
 use crate::error::{Error, Result};
 use crate::registry::{Invoke, Plain, TaskFn};
 use crate::wire::TaskRef;
@@ -64,6 +66,10 @@ struct Generation {
 impl Generation {
     fn attempt(&self) -> Result<Option<()>> {
         Ok((self.block.word(GENERATION).load(Ordering::Acquire) != self.generation).then_some(()))
+    }
+
+    fn watch(&self) -> wait::Sleep {
+        wait::Sleep { src: block_word(&self.block, GENERATION, Some(SLEEPERS)), expected: self.generation, cap: None }
     }
 
     fn sleep(&self, deadline: Option<Instant>) -> Result<()> {
@@ -138,6 +144,15 @@ impl Barrier {
         Ok(r)
     }
 
+    /// [`locked`](Self::locked) for async code: waits for the internal lock
+    /// through the waiter thread, never on the runtime.
+    async fn locked_async<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _ = acquire_async(&self.block, LOCK, None).await;
+        let r = f();
+        PidLock::new(self.block.word(LOCK)).unlock();
+        r
+    }
+
     fn wake_all(&self) {
         if self.block.word(SLEEPERS).load(Ordering::SeqCst) > 0 {
             futex::wake(self.block.word(GENERATION), u32::MAX);
@@ -164,31 +179,35 @@ impl Barrier {
     /// came as its generation completed breaks nothing (as in Python, where
     /// `wait_for` then returns true).
     fn break_generation(&self, generation: Option<u32>) -> Result<()> {
-        self.locked(|| {
-            let current = self.block.word(GENERATION).load(Ordering::Relaxed);
-            let generation = generation.unwrap_or(current);
-            if current == generation {
-                self.end(generation, true);
-                self.block.word(BROKEN).store(1, Ordering::Release);
-            }
-        })?;
+        self.locked(|| self.break_locked(generation))?;
         self.wake_all();
         Ok(())
     }
 
+    fn break_locked(&self, generation: Option<u32>) {
+        let current = self.block.word(GENERATION).load(Ordering::Relaxed);
+        let generation = generation.unwrap_or(current);
+        if current == generation {
+            self.end(generation, true);
+            self.block.word(BROKEN).store(1, Ordering::Release);
+        }
+    }
+
     fn arrive(&self) -> Result<Arrival> {
-        self.locked(|| {
-            if self.broken() {
-                return Err(Error::BrokenBarrier);
-            }
-            let generation = self.block.word(GENERATION).load(Ordering::Relaxed);
-            let index = self.block.word(COUNT).fetch_add(1, Ordering::Relaxed) as usize;
-            Ok(if index + 1 == self.parties as usize {
-                Arrival::Last { index, generation }
-            } else {
-                Arrival::Wait { index, generation }
-            })
-        })?
+        self.locked(|| self.arrive_locked())?
+    }
+
+    fn arrive_locked(&self) -> Result<Arrival> {
+        if self.broken() {
+            return Err(Error::BrokenBarrier);
+        }
+        let generation = self.block.word(GENERATION).load(Ordering::Relaxed);
+        let index = self.block.word(COUNT).fetch_add(1, Ordering::Relaxed) as usize;
+        Ok(if index + 1 == self.parties as usize {
+            Arrival::Last { index, generation }
+        } else {
+            Arrival::Wait { index, generation }
+        })
     }
 
     /// The last arriver: runs the action, then lets everyone go.
@@ -268,12 +287,21 @@ impl Barrier {
     }
 
     async fn wait_until(&self, deadline: Option<Instant>) -> Result<usize> {
-        match self.arrive()? {
-            Arrival::Last { index, generation } => self.release(index, generation),
+        match self.locked_async(|| self.arrive_locked()).await? {
+            // The action (user code) and the release run on the blocking
+            // pool, off the runtime threads; they finish even if this future
+            // is dropped, so the other parties are let go.
+            Arrival::Last { index, generation } => {
+                let me = self.clone();
+                tokio::task::spawn_blocking(move || me.release(index, generation))
+                    .await
+                    .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
+            }
             Arrival::Wait { index, generation } => {
                 let g = Generation { block: self.block.clone(), generation };
-                if wait::asynchronous(&g, deadline, Generation::attempt, Generation::sleep).await?.is_none() {
-                    self.break_generation(Some(generation))?;
+                if wait::asynchronous(&g, deadline, Generation::attempt, Generation::watch).await?.is_none() {
+                    self.locked_async(|| self.break_locked(Some(generation))).await;
+                    self.wake_all();
                 }
                 self.outcome(index, generation)
             }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::block::Block;
 use super::lock::{Lock, RLock};
 use super::wait::{self, deadline_after};
+use super::waiter::block_word;
 use crate::error::{Error, Result};
 
 /// Most live processes (or threads, or tasks) that may wait on one
@@ -96,6 +97,10 @@ impl Waiting {
 
     fn attempt(&self) -> Result<Option<()>> {
         Ok((self.state().load(Ordering::Acquire) == NOTIFIED).then_some(()))
+    }
+
+    fn watch(&self) -> wait::Sleep {
+        wait::Sleep { src: block_word(&self.slots, 1 + SLOT_WORDS * self.slot, None), expected: WAITING, cap: None }
     }
 
     fn sleep(&self, deadline: Option<Instant>) -> Result<()> {
@@ -322,7 +327,7 @@ impl ConditionGuard<'_> {
 
     async fn wait_until(&mut self, deadline: Option<Instant>) -> Result<bool> {
         let claim = self.start_wait()?;
-        let slept = wait::asynchronous(&claim.0, deadline, Waiting::attempt, Waiting::sleep).await;
+        let slept = wait::asynchronous(&claim.0, deadline, Waiting::attempt, Waiting::watch).await;
         self.relock().await?;
         slept?;
         Ok(self.finish(claim))

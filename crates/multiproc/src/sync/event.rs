@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::block::Block;
 use super::wait::{self, deadline_after};
+use super::waiter::block_word;
 use crate::error::Result;
 
 /// `multiprocessing.Event()`
@@ -30,6 +31,10 @@ impl Waiting {
     fn attempt(&self) -> Result<Option<()>> {
         let flag = self.block.word(0).load(Ordering::Acquire) != 0;
         Ok((flag || self.block.word(2).load(Ordering::Acquire) != self.sets).then_some(()))
+    }
+
+    fn watch(&self) -> wait::Sleep {
+        wait::Sleep { src: block_word(&self.block, 2, Some(1)), expected: self.sets, cap: None }
     }
 
     fn sleep(&self, deadline: Option<Instant>) -> Result<()> {
@@ -84,13 +89,13 @@ impl Event {
     /// `event.wait()`: returns once the flag is set (or was set while
     /// waiting, even if cleared since).
     pub async fn wait(&self) -> Result<()> {
-        wait::asynchronous(&self.waiting(), None, Waiting::attempt, Waiting::sleep).await.map(|_| ())
+        wait::asynchronous(&self.waiting(), None, Waiting::attempt, Waiting::watch).await.map(|_| ())
     }
 
     /// `event.wait(timeout)`: the flag when the wait ends (`false` when it
     /// timed out, as in Python).
     pub async fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        wait::asynchronous(&self.waiting(), deadline_after(Some(timeout)), Waiting::attempt, Waiting::sleep).await?;
+        wait::asynchronous(&self.waiting(), deadline_after(Some(timeout)), Waiting::attempt, Waiting::watch).await?;
         Ok(self.is_set())
     }
 }

@@ -10,10 +10,41 @@ use serde::{Deserialize, Serialize};
 
 use super::block::Block;
 use super::wait::deadline_after;
+use super::waiter::{WordWait, block_word};
 use crate::error::{Error, Result};
 
-/// Longest sleep on the blocking pool per round of an async acquire.
-const SLICE: Duration = Duration::from_millis(100);
+/// First wait of an async acquirer before it asks whether the holder died;
+/// doubles up to [`RECHECK_MAX`].
+const RECHECK_FIRST: Duration = Duration::from_millis(5);
+const RECHECK_MAX: Duration = Duration::from_millis(250);
+
+/// Takes the one-word lock at word `index` of `block` from async code,
+/// without ever sleeping on the runtime: between attempts it waits for the
+/// word to change through the process's waiter thread, and after a wait in
+/// which it did not change it asks the kernel whether the holder died.
+/// `None` when `deadline` passed. Holds nothing across an await, so a
+/// dropped future leaves the lock alone.
+pub(crate) async fn acquire_async(block: &Block, index: usize, deadline: Option<Instant>) -> Option<Acquired> {
+    let raw = PidLock::new(block.word(index));
+    let mut recheck = RECHECK_FIRST;
+    loop {
+        if raw.try_lock_contended() {
+            return Some(Acquired::Clean);
+        }
+        let Some(held) = raw.mark_contended() else { continue };
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return None;
+        }
+        let cap = Instant::now() + recheck;
+        WordWait::new(block_word(block, index, None), held, Some(deadline.map_or(cap, |d| d.min(cap)))).await;
+        if raw.word().load(std::sync::atomic::Ordering::Relaxed) == held {
+            recheck = (recheck * 2).min(RECHECK_MAX);
+            if let Some(pid) = raw.try_take_over() {
+                return Some(Acquired::FromDeadHolder(pid));
+            }
+        }
+    }
+}
 
 /// A lock shared between processes: `multiprocessing.Lock`.
 ///
@@ -101,23 +132,9 @@ impl Lock {
         if let Some(g) = self.try_acquire() {
             return Ok(Some(g));
         }
-        loop {
-            // The sleep never takes the lock, so dropping this future
-            // cannot leave it held.
-            let me = self.clone();
-            let until = deadline.map_or(Instant::now() + SLICE, |d| d.min(Instant::now() + SLICE));
-            tokio::task::spawn_blocking(move || me.raw().wait_while_held(until))
-                .await
-                .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??;
-            if self.raw().try_lock_contended() {
-                return Ok(Some(LockGuard { lock: self }));
-            }
-            if let Some(pid) = self.raw().try_take_over() {
-                return self.guard(Acquired::FromDeadHolder(pid)).map(Some);
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(None);
-            }
+        match acquire_async(&self.block, 0, deadline).await {
+            Some(how) => self.guard(how).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -158,7 +175,7 @@ fn owner_token() -> u64 {
 /// acquire needs a release, and a release by anyone else is an error.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RLock {
-    /// Words: 0 lock, 1 holder pid, 2-3 owner token, 4 depth.
+    /// Words: 0 lock (owner word), 1 unused, 2-3 owner token, 4 depth.
     block: Block,
 }
 
@@ -265,19 +282,8 @@ impl RLock {
         if self.raw().try_lock() {
             return self.enter(Acquired::Clean);
         }
-        loop {
-            if self.raw().try_lock_contended() {
-                return self.enter(Acquired::Clean);
-            }
-            if let Some(pid) = self.raw().try_take_over() {
-                return self.enter(Acquired::FromDeadHolder(pid));
-            }
-            let me = self.clone();
-            let until = Instant::now() + SLICE;
-            tokio::task::spawn_blocking(move || me.raw().wait_while_held(until))
-                .await
-                .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??;
-        }
+        let how = acquire_async(&self.block, 0, None).await.unwrap_or(Acquired::Clean);
+        self.enter(how)
     }
 
     /// Releases one level (`rlock.release()`); the guard does this on drop.

@@ -5,8 +5,9 @@
 //! passed to other processes as an fd when the handle is a task argument:
 //! nothing has a name, so nothing can leak). The fast paths are atomic
 //! operations only; sleeping uses futexes on those words. Every wait has an
-//! async form (which sleeps on tokio's blocking pool, never on a runtime
-//! worker) and a `blocking_*` twin for sync code.
+//! async form (which sleeps through the process's single waiter thread,
+//! never on a runtime worker nor a thread per waiter) and a `blocking_*`
+//! twin for sync code.
 
 mod barrier;
 mod block;
@@ -15,6 +16,7 @@ mod event;
 mod lock;
 mod semaphore;
 mod wait;
+mod waiter;
 
 pub use barrier::Barrier;
 pub(crate) use block::Block;
@@ -22,6 +24,7 @@ pub use condition::{Condition, ConditionGuard};
 pub use event::Event;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
+pub(crate) use waiter::{Watch, WordWait};
 
 /// Panics, in debug builds, when called on a tokio runtime worker thread
 /// (where a blocking wait would stall every task of that worker), as

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::block::Block;
 use super::wait::{self, deadline_after};
+use super::waiter::block_word;
 use crate::error::{Error, Result};
 
 // Word indexes.
@@ -226,6 +227,14 @@ impl Semaphore {
         })
     }
 
+    fn watch(&self) -> wait::Sleep {
+        wait::Sleep {
+            src: block_word(&self.block, VALUE, Some(SLEEPERS)),
+            expected: self.get_value(),
+            cap: Some(SLEEP_CAP),
+        }
+    }
+
     fn sleep(&self, deadline: Option<Instant>) -> Result<()> {
         let sleepers = self.block.word(SLEEPERS);
         sleepers.fetch_add(1, Ordering::SeqCst);
@@ -269,7 +278,7 @@ impl Semaphore {
 
     /// `sem.acquire()`
     pub async fn acquire(&self) -> Result<SemaphoreGuard<'_>> {
-        let got = wait::asynchronous_handing_off(self, None, Self::attempt, Self::sleep, Self::handoff).await?;
+        let got = wait::asynchronous_handing_off(self, None, Self::attempt, Self::watch, Self::handoff).await?;
         Ok(self.guard(got.flatten()))
     }
 
@@ -279,7 +288,7 @@ impl Semaphore {
             self,
             deadline_after(Some(timeout)),
             Self::attempt,
-            Self::sleep,
+            Self::watch,
             Self::handoff,
         )
         .await?;

@@ -1,18 +1,15 @@
 //! Waiting without blocking a runtime: every primitive offers one attempt
 //! that never sleeps, and one sleep on its futex; these helpers loop over
 //! them until success or a deadline, blocking the calling thread (`blocking_*`
-//! methods) or on tokio's blocking pool in slices (async methods, which thus
-//! never park a runtime worker and give their thread back soon after the
-//! caller drops the future).
+//! methods, which panic in debug builds if that thread drives a runtime) or
+//! through the process's waiter thread (async methods, which never park a
+//! runtime worker and hold nothing once the caller drops the future).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
-
-/// Longest sleep on the blocking pool per round of an async wait.
-const SLICE: Duration = Duration::from_millis(100);
+use super::waiter::{Watch, WordWait};
+use crate::error::Result;
 
 pub(crate) fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
     timeout.map(|t| Instant::now() + t)
@@ -37,58 +34,61 @@ pub(crate) fn blocking<P, T>(
         if passed(deadline) {
             return Ok(None);
         }
+        super::assert_not_in_runtime("a blocking_* wait");
         sleep(prim, deadline)?;
     }
 }
 
-/// The same loop for async code: sleeps run on the blocking pool, a slice at
-/// a time.
+/// What an async wait sleeps on: a word, the value it holds now (read
+/// before the attempt that failed, so no change is missed), and the longest
+/// sleep before the attempt is made again anyway (for primitives that look
+/// for dead processes).
+pub(crate) struct Sleep {
+    pub src: Arc<dyn Watch>,
+    pub expected: u32,
+    pub cap: Option<Duration>,
+}
+
+/// The same loop for async code: the sleeps go through the process's one
+/// waiter thread ([`super::waiter`]), never a thread per waiter, and never
+/// block a runtime worker.
 pub(crate) async fn asynchronous<P, T>(
     prim: &P,
     deadline: Option<Instant>,
     attempt: fn(&P) -> Result<Option<T>>,
-    sleep: fn(&P, Option<Instant>) -> Result<()>,
-) -> Result<Option<T>>
-where
-    P: Clone + Send + 'static,
-{
-    asynchronous_handing_off(prim, deadline, attempt, sleep, |_| {}).await
+    watch: fn(&P) -> Sleep,
+) -> Result<Option<T>> {
+    asynchronous_handing_off(prim, deadline, attempt, watch, |_| {}).await
 }
 
 /// Calls `handoff` if the async wait it belongs to is dropped unfinished.
-struct Abandon<P> {
-    prim: P,
+struct Abandon<'a, P> {
+    prim: &'a P,
     handoff: fn(&P),
-    alive: Arc<AtomicBool>,
     finished: bool,
 }
 
-impl<P> Drop for Abandon<P> {
+impl<P> Drop for Abandon<'_, P> {
     fn drop(&mut self) {
         if !self.finished {
-            self.alive.store(false, Ordering::SeqCst);
-            (self.handoff)(&self.prim);
+            (self.handoff)(self.prim);
         }
     }
 }
 
 /// [`asynchronous`] for a primitive whose wake-ups go to one sleeper each (a
-/// semaphore): if the caller drops the future, a wake-up its sleep on the
-/// blocking pool received (or receives later) would be lost, so `handoff`
-/// passes it on, from the drop and again from the sleep when it ends.
+/// semaphore): if the caller drops the future, a wake-up the waiter thread
+/// received for it would be lost, so `handoff` passes it on.
 pub(crate) async fn asynchronous_handing_off<P, T>(
     prim: &P,
     deadline: Option<Instant>,
     attempt: fn(&P) -> Result<Option<T>>,
-    sleep: fn(&P, Option<Instant>) -> Result<()>,
+    watch: fn(&P) -> Sleep,
     handoff: fn(&P),
-) -> Result<Option<T>>
-where
-    P: Clone + Send + 'static,
-{
-    let alive = Arc::new(AtomicBool::new(true));
-    let mut abandon = Abandon { prim: prim.clone(), handoff, alive: alive.clone(), finished: false };
+) -> Result<Option<T>> {
+    let mut abandon = Abandon { prim, handoff, finished: false };
     let outcome = loop {
+        let sleep = watch(prim);
         match attempt(prim) {
             Ok(Some(v)) => break Ok(Some(v)),
             Ok(None) => {}
@@ -97,21 +97,14 @@ where
         if passed(deadline) {
             break Ok(None);
         }
-        let slice = Instant::now() + SLICE;
-        let until = deadline.map_or(slice, |d| d.min(slice));
-        let (p, alive) = (prim.clone(), alive.clone());
-        let slept = tokio::task::spawn_blocking(move || {
-            let r = sleep(&p, Some(until));
-            if !alive.load(Ordering::SeqCst) {
-                handoff(&p);
+        let until = match sleep.cap {
+            Some(cap) => {
+                let c = Instant::now() + cap;
+                Some(deadline.map_or(c, |d| d.min(c)))
             }
-            r
-        })
-        .await
-        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())));
-        if let Err(e) = slept.and_then(|r| r) {
-            break Err(e);
-        }
+            None => deadline,
+        };
+        WordWait::new(sleep.src, sleep.expected, until).await;
     };
     abandon.finished = true;
     outcome
