@@ -295,6 +295,18 @@ def event_wake_us(n=20_000):
 
 
 @figure('us', 'lower')
+def async_event_wake_us(n=20_000):
+    # multiprocessing has no async Event: the twin is the same ping-pong.
+    return event_wake_us(n)
+
+
+@figure('msg/s', 'higher')
+def queue_leased_msgs_per_s(n=200_000):
+    # No leases in multiprocessing: the twin is get + task_done.
+    return joinable_queue_msgs_per_s(n)
+
+
+@figure('us', 'lower')
 def barrier_pass_us(n=20_000):
     barrier = mp.Barrier(2)
     p = started(pass_barrier, barrier, n)

@@ -6,7 +6,7 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use nix::fcntl::OFlag;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap, shm_open, shm_unlink};
@@ -146,27 +146,53 @@ impl SharedRegion {
     }
 
     /// Copies bytes out of the region at `offset` into `dst`. Other
-    /// processes may be writing at the same time: the copy is then torn (a
-    /// mix of old and new bytes), never unsound, because every bit pattern
-    /// is a valid `u8`. Callers that need a consistent view hold a lock.
+    /// processes (and threads) may be writing at the same time: every byte
+    /// is read with a relaxed atomic load (eight at a time where aligned),
+    /// so a concurrent write is no data race under Rust's memory model; the
+    /// copy may then be torn (a mix of old and new bytes). Callers that need
+    /// a consistent view hold a lock.
     pub fn copy_out(&self, offset: usize, dst: &mut [u8]) -> io::Result<()> {
         self.check_range(offset, dst.len())?;
-        for (i, d) in dst.iter_mut().enumerate() {
-            // SAFETY: in bounds (checked above); a volatile read of a plain
-            // byte another process may change has no invalid outcome.
-            *d = unsafe { std::ptr::read_volatile(self.as_ptr().add(offset + i)) };
+        let base = self.as_ptr().wrapping_add(offset);
+        let mut i = 0;
+        while i < dst.len() {
+            let at = base.wrapping_add(i);
+            if (at as usize).is_multiple_of(8) && dst.len() - i >= 8 {
+                // SAFETY: in bounds (checked above) and 8-aligned; the
+                // mapping lives as long as `self`; AtomicU64 accepts any bits.
+                let word = unsafe { &*(at as *const AtomicU64) }.load(Ordering::Relaxed);
+                dst[i..i + 8].copy_from_slice(&word.to_ne_bytes());
+                i += 8;
+            } else {
+                // SAFETY: in bounds (checked above); AtomicU8 has no alignment
+                // requirement and accepts any bits.
+                dst[i] = unsafe { &*(at as *const AtomicU8) }.load(Ordering::Relaxed);
+                i += 1;
+            }
         }
         Ok(())
     }
 
-    /// Copies `src` into the region at `offset` (see [`copy_out`](Self::copy_out)
-    /// about concurrent access).
+    /// Copies `src` into the region at `offset` with relaxed atomic stores
+    /// (see [`copy_out`](Self::copy_out) about concurrent access).
     pub fn copy_in(&self, offset: usize, src: &[u8]) -> io::Result<()> {
         self.check_range(offset, src.len())?;
-        for (i, b) in src.iter().enumerate() {
-            // SAFETY: in bounds (checked above); the mapping is writable and
-            // holds only plain bytes.
-            unsafe { std::ptr::write_volatile(self.as_ptr().add(offset + i), *b) };
+        let base = self.as_ptr().wrapping_add(offset);
+        let mut i = 0;
+        while i < src.len() {
+            let at = base.wrapping_add(i);
+            if (at as usize).is_multiple_of(8) && src.len() - i >= 8 {
+                let mut word = [0; 8];
+                word.copy_from_slice(&src[i..i + 8]);
+                // SAFETY: in bounds and 8-aligned (checked); the mapping is
+                // writable and holds only plain bytes.
+                unsafe { &*(at as *const AtomicU64) }.store(u64::from_ne_bytes(word), Ordering::Relaxed);
+                i += 8;
+            } else {
+                // SAFETY: in bounds (checked above); the mapping is writable.
+                unsafe { &*(at as *const AtomicU8) }.store(src[i], Ordering::Relaxed);
+                i += 1;
+            }
         }
         Ok(())
     }

@@ -110,8 +110,10 @@ impl SharedMemory {
         self.region.len()
     }
 
-    /// Copies bytes at `offset` into `buf`. Concurrent writers in other
-    /// processes may tear what is read; guard with a `Lock` when that matters.
+    /// Copies bytes at `offset` into `buf`. Every byte is read atomically
+    /// (relaxed), so concurrent writers in other threads or processes are
+    /// no data race, but they may tear what is read (a mix of old and new
+    /// bytes); guard with a `Lock` when that matters.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.region.copy_out(offset, buf).map_err(|e| Error::InvalidArgument(e.to_string()))
     }
