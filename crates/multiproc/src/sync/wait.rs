@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use super::waiter::{Watch, WordWait};
 use crate::error::Result;
 
+/// How long an async wait keeps yielding and looking before it registers
+/// with the waiter thread.
+const POLL_FOR: Duration = Duration::from_micros(50);
+
 pub(crate) fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
     timeout.map(|t| Instant::now() + t)
 }
@@ -87,6 +91,7 @@ pub(crate) async fn asynchronous_handing_off<P, T>(
     handoff: fn(&P),
 ) -> Result<Option<T>> {
     let mut abandon = Abandon { prim, handoff, finished: false };
+    let mut polling_since: Option<Instant> = None;
     let outcome = loop {
         let sleep = watch(prim);
         match attempt(prim) {
@@ -97,6 +102,15 @@ pub(crate) async fn asynchronous_handing_off<P, T>(
         if passed(deadline) {
             break Ok(None);
         }
+        // A wake-up that comes within microseconds (a ping-pong between
+        // processes) is cheaper to catch by yielding to the runtime and
+        // looking again than by a round trip through the waiter thread.
+        let since = *polling_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < POLL_FOR {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        polling_since = None;
         let until = match sleep.cap {
             Some(cap) => {
                 let c = Instant::now() + cap;
