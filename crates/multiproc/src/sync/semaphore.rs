@@ -137,6 +137,33 @@ impl Semaphore {
         Ok(r)
     }
 
+    /// [`locked`](Self::locked), or (`now`) only if the internal lock can
+    /// be had without sleeping (async callers on a runtime thread): `None`
+    /// when it is busy.
+    fn locked_if<R>(&self, now: bool, f: impl FnOnce(&Self) -> R) -> Result<Option<R>> {
+        if !now {
+            return self.locked(f).map(Some);
+        }
+        let lock = PidLock::new(self.block.word(LOCK));
+        let mut got = false;
+        for _ in 0..100 {
+            if lock.try_lock() {
+                got = true;
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        if !got {
+            if lock.try_take_over().is_none() {
+                return Ok(None);
+            }
+            self.roll_back();
+        }
+        let r = f(self);
+        lock.unlock();
+        Ok(Some(r))
+    }
+
     /// Notes what slot `slot` and the value hold before a change.
     fn journal(&self, slot: usize) {
         let b = &self.block;
@@ -161,7 +188,7 @@ impl Semaphore {
 
     /// Gives back the units of holders that died, at most every
     /// [`CHECK_EVERY_MS`]; how many.
-    fn reclaim_dead(&self) -> Result<u32> {
+    fn reclaim_dead(&self, now_only: bool) -> Result<u32> {
         let last = self.block.word(LAST_CHECK);
         let now = now_ms();
         let before = last.load(Ordering::Relaxed);
@@ -179,21 +206,23 @@ impl Semaphore {
         if dead.is_empty() {
             return Ok(0);
         }
-        let n = self.locked(|s| {
-            let mut n = 0;
-            for &i in &dead {
-                let pid = s.slot(i).load(Ordering::Relaxed);
-                if pid != 0 && pid != me && !pidlock::process_alive(pid) {
-                    s.journal(i);
-                    s.slot(i).store(0, Ordering::Relaxed);
-                    let v = s.block.word(VALUE).load(Ordering::Relaxed);
-                    s.block.word(VALUE).store(v.saturating_add(1), Ordering::Release);
-                    s.commit();
-                    n += 1;
+        let n = self
+            .locked_if(now_only, |s| {
+                let mut n = 0;
+                for &i in &dead {
+                    let pid = s.slot(i).load(Ordering::Relaxed);
+                    if pid != 0 && pid != me && !pidlock::process_alive(pid) {
+                        s.journal(i);
+                        s.slot(i).store(0, Ordering::Relaxed);
+                        let v = s.block.word(VALUE).load(Ordering::Relaxed);
+                        s.block.word(VALUE).store(v.saturating_add(1), Ordering::Release);
+                        s.commit();
+                        n += 1;
+                    }
                 }
-            }
-            n
-        })?;
+                n
+            })?
+            .unwrap_or(0);
         if n > 0 && self.block.word(SLEEPERS).load(Ordering::SeqCst) > 0 {
             futex::wake(self.block.word(VALUE), n);
         }
@@ -202,11 +231,21 @@ impl Semaphore {
 
     /// One try: a unit, recorded in a free holder slot.
     fn attempt(&self) -> Result<Option<Option<usize>>> {
-        if self.get_value() == 0 && self.reclaim_dead()? == 0 {
+        self.attempt_if(false)
+    }
+
+    /// One try that never sleeps for the internal lock (a busy lock is a
+    /// failed try), for async callers.
+    fn attempt_now(&self) -> Result<Option<Option<usize>>> {
+        self.attempt_if(true)
+    }
+
+    fn attempt_if(&self, now: bool) -> Result<Option<Option<usize>>> {
+        if self.get_value() == 0 && self.reclaim_dead(now)? == 0 {
             return Ok(None);
         }
         let me = pidlock::current_pid();
-        self.locked(|s| {
+        let got = self.locked_if(now, |s| {
             let v = s.block.word(VALUE).load(Ordering::Relaxed);
             if v == 0 {
                 return None;
@@ -224,7 +263,8 @@ impl Semaphore {
                     Some(None)
                 }
             }
-        })
+        })?;
+        Ok(got.flatten())
     }
 
     fn watch(&self) -> wait::Sleep {
@@ -278,7 +318,7 @@ impl Semaphore {
 
     /// `sem.acquire()`
     pub async fn acquire(&self) -> Result<SemaphoreGuard<'_>> {
-        let got = wait::asynchronous_handing_off(self, None, Self::attempt, Self::watch, Self::handoff).await?;
+        let got = wait::asynchronous_handing_off(self, None, Self::attempt_now, Self::watch, Self::handoff).await?;
         Ok(self.guard(got.flatten()))
     }
 
@@ -287,7 +327,7 @@ impl Semaphore {
         let got = wait::asynchronous_handing_off(
             self,
             deadline_after(Some(timeout)),
-            Self::attempt,
+            Self::attempt_now,
             Self::watch,
             Self::handoff,
         )
