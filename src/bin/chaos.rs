@@ -244,6 +244,9 @@ struct Run<'a> {
     progress_of: Vec<usize>,
     kinds_by_slot: Vec<usize>,
     rng: u64,
+    /// Runs after every kill, if set (a hook for scenarios that need to
+    /// look at their state between kills).
+    after_kill: Option<Box<dyn FnMut() + 'a>>,
 }
 
 impl Run<'_> {
@@ -284,6 +287,22 @@ impl Run<'_> {
         true
     }
 
+    /// Prints what each party is doing (kernel state, wait channel,
+    /// syscall), for a stuck run.
+    fn describe(&self) {
+        for (kind, p) in &self.parties {
+            let Some(pid) = p.pid() else { continue };
+            let read = |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
+            let state =
+                read("stat").rsplit(')').next().and_then(|r| r.split_whitespace().next()).unwrap_or("?").to_owned();
+            eprintln!(
+                "stuck: party kind {kind} pid {pid} state {state} wchan {} syscall {}",
+                read("wchan"),
+                read("syscall").trim()
+            );
+        }
+    }
+
     /// Kills a random killable party at random moments `kills` times,
     /// replacing each.
     async fn chaos(&mut self, kills: u64, spread: u64, report: &mut Report) {
@@ -291,6 +310,7 @@ impl Run<'_> {
             let target = self.progress() + 1 + self.random(spread);
             if !self.progressed(target).await {
                 report.stuck += 1;
+                self.describe();
                 return;
             }
             let candidates: Vec<usize> =
@@ -303,6 +323,9 @@ impl Run<'_> {
                 _ => report.errors += 1,
             }
             self.spawn(kind).await;
+            if let Some(f) = self.after_kill.as_mut() {
+                f();
+            }
         }
         let last = self.progress();
         if !self.progressed(last + 10).await {
@@ -343,6 +366,7 @@ fn new_run<'a>(
         progress_of,
         kinds_by_slot: Vec::new(),
         rng: t.as_nanos() as u64 | 1,
+        after_kill: None,
     }
 }
 
@@ -506,7 +530,9 @@ async fn queue(kills: u64, leased: bool) -> Report {
     let c = counters(kills, 8);
     let plain = Queue::<u64>::with_maxsize(64).expect("queue");
     let joinable = JoinableQueue::<u64>::with_maxsize(64).expect("queue");
-    let out = Queue::<(u64, u32)>::new().expect("queue");
+    // Read only at the end: room for every item a long run forwards (the
+    // kernel allocates the pages as they are written).
+    let out = Queue::<(u64, u32)>::builder().capacity_bytes(1 << 30).build().expect("queue");
     // Kind 0 consumers, kind 1 producers.
     let mut run = new_run(kills, c.clone(), vec![0, 1], vec![0], |kind, slot| match (kind, leased) {
         (0, false) => Process::new(consumer, (plain.clone(), out.clone(), c.clone(), slot)),
@@ -517,7 +543,37 @@ async fn queue(kills: u64, leased: bool) -> Report {
     for i in 0..8 {
         run.spawn(i % 2).await;
     }
+    // What the consumers forwarded: item → the delivery counts it came with.
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(std::collections::HashMap::<u64, Vec<u32>>::new()));
+    let drained = std::rc::Rc::new(std::cell::Cell::new(false));
+    let drain = {
+        let (out, seen, drained) = (out.clone(), seen.clone(), drained.clone());
+        // At most what is queued now: the consumers keep forwarding while
+        // this runs, and may be faster than it.
+        move || {
+            for _ in 0..out.qsize() {
+                match out.get_nowait() {
+                    Ok((v, d)) => seen.borrow_mut().entry(v).or_default().push(d),
+                    Err(Error::Empty) => break,
+                    Err(_) => {
+                        drained.set(true);
+                        break;
+                    }
+                }
+            }
+        }
+    };
     run.chaos(kills, 400, &mut report).await;
+    if report.stuck > 0 {
+        eprintln!(
+            "stuck: queue qsize {} empty {} full {}; leased queue qsize {} unfinished {}",
+            plain.qsize(),
+            plain.empty(),
+            plain.full(),
+            joinable.qsize(),
+            joinable.unfinished_tasks()
+        );
+    }
     run.stop(&mut report).await;
     // What was produced: per producer, items 0..count (a kill between a put
     // and its count may add one more, uncounted).
@@ -528,17 +584,9 @@ async fn queue(kills: u64, leased: bool) -> Report {
         .filter(|(_, k)| **k == 1)
         .map(|(s, _)| c.get(s * WORDS).unwrap_or(0))
         .sum();
-    let mut seen = std::collections::HashMap::<u64, Vec<u32>>::new();
-    loop {
-        match out.get_timeout(Duration::from_millis(1)).await {
-            Ok((v, d)) => seen.entry(v).or_default().push(d),
-            Err(Error::Empty) => break,
-            Err(_) => {
-                report.deadlocks += 1;
-                break;
-            }
-        }
-    }
+    drain();
+    report.deadlocks += u64::from(drained.get());
+    let mut seen = seen.take();
     // A duplicate: an item forwarded twice with the same delivery count (a
     // redelivery, with a higher count, is what a lease promises).
     for ds in seen.values_mut() {
