@@ -303,7 +303,13 @@ impl Ring {
     /// Whether a pop could find something: queued records, or leases that
     /// may need handing out again.
     fn maybe_items(&self) -> bool {
-        !self.is_empty() || self.leased() > 0
+        !self.is_empty() || self.handed_out()
+    }
+
+    /// Whether records are handed out and not yet done (`keep` behind
+    /// `head`), read from the positions rather than from a count.
+    fn handed_out(&self) -> bool {
+        self.u64(O_KEEP).load(Ordering::SeqCst) != self.u64(O_HEAD).load(Ordering::SeqCst)
     }
 
     /// Moves the oldest record into `out` (replacing its contents); `false`
@@ -395,7 +401,7 @@ impl Ring {
             }
             std::hint::spin_loop();
         }
-        let deadline = if self.leased() > 0 {
+        let deadline = if self.handed_out() {
             let cap = Instant::now() + LEASE_WAIT;
             Some(deadline.map_or(cap, |d| d.min(cap)))
         } else {
@@ -527,7 +533,7 @@ impl Ring {
     /// How long a waiting consumer may sleep before it looks for leases of
     /// dead consumers (`None`: no lease outstanding).
     pub fn lease_wait(&self) -> Option<Duration> {
-        (self.leased() > 0).then_some(LEASE_WAIT)
+        self.handed_out().then_some(LEASE_WAIT)
     }
 
     /// Items put and not yet marked done (JoinableQueue).
@@ -740,7 +746,7 @@ impl Guard<'_> {
     /// (the queue is empty, or [`SCAN_EVERY_MS`] passed).
     fn orphan(&self, p: &Positions) -> io::Result<Option<u64>> {
         let r = self.ring;
-        if r.u32(O_LEASED).load(Ordering::Relaxed) == 0 {
+        if p.keep == p.head {
             return Ok(None);
         }
         let abandoned = r.u32(O_ABANDONED).load(Ordering::Relaxed) > 0;

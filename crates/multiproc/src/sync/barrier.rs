@@ -37,6 +37,11 @@ const ENDINGS: usize = 4;
 /// Whether the barrier is broken until `reset`.
 const BROKEN: usize = 5;
 const SLEEPERS: usize = 6;
+/// The pid of the last arriver of the current generation (0: none yet): if
+/// it dies before it releases the others, they break the generation.
+const LAST_PID: usize = 7;
+/// How often a waiter looks whether the last arriver died.
+const LAST_CHECK: Duration = Duration::from_millis(50);
 
 /// `multiprocessing.Barrier(parties, action=None, timeout=None)`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,21 +66,54 @@ struct Action {
 struct Generation {
     block: Block,
     generation: u32,
+    parties: u32,
 }
 
 impl Generation {
     fn attempt(&self) -> Result<Option<()>> {
-        Ok((self.block.word(GENERATION).load(Ordering::Acquire) != self.generation).then_some(()))
+        if self.block.word(GENERATION).load(Ordering::Acquire) != self.generation {
+            return Ok(Some(()));
+        }
+        // Everyone arrived, and the last arriver died before it let the
+        // others go: end the generation broken (its action may not have run).
+        let last = self.block.word(LAST_PID).load(Ordering::Acquire);
+        if last != 0
+            && self.block.word(COUNT).load(Ordering::Relaxed) >= self.parties
+            && last != multiproc_sys::pidlock::current_pid()
+            && !multiproc_sys::pidlock::process_alive(last)
+        {
+            let lock = PidLock::new(self.block.word(LOCK));
+            lock.lock()?;
+            if self.block.word(GENERATION).load(Ordering::Relaxed) == self.generation
+                && self.block.word(LAST_PID).load(Ordering::Relaxed) == last
+            {
+                let bit = 1 << (self.generation % 32);
+                self.block.word(ENDINGS).fetch_or(bit, Ordering::Relaxed);
+                self.block.word(COUNT).store(0, Ordering::Relaxed);
+                self.block.word(LAST_PID).store(0, Ordering::Relaxed);
+                self.block.word(BROKEN).store(1, Ordering::Release);
+                self.block.word(GENERATION).store(self.generation.wrapping_add(1), Ordering::Release);
+            }
+            lock.unlock();
+            futex::wake(self.block.word(GENERATION), u32::MAX);
+            return Ok(Some(()));
+        }
+        Ok(None)
     }
 
     fn watch(&self) -> wait::Sleep {
-        wait::Sleep { src: block_word(&self.block, GENERATION, Some(SLEEPERS)), expected: self.generation, cap: None }
+        wait::Sleep {
+            src: block_word(&self.block, GENERATION, Some(SLEEPERS)),
+            expected: self.generation,
+            cap: Some(LAST_CHECK),
+        }
     }
 
     fn sleep(&self, deadline: Option<Instant>) -> Result<()> {
         let sleepers = self.block.word(SLEEPERS);
         sleepers.fetch_add(1, Ordering::SeqCst);
-        let r = futex::wait(self.block.word(GENERATION), self.generation, wait::left(deadline));
+        let left = wait::left(deadline).map_or(LAST_CHECK, |l| l.min(LAST_CHECK));
+        let r = futex::wait(self.block.word(GENERATION), self.generation, Some(left));
         sleepers.fetch_sub(1, Ordering::SeqCst);
         r?;
         Ok(())
@@ -96,7 +134,7 @@ impl Barrier {
         if parties == 0 {
             return Err(Error::InvalidArgument("a barrier needs at least one party".into()));
         }
-        Ok(Self { block: Block::new(c"multiproc-barrier", 28)?, parties, action: None, timeout: None })
+        Ok(Self { block: Block::new(c"multiproc-barrier", 32)?, parties, action: None, timeout: None })
     }
 
     /// `Barrier(parties, action=f)`: the last process to arrive runs the
@@ -170,6 +208,7 @@ impl Barrier {
             endings.fetch_and(!bit, Ordering::Relaxed);
         }
         self.block.word(COUNT).store(0, Ordering::Relaxed);
+        self.block.word(LAST_PID).store(0, Ordering::Relaxed);
         self.block.word(GENERATION).store(generation.wrapping_add(1), Ordering::Release);
     }
 
@@ -204,6 +243,7 @@ impl Barrier {
         let generation = self.block.word(GENERATION).load(Ordering::Relaxed);
         let index = self.block.word(COUNT).fetch_add(1, Ordering::Relaxed) as usize;
         Ok(if index + 1 == self.parties as usize {
+            self.block.word(LAST_PID).store(multiproc_sys::pidlock::current_pid(), Ordering::Release);
             Arrival::Last { index, generation }
         } else {
             Arrival::Wait { index, generation }
@@ -266,7 +306,7 @@ impl Barrier {
         match self.arrive()? {
             Arrival::Last { index, generation } => self.release(index, generation),
             Arrival::Wait { index, generation } => {
-                let g = Generation { block: self.block.clone(), generation };
+                let g = Generation { block: self.block.clone(), generation, parties: self.parties };
                 if wait::blocking(&g, deadline, Generation::attempt, Generation::sleep)?.is_none() {
                     self.break_generation(Some(generation))?;
                 }
@@ -298,7 +338,7 @@ impl Barrier {
                     .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
             }
             Arrival::Wait { index, generation } => {
-                let g = Generation { block: self.block.clone(), generation };
+                let g = Generation { block: self.block.clone(), generation, parties: self.parties };
                 if wait::asynchronous(&g, deadline, Generation::attempt, Generation::watch).await?.is_none() {
                     self.locked_async(|| self.break_locked(Some(generation))).await;
                     self.wake_all();
