@@ -105,3 +105,31 @@ fn starting_and_joining_leaks_no_fd_in_the_parent() {
     let out = Command::new(SCENARIO).arg("fds-stable").output().expect("run scenario");
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
 }
+
+/// `kill -TERM -<pgid>` (what systemd and `kill` on a job send) while a
+/// pool map runs: the forkserver and the pool workers live through it, and
+/// the application, which handles SIGTERM itself, drains every in-flight
+/// call before closing its pool.
+#[test]
+fn a_group_sigterm_during_a_pool_map_lets_the_application_drain() {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let mut app = Command::new(SCENARIO)
+        .arg("group-sigterm-drain")
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("run scenario");
+    let mut stdout = BufReader::new(app.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while line.trim_end() != "ready" {
+        line.clear();
+        assert!(stdout.read_line(&mut line).expect("read") > 0, "the scenario ended before a call ran");
+    }
+    let group = nix::unistd::Pid::from_raw(-(app.id() as i32));
+    nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM the group");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("read");
+    let status = app.wait().expect("reap");
+    assert!(status.success() && rest.contains("drained 8"), "{status:?}\n{rest}");
+}

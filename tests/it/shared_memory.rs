@@ -112,6 +112,61 @@ fn sigkill_of_a_whole_tree_leaves_dev_shm_clean() {
     assert!(names.iter().all(|n| warnings[0].contains(n.as_str())), "{err}");
 }
 
+/// A tracker killed mid-run is replaced once, for the whole tree: the root,
+/// a child that was running, and children started later (forked and
+/// spawned) all use the same new tracker, which is nobody's child.
+#[test]
+fn a_killed_tracker_is_replaced_for_every_process_of_the_tree() {
+    let out = Command::new(SCENARIO).arg("tracker-restart").output().expect("run scenario");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
+}
+
+/// Another program's tracker sweeps the leftovers of a tree whose tracker
+/// and processes are gone, but never a segment some live process still
+/// maps.
+#[test]
+fn a_segment_held_by_a_live_process_survives_another_programs_tracker_start() {
+    use std::io::{BufRead, BufReader};
+    let mut tree = Command::new(SCENARIO).arg("shm-orphans").stdout(Stdio::piped()).spawn().expect("run scenario");
+    let mut out = String::new();
+    let mut stdout = BufReader::new(tree.stdout.take().expect("stdout"));
+    while !out.ends_with("ready\n") {
+        assert!(stdout.read_line(&mut out).expect("read") > 0, "scenario ended early: {out}");
+    }
+    let names: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("segment ")).collect();
+    let (held, orphan) = (names[0], names[1]);
+    let tracker: u32 = out.lines().find_map(|l| l.strip_prefix("tracker ")).expect("tracker").parse().expect("pid");
+    // We hold one segment; then the tree's tracker dies, then the tree.
+    let holding = SharedMemory::attach_untracked(held).expect("attach");
+    kill_and_wait(tracker);
+    tree.kill().expect("kill the scenario");
+    tree.wait().expect("reap");
+    // Both are old enough to be judged.
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for name in [held, orphan] {
+        std::fs::File::options()
+            .write(true)
+            .open(std::path::Path::new("/dev/shm").join(name))
+            .and_then(|f| f.set_modified(hour_ago))
+            .expect("age the segment");
+    }
+    let out = Command::new(SCENARIO).arg("shm-use").output().expect("run another program");
+    assert!(out.status.success(), "{out:?}");
+    assert!(in_dev_shm(held), "a segment a live process maps was removed");
+    assert!(!in_dev_shm(orphan), "the dead tree's unheld segment was left: the sweep did not run");
+    drop(holding);
+    SharedMemory::attach_untracked(held).expect("attach").unlink().expect("unlink");
+}
+
+/// SIGKILLs `pid` and waits until it has exited (its pidfd turns readable).
+fn kill_and_wait(pid: u32) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let pidfd = multiproc_sys::process::pidfd_open(pid as i32).expect("pidfd");
+    multiproc_sys::process::pidfd_send_signal(pidfd.as_fd(), nix::libc::SIGKILL).expect("kill");
+    poll(&mut [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)], PollTimeout::NONE).expect("wait for its exit");
+}
+
 #[test]
 fn a_killed_tracker_is_restarted_on_next_use() {
     let out = Command::new(SCENARIO).arg("tracker-killed").output().expect("run scenario");

@@ -57,7 +57,7 @@ pub use manager::{DictProxy, ListProxy, Manager, Namespace};
 pub use multiproc_macros::{target, task};
 pub use pipe::{Connection, Pipe, PipeBuilder};
 pub use pool::{AsyncResult, Imap, MapCall, MapResult, Pool, PoolBuilder, PoolStats};
-pub use process::{Process, StartMethod, get_start_method, set_start_method};
+pub use process::{GroupSignals, Process, StartMethod, get_start_method, set_start_method};
 pub use queue::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
 pub use registry::{Async, Plain, Target, TaskFn};
 pub use shared_memory::SharedMemory;

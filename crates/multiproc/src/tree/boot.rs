@@ -17,6 +17,17 @@ static BOOT: extern "C" fn() = boot;
 
 extern "C" fn boot() {
     let Some(role) = std::env::var_os(ROLE_ENV) else { return };
+    if role == "tracker" {
+        // Started detached (its parent exited at once), so there is no
+        // parent to check; its fd must be the listening socket.
+        match multiproc_sys::process::take_inherited_fd(FD_ENV) {
+            Ok(fd) if super::tracker::is_listening(&fd) => super::tracker::run(fd),
+            _ => {
+                eprintln!("multiproc: cannot start as the resource tracker: no listening socket");
+                std::process::exit(70);
+            }
+        }
+    }
     let parent = std::env::var(PARENT_ENV).ok().and_then(|p| p.parse::<i32>().ok());
     if parent != Some(nix::unistd::getppid().as_raw()) {
         return;
@@ -28,11 +39,10 @@ extern "C" fn boot() {
             std::process::exit(70);
         }
     };
-    super::tracker::adopt_inherited();
+    super::tracker::adopt_tree();
     match role.to_str() {
         Some("forkserver") => super::forkserver::run(fd),
         Some("worker") => super::child::run(fd),
-        Some("tracker") => super::tracker::run(fd),
         _ => {
             eprintln!("multiproc: unknown role {role:?}");
             std::process::exit(70);
