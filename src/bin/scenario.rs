@@ -56,19 +56,24 @@ async fn child_with_grandchild() {
     p.join().await.expect("join");
 }
 
+/// Finishes only after `main` has returned (which sets `main_returned`).
 #[multiproc::task]
-fn finish_later() {
-    std::thread::sleep(std::time::Duration::from_millis(300));
+fn finish_later(main_returned: Event) {
+    main_returned.blocking_wait().expect("wait");
     println!("non-daemon finished");
 }
 
 async fn orderly_exit() {
-    for (daemon, p) in [(true, Process::new(block_forever, ())), (false, Process::new(finish_later, ()))] {
+    let main_returned = Event::new().expect("event");
+    let children =
+        [(true, Process::new(block_forever, ())), (false, Process::new(finish_later, (main_returned.clone(),)))];
+    for (daemon, p) in children {
         let mut p = p.daemon(daemon);
         p.start().await.expect("start");
         println!("child {} daemon={daemon}", p.pid().expect("pid"));
     }
     println!("main returns");
+    main_returned.set();
 }
 
 fn open_fds() -> usize {

@@ -83,21 +83,14 @@ fn sigkill_of_a_whole_tree_leaves_dev_shm_clean() {
     let group = nix::unistd::Pid::from_raw(-(tree.id() as i32));
     nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL the tree");
     tree.wait().expect("reap");
-    // The tracker keeps stderr open until it is done, then exits.
+    // The tracker keeps stderr open until it is done (it unlinks, warns,
+    // then exits), so its end of stream means the cleanup happened.
     let mut err = String::new();
     tree.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while names.iter().any(|n| in_dev_shm(n)) {
-        assert!(Instant::now() < deadline, "segments still in /dev/shm: {names:?}\n{err}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The tracker held stderr open: it is gone, or about to be.
     let tracker: u32 = out.lines().find_map(|l| l.strip_prefix("tracker ")).expect("tracker pid").parse().expect("pid");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while crate::common::pid_alive(tracker) {
-        assert!(Instant::now() < deadline, "the tracker outlived its tree");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(exits_within(tracker, Duration::from_secs(10)), "the tracker outlived its tree");
+    let left: Vec<&String> = names.iter().filter(|n| in_dev_shm(n)).collect();
+    assert!(left.is_empty(), "segments still in /dev/shm: {left:?}\n{err}");
     // Nothing else of the tree's is left either (Value, Array, Lock and
     // Queue live in memfds and never appear there).
     let left: Vec<String> = std::fs::read_dir("/dev/shm")
@@ -156,6 +149,25 @@ fn a_segment_held_by_a_live_process_survives_another_programs_tracker_start() {
     assert!(!in_dev_shm(orphan), "the dead tree's unheld segment was left: the sweep did not run");
     drop(holding);
     SharedMemory::attach_untracked(held).expect("attach").unlink().expect("unlink");
+}
+
+/// Waits until `pid` has exited (its pidfd turns readable), at most `limit`.
+pub(crate) fn exits_within(pid: u32, limit: Duration) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let Ok(pidfd) = multiproc_sys::process::pidfd_open(pid as i32) else {
+        return true; // already gone (and reaped)
+    };
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = PollTimeout::try_from(left.as_millis().min(10_000) as u32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)], ms) {
+            Ok(n) if n > 0 => return true,
+            _ if left.is_zero() => return false,
+            _ => {}
+        }
+    }
 }
 
 /// SIGKILLs `pid` and waits until it has exited (its pidfd turns readable).
@@ -236,11 +248,7 @@ fn after_an_orderly_exit_the_tracker_cleans_up_and_exits() {
     assert!(out.status.success(), "{out:?}");
     let name = stdout.lines().find_map(|l| l.strip_prefix("segment ")).expect("segment name");
     let tracker: u32 = stdout.lines().find_map(|l| l.strip_prefix("tracker ")).expect("tracker").parse().expect("pid");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while crate::common::pid_alive(tracker) {
-        assert!(Instant::now() < deadline, "the tracker outlived its tree");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(exits_within(tracker, Duration::from_secs(10)), "the tracker outlived its tree");
     assert!(!in_dev_shm(name), "{name} left behind");
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("leaked shared memory")).collect();
     assert_eq!(warnings.len(), 1, "{stderr}");
