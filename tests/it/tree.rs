@@ -128,3 +128,30 @@ async fn a_shielded_process_outlives_a_stray_sigterm_but_not_terminate(m: StartM
     kill(Pid::from_raw(p.pid().expect("pid") as i32), Signal::SIGTERM).expect("stray SIGTERM");
     assert_eq!(p.join().await.expect("join"), -15, "a default child ends on any SIGTERM");
 }
+
+/// `#[multiproc::main]`: roles start after every constructor, so a C static
+/// initialiser linked into the program has run in the forkserver a child is
+/// forked from (and in a spawned child's own image).
+#[test]
+fn a_c_static_initialiser_runs_before_the_roles() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_native_init")).output().expect("run native_init");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
+}
+
+/// `ps` and `top` show what each process is: the child by its name, the
+/// forkserver as `mp-forkserver`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_carry_their_names() {
+    let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm").trim_end().to_owned();
+    let mut p = Process::new(block_forever, ()).name("named-child").start_method(StartMethod::Forkserver);
+    p.start().await.expect("start");
+    let pid = p.pid().expect("pid");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let forkserver: u32 =
+        stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse().ok()).expect("ppid");
+    // The child names itself after accepting its target; `Ready` came after.
+    assert_eq!(comm(pid), "named-child");
+    assert_eq!(comm(forkserver), "mp-forkserver");
+    p.kill().expect("kill");
+    p.join().await.expect("join");
+}

@@ -14,6 +14,11 @@ pub(crate) const FD_ENV: &str = "MULTIPROC_FD";
 /// the variables sees another parent and starts normally).
 pub(crate) const PARENT_ENV: &str = "MULTIPROC_PARENT";
 
+/// Set to `main` for a copy of a binary whose `main` calls
+/// `multiproc::init()` first (its parent did): the constructor then leaves
+/// the role to `init`, which runs after every constructor and std's set-up.
+pub(crate) const BOOT_ENV: &str = "MULTIPROC_BOOT";
+
 /// The fd number the forkserver finds its control socket at.
 pub(crate) const FORKSERVER_FD: RawFd = 3;
 

@@ -453,6 +453,7 @@ fn start_forkserver() -> Result<Forkserver> {
     // The forkserver, and every child it forks, belongs to this process's
     // tree (and shares its resource tracker).
     cmd.envs(super::tracker::child_env(std::process::id()));
+    super::boot::boot_env(&mut cmd);
     let _kept = sys::command_with_fds(&mut cmd, &[(theirs.as_fd(), FORKSERVER_FD)], true)?;
     let child = cmd.spawn()?;
     drop(theirs);

@@ -98,6 +98,7 @@ fn start_tracker(listen: OwnedFd) -> Result<()> {
         .env(TREE_ENV, tree().to_string())
         .env_remove(PARENT_ENV)
         .env_remove(TREE_PARENT_ENV);
+    super::super::boot::boot_env(&mut cmd);
     sys::spawn_detached(&mut cmd, &[(listen.as_fd(), TRACKER_LISTEN_FD)])?;
     tracing::debug!(tree = %tree(), "resource tracker started");
     Ok(())
