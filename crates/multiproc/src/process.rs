@@ -236,7 +236,7 @@ impl Process {
     /// code, or `-N` when signal `N` ended it.
     pub fn exitcode(&self) -> Option<i32> {
         match &self.state {
-            State::Started { exit, .. } => match *exit.borrow() {
+            State::Started { exit, .. } => match &*exit.borrow() {
                 Some(ExitState::Exited(status)) => Some(status.code()),
                 _ => None,
             },
@@ -259,7 +259,7 @@ impl Process {
             State::Closed => return Err(Error::Closed("process")),
         };
         let mut exit = exit.clone();
-        let state = *exit.wait_for(Option::is_some).await.map_err(|_| Error::Closed("supervisor"))?;
+        let state = exit.wait_for(Option::is_some).await.map_err(|_| Error::Closed("supervisor"))?.clone();
         match state {
             Some(ExitState::Exited(status)) => Ok(status.code()),
             _ => Err(Error::ForkserverLost { pid: *pid }),

@@ -17,10 +17,18 @@
 //! child was reaped can never be hit. Spawn requests reach the forkserver in
 //! batches of at most `SCM_RIGHTS`' limit of fds per write, so any number of
 //! concurrent starts works. Starting the forkserver has a deadline.
+//!
+//! A start does not wait for the forkserver's `Started` report before
+//! talking to the child: the caller queues the request and its hello is in
+//! the child's socket before the fork, so the report travels back while the
+//! child shakes hands (two thread hops off the start path's critical
+//! chain). The caller still waits for the report before it returns, so a
+//! signal sent right after a start always finds the child.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -29,7 +37,7 @@ use multiproc_sys::fdpass::MAX_FDS_PER_MESSAGE;
 use multiproc_sys::process as sys;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use super::role::{FORKSERVER_FD, role_env};
 use crate::current::ChildProcess;
@@ -49,23 +57,31 @@ const POLL_BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub(crate) type SpawnId = u64;
 
 /// How a child ended, as seen by its handle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ExitState {
     Exited(ExitStatus),
     /// The forkserver died; the child died with it and its status is unknown.
     Lost,
+    /// It was never forked: why.
+    NotStarted(String),
 }
 
-/// A freshly started child.
+/// A child being started, then started. `pid` is 0 until the child's hello
+/// names it (or the forkserver's report, in `started_pid`).
 #[derive(Debug)]
 pub(crate) struct Spawned {
     pub id: SpawnId,
     pub pid: u32,
     pub exit: watch::Receiver<Option<ExitState>>,
+    /// The pid the forkserver reported, once the supervisor has it.
+    pub started: watch::Receiver<Option<u32>>,
 }
 
+/// Spawn ids, unique in this process for its whole life.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 enum Request {
-    Spawn { exec: bool, control: OwnedFd, name: String, daemon: bool, reply: oneshot::Sender<Result<Spawned>> },
+    Spawn { id: SpawnId, exec: bool, control: OwnedFd, name: String, daemon: bool, child: Pending },
     Signal { to: Addressee, signal: i32 },
     Shutdown { done: mpsc::Sender<()> },
 }
@@ -77,6 +93,12 @@ enum Addressee {
     /// A live child known by pid: mapped to its spawn id by the supervisor
     /// thread, so a pid reused after the child was reaped finds nothing.
     Pid(u32),
+}
+
+/// What the supervisor keeps for a child until its `Started` report.
+struct Pending {
+    exit: watch::Sender<Option<ExitState>>,
+    started: watch::Sender<Option<u32>>,
 }
 
 struct Handle {
@@ -102,7 +124,6 @@ fn handle() -> Result<&'static Handle> {
             requests: rx,
             wake: wake.as_fd().try_clone_to_owned().expect("dup of a fresh eventfd"),
             forkserver: None,
-            next_id: 0,
             unflushed_fds: 0,
             pending: HashMap::new(),
             live: HashMap::new(),
@@ -135,11 +156,16 @@ impl Handle {
     }
 }
 
-/// Starts a child whose end of the control socket is `control`.
-pub(crate) async fn spawn(exec: bool, control: OwnedFd, name: String, daemon: bool) -> Result<Spawned> {
-    let (reply, rx) = oneshot::channel();
-    handle()?.send(Request::Spawn { exec, control, name, daemon, reply })?;
-    rx.await.map_err(|_| Error::Closed("supervisor"))?
+/// Asks for a child whose end of the control socket is `control`, and
+/// returns at once: talk to the child on the other end (its hello names its
+/// pid); `exit` says if it could not be started, and later how it ended.
+pub(crate) fn spawn(exec: bool, control: OwnedFd, name: String, daemon: bool) -> Result<Spawned> {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let (exit, rx) = watch::channel(None);
+    let (started, started_rx) = watch::channel(None);
+    let child = Pending { exit, started };
+    handle()?.send(Request::Spawn { id, exec, control, name, daemon, child })?;
+    Ok(Spawned { id, pid: 0, exit: rx, started: started_rx })
 }
 
 /// Sends a signal to child `id` if the forkserver has not reaped it yet.
@@ -185,10 +211,9 @@ struct Supervisor {
     requests: mpsc::Receiver<Request>,
     wake: OwnedFd,
     forkserver: Option<Forkserver>,
-    next_id: SpawnId,
     /// Fds fed to the forkserver channel since its last flush.
     unflushed_fds: usize,
-    pending: HashMap<SpawnId, (String, bool, oneshot::Sender<Result<Spawned>>)>,
+    pending: HashMap<SpawnId, (String, bool, Pending)>,
     live: HashMap<SpawnId, Live>,
     by_pid: HashMap<u32, SpawnId>,
     children: Arc<Mutex<HashMap<SpawnId, ChildProcess>>>,
@@ -242,9 +267,12 @@ impl Supervisor {
 
     fn handle(&mut self, req: Request) {
         match req {
-            Request::Spawn { exec, control, name, daemon, reply } => {
+            Request::Spawn { id, exec, control, name, daemon, child } => {
+                let not_started = |child: Pending, e: Error| {
+                    let _ = child.exit.send(Some(ExitState::NotStarted(e.to_string())));
+                };
                 if let Err(e) = self.ensure_forkserver() {
-                    let _ = reply.send(Err(e));
+                    not_started(child, e);
                     return;
                 }
                 // One write carries at most SCM_RIGHTS' limit of fds: send
@@ -252,21 +280,17 @@ impl Supervisor {
                 if self.unflushed_fds >= MAX_FDS_PER_MESSAGE {
                     self.flush_forkserver();
                     if let Err(e) = self.ensure_forkserver() {
-                        let _ = reply.send(Err(e));
+                        not_started(child, e);
                         return;
                     }
                 }
-                let id = self.next_id;
-                self.next_id += 1;
                 let fs = self.forkserver.as_mut().expect("ensured above");
                 match fs.ch.feed(&ToForkserver::Spawn { id, exec, control: PassFd(control) }) {
                     Ok(()) => {
                         self.unflushed_fds += 1;
-                        self.pending.insert(id, (name, daemon, reply));
+                        self.pending.insert(id, (name, daemon, child));
                     }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
+                    Err(e) => not_started(child, e),
                 }
             }
             Request::Signal { to, signal } => {
@@ -274,7 +298,9 @@ impl Supervisor {
                     Addressee::Id(id) => Some(id),
                     Addressee::Pid(pid) => self.by_pid.get(&pid).copied(),
                 };
-                if let Some(id) = id.filter(|id| self.live.contains_key(id))
+                // A child still pending is known to the forkserver too: its
+                // spawn request went first on the same stream.
+                if let Some(id) = id.filter(|id| self.live.contains_key(id) || self.pending.contains_key(id))
                     && let Some(fs) = &mut self.forkserver
                 {
                     tracing::debug!(id, signal, "signalling child");
@@ -370,21 +396,16 @@ impl Supervisor {
     fn report(&mut self, r: FromForkserver) {
         match r {
             FromForkserver::Started { id, pid } => {
-                let Some((name, daemon, reply)) = self.pending.remove(&id) else { return };
-                let (tx, rx) = watch::channel(None);
+                let Some((name, daemon, child)) = self.pending.remove(&id) else { return };
                 tracing::debug!(id, pid, %name, daemon, "process started");
+                let _ = child.started.send(Some(pid));
                 self.children.lock().expect("children lock").insert(id, ChildProcess { name, pid, daemon });
-                self.live.insert(id, Live { pid, exit: tx, daemon });
+                self.live.insert(id, Live { pid, exit: child.exit, daemon });
                 self.by_pid.insert(pid, id);
-                if reply.send(Ok(Spawned { id, pid, exit: rx })).is_err() {
-                    // The caller gave up on start: it will never talk to the
-                    // child, which exits when its control socket closes.
-                    tracing::debug!(pid, "start cancelled");
-                }
             }
             FromForkserver::SpawnFailed { id, reason } => {
-                if let Some((_, _, reply)) = self.pending.remove(&id) {
-                    let _ = reply.send(Err(Error::Io(std::io::Error::other(format!("fork a child: {reason}")))));
+                if let Some((_, _, child)) = self.pending.remove(&id) {
+                    let _ = child.exit.send(Some(ExitState::NotStarted(format!("fork a child: {reason}"))));
                 }
             }
             FromForkserver::Exited { id, status } => {
@@ -416,9 +437,8 @@ impl Supervisor {
         for (_, live) in self.live.drain() {
             let _ = live.exit.send(Some(ExitState::Lost));
         }
-        for (_, (_, _, reply)) in self.pending.drain() {
-            // Not started yet, so there is no pid to name.
-            let _ = reply.send(Err(Error::Closed("forkserver (it died before starting the process)")));
+        for (_, (_, _, child)) in self.pending.drain() {
+            let _ = child.exit.send(Some(ExitState::NotStarted("the forkserver died before starting it".into())));
         }
     }
 
@@ -498,12 +518,12 @@ mod tests {
     /// Starts a bare worker and hands back the parent's end of its socket.
     async fn raw_worker() -> (Spawned, UnixStream) {
         let (ours, theirs) = UnixStream::pair().expect("socketpair");
-        let spawned = spawn(false, theirs.into(), "raw".into(), false).await.expect("spawn");
+        let spawned = spawn(false, theirs.into(), "raw".into(), false).expect("spawn");
         (spawned, ours)
     }
 
     async fn exit_of(mut s: Spawned) -> ExitState {
-        s.exit.wait_for(Option::is_some).await.expect("supervisor alive").expect("exited")
+        s.exit.wait_for(Option::is_some).await.expect("supervisor alive").clone().expect("exited")
     }
 
     #[tokio::test]
