@@ -47,6 +47,9 @@ mod shared_memory;
 mod sync;
 mod tree;
 mod value;
+// The wire is an internal boundary: hidden from the docs' front page (only
+// `PassFd` is public API). Still reachable for the suite's older imports.
+#[doc(hidden)]
 pub mod wire;
 
 pub use current::{
@@ -66,6 +69,7 @@ pub use sync::{
     SemaphoreGuard,
 };
 pub use value::{Array, Primitive, SharedString, Value};
+pub use wire::fds::PassFd;
 
 #[doc(hidden)]
 pub mod __private {
