@@ -23,8 +23,20 @@
 //! prints `ok` when the second use worked.
 //! `scenario orderly-exit`: starts a daemonic child that never ends and a
 //! non-daemonic one that finishes a little later, then returns from `main`.
+//! `scenario group-sigterm-drain`: starts a pool map whose calls wait for a
+//! go, prints `ready` once one runs, and on SIGTERM (sent to the whole
+//! process group) gives the go, collects every result, closes the pool and
+//! prints `drained <n>`.
+//! `scenario tracker-restart`: kills the resource tracker while a child
+//! holds a segment, and checks that the root, that child, a later forked
+//! child and a later spawned child all find the one new tracker; prints `ok`.
+//! `scenario shm-orphans`: creates a segment and a second one, prints
+//! `segment <name>` for each, `tracker <pid>` and `ready`, then waits to be
+//! killed.
+//! `scenario shm-use`: creates, syncs and unlinks a segment (so a tracker
+//! of its own starts and sweeps leftovers); prints `ok`.
 
-use multiproc::{Array, Error, Lock, Process, Queue, SharedMemory, StartMethod, Value};
+use multiproc::{Array, Error, Event, Lock, Pool, Process, Queue, SharedMemory, StartMethod, Value};
 
 #[multiproc::task]
 fn returns() {}
@@ -44,19 +56,24 @@ async fn child_with_grandchild() {
     p.join().await.expect("join");
 }
 
+/// Finishes only after `main` has returned (which sets `main_returned`).
 #[multiproc::task]
-fn finish_later() {
-    std::thread::sleep(std::time::Duration::from_millis(300));
+fn finish_later(main_returned: Event) {
+    main_returned.blocking_wait().expect("wait");
     println!("non-daemon finished");
 }
 
 async fn orderly_exit() {
-    for (daemon, p) in [(true, Process::new(block_forever, ())), (false, Process::new(finish_later, ()))] {
+    let main_returned = Event::new().expect("event");
+    let children =
+        [(true, Process::new(block_forever, ())), (false, Process::new(finish_later, (main_returned.clone(),)))];
+    for (daemon, p) in children {
         let mut p = p.daemon(daemon);
         p.start().await.expect("start");
         println!("child {} daemon={daemon}", p.pid().expect("pid"));
     }
     println!("main returns");
+    main_returned.set();
 }
 
 fn open_fds() -> usize {
@@ -151,15 +168,154 @@ async fn shm_orderly_exit() {
 
 fn tracker_killed() {
     let first = SharedMemory::create(64).expect("create");
-    let trackers = children_with_role("tracker");
-    assert_eq!(trackers.len(), 1, "one tracker: {trackers:?}");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(trackers[0] as i32), nix::sys::signal::Signal::SIGKILL)
-        .expect("kill the tracker");
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(trackers[0] as i32), None);
+    let tracker = multiproc::__private::tracker_sync().expect("sync");
+    assert_ne!(parent_of(tracker), Some(std::process::id()), "the tracker is not our child");
+    kill_and_wait(tracker);
     let second = SharedMemory::create(64).expect("create after the tracker died");
-    assert_eq!(children_with_role("tracker").len(), 1, "a new tracker");
+    let new = multiproc::__private::tracker_sync().expect("sync");
+    assert_ne!(new, tracker, "a new tracker");
+    assert!(zombie_children().is_empty(), "no zombie of ours: {:?}", zombie_children());
     first.unlink().expect("unlink");
     second.unlink().expect("unlink");
+    println!("ok");
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// This process's children that are zombies.
+fn zombie_children() -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let mut rest = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+            let state = rest.next();
+            let ppid = rest.next().and_then(|p| p.parse::<u32>().ok());
+            state == Some("Z") && ppid == Some(me)
+        })
+        .collect()
+}
+
+/// SIGKILLs `pid` and waits until it has exited (its pidfd turns readable).
+fn kill_and_wait(pid: u32) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let pidfd = multiproc_sys::process::pidfd_open(pid as i32).expect("pidfd of the tracker");
+    multiproc_sys::process::pidfd_send_signal(pidfd.as_fd(), nix::libc::SIGKILL).expect("kill the tracker");
+    poll(&mut [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)], PollTimeout::NONE).expect("wait for its exit");
+}
+
+#[multiproc::task]
+fn hold_then_create(held: SharedMemory, go: Event, pids: Queue<u32>) {
+    held.write(0, b"held").expect("write");
+    pids.blocking_put(multiproc::__private::tracker_sync().expect("sync")).expect("put");
+    go.blocking_wait().expect("wait");
+    let mine = SharedMemory::create(64).expect("create after the restart");
+    pids.blocking_put(multiproc::__private::tracker_sync().expect("sync")).expect("put");
+    mine.unlink().expect("unlink");
+}
+
+#[multiproc::task]
+fn report_tracker(pids: Queue<u32>) {
+    let shm = SharedMemory::create(64).expect("create");
+    pids.blocking_put(multiproc::__private::tracker_sync().expect("sync")).expect("put");
+    shm.unlink().expect("unlink");
+}
+
+/// Processes whose environment says they are the tracker of the tree
+/// `tree`.
+fn trackers_of(tree: &str) -> Vec<u32> {
+    let role = b"MULTIPROC_ROLE=tracker".as_slice();
+    let tree = format!("MULTIPROC_TREE={tree}");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
+                vars.contains(&role) && vars.contains(&tree.as_bytes())
+            }) && multiproc_sys::pidlock::process_alive(*pid)
+        })
+        .collect()
+}
+
+async fn tracker_restart() {
+    let a = SharedMemory::create(64).expect("create");
+    let tree = a.name().split('-').nth(2).expect("the tree in the name").to_owned();
+    let first = multiproc::__private::tracker_sync().expect("sync");
+    let go = Event::new().expect("event");
+    let pids = Queue::<u32>::new().expect("queue");
+    let mut holder = Process::new(hold_then_create, (a.clone(), go.clone(), pids.clone()));
+    holder.start().await.expect("start");
+    assert_eq!(pids.get().await.expect("get"), first, "the child uses the tree's tracker");
+    kill_and_wait(first);
+    let b = SharedMemory::create(64).expect("create after the tracker died");
+    let second = multiproc::__private::tracker_sync().expect("sync");
+    assert_ne!(second, first, "a new tracker");
+    go.set();
+    assert_eq!(pids.get().await.expect("get"), second, "the running child found the new tracker");
+    assert_eq!(holder.join().await.expect("join"), 0);
+    for method in [StartMethod::Forkserver, StartMethod::Spawn] {
+        let mut p = Process::new(report_tracker, (pids.clone(),)).start_method(method);
+        p.start().await.expect("start");
+        assert_eq!(p.join().await.expect("join"), 0);
+        assert_eq!(pids.get().await.expect("get"), second, "a child started later ({method:?}) uses it too");
+    }
+    assert_eq!(trackers_of(&tree), vec![second], "one tracker for the tree");
+    assert_ne!(parent_of(second), Some(std::process::id()), "the tracker is not our child");
+    assert!(zombie_children().is_empty(), "no zombie of ours: {:?}", zombie_children());
+    a.unlink().expect("unlink");
+    b.unlink().expect("unlink");
+    println!("ok");
+}
+
+#[multiproc::task]
+fn wait_for_go(i: u32, started: Queue<u32>, go: Event) -> u32 {
+    started.blocking_put(i).expect("put");
+    go.blocking_wait().expect("wait");
+    i * 2
+}
+
+async fn group_sigterm_drain() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    let pool = Pool::new(4).await.expect("pool");
+    let started = Queue::<u32>::new().expect("queue");
+    let go = Event::new().expect("event");
+    let items: Vec<(u32, Queue<u32>, Event)> = (0..8).map(|i| (i, started.clone(), go.clone())).collect();
+    let map = pool.starmap_async(wait_for_go, items);
+    started.get().await.expect("a call is running");
+    println!("ready");
+    term.recv().await;
+    println!("got SIGTERM");
+    go.set();
+    let results: Vec<u32> = map.await.expect("map").into_iter().map(|r| r.expect("every call succeeds")).collect();
+    assert_eq!(results, (0..8).map(|i| i * 2).collect::<Vec<u32>>());
+    assert_eq!(pool.stats().workers_replaced, 0, "no worker was lost to the group signal");
+    pool.close();
+    pool.join().await.expect("join");
+    println!("drained {}", results.len());
+}
+
+async fn shm_orphans() {
+    let held = SharedMemory::create(64).expect("create");
+    let orphan = SharedMemory::create(64).expect("create");
+    println!("segment {}", held.name());
+    println!("segment {}", orphan.name());
+    println!("tracker {}", multiproc::__private::tracker_sync().expect("sync"));
+    println!("ready");
+    std::future::pending::<()>().await;
+}
+
+fn shm_use() {
+    let shm = SharedMemory::create(64).expect("create");
+    multiproc::__private::tracker_sync().expect("sync");
+    shm.unlink().expect("unlink");
     println!("ok");
 }
 
@@ -232,6 +388,10 @@ async fn main() {
         Some("shm-tree") => shm_tree().await,
         Some("shm-orderly-exit") => shm_orderly_exit().await,
         Some("tracker-killed") => tracker_killed(),
+        Some("tracker-restart") => tracker_restart().await,
+        Some("group-sigterm-drain") => group_sigterm_drain().await,
+        Some("shm-orphans") => shm_orphans().await,
+        Some("shm-use") => shm_use(),
         other => {
             eprintln!("usage: scenario forkserver-killed|tree (got {other:?})");
             std::process::exit(2);

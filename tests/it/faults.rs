@@ -77,13 +77,10 @@ fn tree_dies_with_its_parent(stop: impl FnOnce(&mut std::process::Child)) {
     stop(&mut parent);
     parent.wait().expect("reap the parent");
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let alive: Vec<u32> = tree.iter().copied().filter(|&p| pid_alive(p)).collect();
-        if alive.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still alive 5 s after the parent died: {alive:?}");
-        std::thread::sleep(Duration::from_millis(20));
+    for &pid in &tree {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(crate::shared_memory::exits_within(pid, left), "{pid} still alive 5 s after the parent died");
+        assert!(!pid_alive(pid));
     }
 }
 
@@ -104,4 +101,32 @@ fn orderly_exit_terminates_daemons_and_waits_for_the_rest() {
 fn starting_and_joining_leaks_no_fd_in_the_parent() {
     let out = Command::new(SCENARIO).arg("fds-stable").output().expect("run scenario");
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
+}
+
+/// `kill -TERM -<pgid>` (what systemd and `kill` on a job send) while a
+/// pool map runs: the forkserver and the pool workers live through it, and
+/// the application, which handles SIGTERM itself, drains every in-flight
+/// call before closing its pool.
+#[test]
+fn a_group_sigterm_during_a_pool_map_lets_the_application_drain() {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let mut app = Command::new(SCENARIO)
+        .arg("group-sigterm-drain")
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("run scenario");
+    let mut stdout = BufReader::new(app.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while line.trim_end() != "ready" {
+        line.clear();
+        assert!(stdout.read_line(&mut line).expect("read") > 0, "the scenario ended before a call ran");
+    }
+    let group = nix::unistd::Pid::from_raw(-(app.id() as i32));
+    nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM the group");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("read");
+    let status = app.wait().expect("reap");
+    assert!(status.success() && rest.contains("drained 8"), "{status:?}\n{rest}");
 }

@@ -11,3 +11,4 @@ mod process;
 mod queue;
 mod shared_memory;
 mod sync;
+mod tree;

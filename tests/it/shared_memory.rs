@@ -83,21 +83,14 @@ fn sigkill_of_a_whole_tree_leaves_dev_shm_clean() {
     let group = nix::unistd::Pid::from_raw(-(tree.id() as i32));
     nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL the tree");
     tree.wait().expect("reap");
-    // The tracker keeps stderr open until it is done, then exits.
+    // The tracker keeps stderr open until it is done (it unlinks, warns,
+    // then exits), so its end of stream means the cleanup happened.
     let mut err = String::new();
     tree.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while names.iter().any(|n| in_dev_shm(n)) {
-        assert!(Instant::now() < deadline, "segments still in /dev/shm: {names:?}\n{err}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The tracker held stderr open: it is gone, or about to be.
     let tracker: u32 = out.lines().find_map(|l| l.strip_prefix("tracker ")).expect("tracker pid").parse().expect("pid");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while crate::common::pid_alive(tracker) {
-        assert!(Instant::now() < deadline, "the tracker outlived its tree");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(exits_within(tracker, Duration::from_secs(10)), "the tracker outlived its tree");
+    let left: Vec<&String> = names.iter().filter(|n| in_dev_shm(n)).collect();
+    assert!(left.is_empty(), "segments still in /dev/shm: {left:?}\n{err}");
     // Nothing else of the tree's is left either (Value, Array, Lock and
     // Queue live in memfds and never appear there).
     let left: Vec<String> = std::fs::read_dir("/dev/shm")
@@ -110,6 +103,80 @@ fn sigkill_of_a_whole_tree_leaves_dev_shm_clean() {
     let warnings: Vec<&str> = err.lines().filter(|l| l.contains("leaked shared memory")).collect();
     assert_eq!(warnings.len(), 1, "one warning for the whole tree: {err}");
     assert!(names.iter().all(|n| warnings[0].contains(n.as_str())), "{err}");
+}
+
+/// A tracker killed mid-run is replaced once, for the whole tree: the root,
+/// a child that was running, and children started later (forked and
+/// spawned) all use the same new tracker, which is nobody's child.
+#[test]
+fn a_killed_tracker_is_replaced_for_every_process_of_the_tree() {
+    let out = Command::new(SCENARIO).arg("tracker-restart").output().expect("run scenario");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
+}
+
+/// Another program's tracker sweeps the leftovers of a tree whose tracker
+/// and processes are gone, but never a segment some live process still
+/// maps.
+#[test]
+fn a_segment_held_by_a_live_process_survives_another_programs_tracker_start() {
+    use std::io::{BufRead, BufReader};
+    let mut tree = Command::new(SCENARIO).arg("shm-orphans").stdout(Stdio::piped()).spawn().expect("run scenario");
+    let mut out = String::new();
+    let mut stdout = BufReader::new(tree.stdout.take().expect("stdout"));
+    while !out.ends_with("ready\n") {
+        assert!(stdout.read_line(&mut out).expect("read") > 0, "scenario ended early: {out}");
+    }
+    let names: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("segment ")).collect();
+    let (held, orphan) = (names[0], names[1]);
+    let tracker: u32 = out.lines().find_map(|l| l.strip_prefix("tracker ")).expect("tracker").parse().expect("pid");
+    // We hold one segment; then the tree's tracker dies, then the tree.
+    let holding = SharedMemory::attach_untracked(held).expect("attach");
+    kill_and_wait(tracker);
+    tree.kill().expect("kill the scenario");
+    tree.wait().expect("reap");
+    // Both are old enough to be judged.
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for name in [held, orphan] {
+        std::fs::File::options()
+            .write(true)
+            .open(std::path::Path::new("/dev/shm").join(name))
+            .and_then(|f| f.set_modified(hour_ago))
+            .expect("age the segment");
+    }
+    let out = Command::new(SCENARIO).arg("shm-use").output().expect("run another program");
+    assert!(out.status.success(), "{out:?}");
+    assert!(in_dev_shm(held), "a segment a live process maps was removed");
+    assert!(!in_dev_shm(orphan), "the dead tree's unheld segment was left: the sweep did not run");
+    drop(holding);
+    SharedMemory::attach_untracked(held).expect("attach").unlink().expect("unlink");
+}
+
+/// Waits until `pid` has exited (its pidfd turns readable), at most `limit`.
+pub(crate) fn exits_within(pid: u32, limit: Duration) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let Ok(pidfd) = multiproc_sys::process::pidfd_open(pid as i32) else {
+        return true; // already gone (and reaped)
+    };
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = PollTimeout::try_from(left.as_millis().min(10_000) as u32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)], ms) {
+            Ok(n) if n > 0 => return true,
+            _ if left.is_zero() => return false,
+            _ => {}
+        }
+    }
+}
+
+/// SIGKILLs `pid` and waits until it has exited (its pidfd turns readable).
+fn kill_and_wait(pid: u32) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let pidfd = multiproc_sys::process::pidfd_open(pid as i32).expect("pidfd");
+    multiproc_sys::process::pidfd_send_signal(pidfd.as_fd(), nix::libc::SIGKILL).expect("kill");
+    poll(&mut [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)], PollTimeout::NONE).expect("wait for its exit");
 }
 
 #[test]
@@ -181,11 +248,7 @@ fn after_an_orderly_exit_the_tracker_cleans_up_and_exits() {
     assert!(out.status.success(), "{out:?}");
     let name = stdout.lines().find_map(|l| l.strip_prefix("segment ")).expect("segment name");
     let tracker: u32 = stdout.lines().find_map(|l| l.strip_prefix("tracker ")).expect("tracker").parse().expect("pid");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while crate::common::pid_alive(tracker) {
-        assert!(Instant::now() < deadline, "the tracker outlived its tree");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(exits_within(tracker, Duration::from_secs(10)), "the tracker outlived its tree");
     assert!(!in_dev_shm(name), "{name} left behind");
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("leaked shared memory")).collect();
     assert_eq!(warnings.len(), 1, "{stderr}");

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's automation, a plain binary with no
 //! dependencies, wired by the alias in `.cargo/config.toml`.
 //!
-//! - `cargo xtask ci`: fmt check, clippy `-D warnings`, the tests, e2e.
+//! - `cargo xtask ci [--repeat N]`: fmt check, clippy `-D warnings`, docs,
+//!   the tests (also under the `spawn` start method; N times), e2e.
 //! - `cargo xtask e2e [NAME…]`: every example and fault scenario, checked for
 //!   output, exit status, hangs, leftover processes, leaked fds and new
 //!   `/dev/shm` entries.
@@ -24,13 +25,13 @@ mod tidy;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-const USAGE: &str = "usage: cargo xtask ci | e2e [NAME…] | bench [--json] [NAME…] | chaos [SCENARIO…] [--kills N]";
+const USAGE: &str = "usage: cargo xtask ci [--repeat N] | e2e [NAME…] | bench [--json] [NAME…] | chaos [SCENARIO…] [--kills N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = args.get(1..).unwrap_or_default();
     let result = match args.first().map(String::as_str) {
-        Some("ci") if rest.is_empty() => ci::run(),
+        Some("ci") => ci::run(rest),
         Some("e2e") => e2e::run(rest),
         Some("bench") => bench::run(rest),
         Some("chaos") => chaos::run(rest),

@@ -11,6 +11,21 @@ use proc_macro::TokenStream;
 use quote::{format_ident, quote};
 use syn::{FnArg, ItemFn, ItemImpl, ReturnType, Type, parse_macro_input};
 
+mod main_attr;
+
+/// `#[tokio::main]` (same arguments) with `multiproc::init()` run first,
+/// before the runtime starts: processes of the tree take their roles after
+/// every constructor (C and C++ static initialisers of linked libraries
+/// included) and std's set-up.
+#[proc_macro_attribute]
+pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let func = parse_macro_input!(item as ItemFn);
+    match main_attr::expand(attr.into(), func) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
 /// Registers a `fn` or `async fn` as a task that worker processes can run.
 ///
 /// Its arguments must implement `Deserialize` and its result `Serialize`.

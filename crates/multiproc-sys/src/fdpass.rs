@@ -53,3 +53,13 @@ pub fn recv(
     }
     Ok(msg.bytes)
 }
+
+/// Accepts one connection on a listening socket, close-on-exec and
+/// non-blocking; `WouldBlock` when none is waiting (on a non-blocking
+/// listener).
+pub fn accept(listen: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{SockFlag, accept4};
+    let raw = accept4(listen.as_raw_fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK)?;
+    // SAFETY: accept4 just returned this new fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}

@@ -231,12 +231,148 @@ pub fn take_inherited_fd(key: &str) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Closes fds that a forked child inherited but must not keep, without
-/// running the owners' destructors (the child never returns to them).
-pub fn close_in_child(fds: &[RawFd]) {
-    for &fd in fds {
-        // SAFETY: the caller is a freshly forked child that will exit or exec
-        // without returning to the frames owning these fds, so no double close.
-        unsafe { libc::close(fd) };
+/// Closes every fd of this process except 0, 1, 2 and those in `keep`
+/// (`close_range` over the gaps), so a freshly forked child holds nothing
+/// its parent was not meant to give it.
+///
+/// Call it only in a freshly forked child that never returns to the frames
+/// owning the closed fds (it exits or execs): their destructors would
+/// otherwise close numbers that may have been reused.
+pub fn close_all_fds_except(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd > 2).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from: RawFd = 3;
+    for fd in keep.into_iter().chain(std::iter::once(RawFd::MAX)) {
+        if fd > from {
+            let last = if fd == RawFd::MAX { u32::MAX } else { (fd - 1) as u32 };
+            // SAFETY: close_range only closes fds of this process; the caller
+            // guarantees no live owner of these numbers will close them again
+            // (see the function's doc).
+            let rc = unsafe { libc::syscall(libc::SYS_close_range, from as u32, last, 0u32) };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        from = fd.saturating_add(1);
     }
+    Ok(())
+}
+
+/// Sets the calling thread's name (`/proc/<pid>/comm`, what `ps` and `top`
+/// show); the kernel keeps the first 15 bytes. For a single-threaded process
+/// that is the process name.
+pub fn set_process_name(name: &str) -> io::Result<()> {
+    let mut buf = [0u8; 16];
+    let bytes: Vec<u8> = name.bytes().filter(|&b| b != 0).take(15).collect();
+    buf[..bytes.len()].copy_from_slice(&bytes);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes
+    // from the pointer; `buf` is 16 bytes and its last byte stays 0.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The signals a terminal or a service manager sends a whole process group:
+/// Ctrl-C, hang-up, Ctrl-\, and `kill -TERM -<pgid>` / systemd's stop.
+pub const GROUP_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// Ignores every signal in [`GROUP_SIGNALS`] (and `SIGPIPE`): for the
+/// forkserver, which ends only when its parent or its socket goes away.
+pub fn ignore_group_signals() -> io::Result<()> {
+    ignore_signals(false)?;
+    for sig in GROUP_SIGNALS {
+        set_disposition(sig, libc::SIG_IGN)?;
+    }
+    Ok(())
+}
+
+/// Restores the default action of every signal in [`GROUP_SIGNALS`] (a
+/// forked child inherits the forkserver's ignored ones).
+pub fn default_group_signals() -> io::Result<()> {
+    for sig in GROUP_SIGNALS {
+        set_disposition(sig, libc::SIG_DFL)?;
+    }
+    Ok(())
+}
+
+/// Shields this process from signals sent to its whole group: `SIGINT`,
+/// `SIGHUP` and `SIGQUIT` are ignored, and `SIGTERM` takes its default
+/// action (ending the process) only when this process's parent sent it —
+/// the forkserver, acting for the handle that owns this process. A
+/// `kill -TERM -<pgid>` from anyone else is ignored.
+pub fn shield_from_group_signals() -> io::Result<()> {
+    for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
+        set_disposition(sig, libc::SIG_IGN)?;
+    }
+    // SAFETY: an all-zero sigaction is a valid value to fill in.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = term_from_parent_only as *const () as libc::sighandler_t;
+    action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    // SAFETY: sigemptyset initialises the mask in place.
+    unsafe { libc::sigemptyset(&mut action.sa_mask) };
+    // SAFETY: the handler only makes async-signal-safe calls (getppid,
+    // signal, raise); `action` is fully initialised.
+    if unsafe { libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+extern "C" fn term_from_parent_only(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler;
+    // si_pid is meaningful for signals sent by kill/pidfd_send_signal, and
+    // for any other origin it is not our parent's pid. getppid, signal and
+    // raise are async-signal-safe.
+    unsafe {
+        if !info.is_null() && (*info).si_pid() == libc::getppid() {
+            libc::signal(sig, libc::SIG_DFL);
+            // Blocked while this handler runs: delivered, with its default
+            // action, as soon as it returns.
+            libc::raise(sig);
+        }
+    }
+}
+
+fn set_disposition(sig: i32, handler: libc::sighandler_t) -> io::Result<()> {
+    // SAFETY: SIG_IGN and SIG_DFL install no handler code.
+    if unsafe { libc::signal(sig, handler) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Spawns `cmd` *detached*: it runs as a grandchild in a session of its
+/// own, its parent (an intermediate child) exits at once and is reaped
+/// here, so the process is never this program's child and can never become
+/// its zombie (init, or the nearest subreaper, reaps it). Each `(fd,
+/// target)` is duplicated onto `target` as in [`command_with_fds`].
+///
+/// Returns once the program was executed (or failed to be).
+pub fn spawn_detached(cmd: &mut Command, fds: &[(BorrowedFd<'_>, RawFd)]) -> io::Result<()> {
+    let _kept = command_with_fds(cmd, fds, false)?;
+    // SAFETY: runs between fork and exec in a possibly multithreaded
+    // process: only raw, async-signal-safe syscalls (clone without any
+    // libc fork handlers, _exit, setsid), no allocation, no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0);
+            if pid < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if pid > 0 {
+                // The intermediate: its child carries on to exec.
+                libc::_exit(0);
+            }
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut intermediate = cmd.spawn()?;
+    intermediate.wait()?;
+    Ok(())
 }

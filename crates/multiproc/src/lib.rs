@@ -47,6 +47,9 @@ mod shared_memory;
 mod sync;
 mod tree;
 mod value;
+// The wire is an internal boundary: hidden from the docs' front page (only
+// `PassFd` is public API). Still reachable for the suite's older imports.
+#[doc(hidden)]
 pub mod wire;
 
 pub use current::{
@@ -54,10 +57,10 @@ pub use current::{
 };
 pub use error::{Error, ExitStatus, Result};
 pub use manager::{DictProxy, ListProxy, Manager, Namespace};
-pub use multiproc_macros::{target, task};
+pub use multiproc_macros::{main, target, task};
 pub use pipe::{Connection, Pipe, PipeBuilder};
 pub use pool::{AsyncResult, Imap, MapCall, MapResult, Pool, PoolBuilder, PoolStats};
-pub use process::{Process, StartMethod, get_start_method, set_start_method};
+pub use process::{GroupSignals, Process, StartMethod, get_start_method, set_start_method};
 pub use queue::{JoinableQueue, Leased, Queue, QueueBuilder, SimpleQueue};
 pub use registry::{Async, Plain, Target, TaskFn};
 pub use shared_memory::SharedMemory;
@@ -66,6 +69,7 @@ pub use sync::{
     SemaphoreGuard,
 };
 pub use value::{Array, Primitive, SharedString, Value};
+pub use wire::fds::PassFd;
 
 #[doc(hidden)]
 pub mod __private {
@@ -80,4 +84,25 @@ pub mod __private {
         crate::tree::tracker::sync()
     }
     pub use linkme;
+    pub use tokio;
+}
+
+/// Takes this process's role in the tree if it is a forkserver, worker or
+/// resource tracker copy of the program (and then never returns); does
+/// nothing in the program itself. Call it as the first line of `main`,
+/// before a runtime or any thread starts — or write `#[multiproc::main]`
+/// instead of `#[tokio::main]`, which does it for you:
+///
+/// ```no_run
+/// // The first line of `main`:
+/// multiproc::init();
+/// // … then build a runtime, start processes …
+/// ```
+///
+/// Roles then start after every constructor of the program (static
+/// initialisers of linked C and C++ libraries included) and std's set-up.
+/// Without it, a constructor takes the roles before `main` — which is what
+/// `cargo test` binaries rely on.
+pub fn init() {
+    tree::boot::init();
 }

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::error::{Error, Result};
 use crate::registry::{Target, TaskEntry, TaskFn, lookup};
 use crate::tree::spawn::handshake;
-use crate::tree::supervisor::{self, ExitState};
+use crate::tree::supervisor::{self, ExitState, SpawnId};
 use crate::wire::{self, ProcessInfo, ToWorker, fds};
 
 /// How a child process comes to life.
@@ -24,6 +24,26 @@ pub enum StartMethod {
     Forkserver,
     /// A fresh execution of this binary for every child (Python's `spawn`).
     Spawn,
+}
+
+/// What a child does with the signals a terminal or a service manager sends
+/// a whole process group: Ctrl-C (SIGINT), SIGTERM (`kill -TERM -<pgid>`,
+/// systemd's default `KillMode=control-group`), SIGHUP, SIGQUIT.
+///
+/// The forkserver always ignores them (it ends with its parent or its
+/// socket). Pool workers are always [`Shielded`](GroupSignals::Shielded):
+/// after a group SIGTERM the application can still drain in-flight calls,
+/// then close its pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupSignals {
+    /// Default actions: a group signal ends the process, as it would a
+    /// Python child. The default for a [`Process`].
+    #[default]
+    Default,
+    /// SIGINT, SIGHUP and SIGQUIT are ignored; SIGTERM ends the process only
+    /// when its own handle sends it ([`Process::terminate`]). Use it for a
+    /// child the application stops itself, in order.
+    Shielded,
 }
 
 static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(u8::MAX);
@@ -85,13 +105,14 @@ pub struct Process {
     identity: Vec<u32>,
     daemon: bool,
     method: Option<StartMethod>,
+    group_signals: GroupSignals,
     state: State,
 }
 
 #[derive(Debug)]
 enum State {
     Idle,
-    Started { pid: u32, exit: watch::Receiver<Option<ExitState>> },
+    Started { id: SpawnId, pid: u32, exit: watch::Receiver<Option<ExitState>> },
     Closed,
 }
 
@@ -117,7 +138,15 @@ impl Process {
     fn with(target: Result<Prepared>, prefix: &str) -> Self {
         let (identity, name) = crate::current::next_child_identity(prefix);
         let daemon = crate::current::current_process().daemon;
-        Self { target: Some(target), name, identity, daemon, method: None, state: State::Idle }
+        Self {
+            target: Some(target),
+            name,
+            identity,
+            daemon,
+            method: None,
+            group_signals: GroupSignals::Default,
+            state: State::Idle,
+        }
     }
 
     /// Sets the name (`Process(name=…)`); defaults to `Process-N`.
@@ -137,6 +166,13 @@ impl Process {
     /// Chooses how the child is started; defaults to [`get_start_method`].
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.method = Some(method);
+        self
+    }
+
+    /// Chooses what the child does with signals sent to the whole process
+    /// group; defaults to [`GroupSignals::Default`].
+    pub fn group_signals(mut self, policy: GroupSignals) -> Self {
+        self.group_signals = policy;
         self
     }
 
@@ -181,10 +217,11 @@ impl Process {
             parent_name: me.name,
         };
         let task = prepared.entry.task_ref();
-        let msg = ToWorker::Run { info, task: task.clone(), args: ByteBuf::from(prepared.args) };
+        let shielded = self.group_signals == GroupSignals::Shielded;
+        let msg = ToWorker::Run { info, task: task.clone(), args: ByteBuf::from(prepared.args), shielded };
         let (spawned, _) = handshake(exec, self.name.clone(), self.daemon, &msg, prepared.fds, &task.name).await?;
         tracing::info!(pid = spawned.pid, name = %self.name, "started process");
-        self.state = State::Started { pid: spawned.pid, exit: spawned.exit };
+        self.state = State::Started { id: spawned.id, pid: spawned.pid, exit: spawned.exit };
         Ok(())
     }
 
@@ -199,7 +236,7 @@ impl Process {
     /// code, or `-N` when signal `N` ended it.
     pub fn exitcode(&self) -> Option<i32> {
         match &self.state {
-            State::Started { exit, .. } => match *exit.borrow() {
+            State::Started { exit, .. } => match &*exit.borrow() {
                 Some(ExitState::Exited(status)) => Some(status.code()),
                 _ => None,
             },
@@ -217,12 +254,12 @@ impl Process {
     /// Waits for the child to exit; returns its exit code.
     pub async fn join(&self) -> Result<i32> {
         let (pid, exit) = match &self.state {
-            State::Started { pid, exit } => (pid, exit),
+            State::Started { pid, exit, .. } => (pid, exit),
             State::Idle => return Err(Error::NotStarted),
             State::Closed => return Err(Error::Closed("process")),
         };
         let mut exit = exit.clone();
-        let state = *exit.wait_for(Option::is_some).await.map_err(|_| Error::Closed("supervisor"))?;
+        let state = exit.wait_for(Option::is_some).await.map_err(|_| Error::Closed("supervisor"))?.clone();
         match state {
             Some(ExitState::Exited(status)) => Ok(status.code()),
             _ => Err(Error::ForkserverLost { pid: *pid }),
@@ -248,14 +285,14 @@ impl Process {
     }
 
     fn signal(&self, signal: i32) -> Result<()> {
-        let pid = match &self.state {
-            State::Started { pid, .. } => pid,
+        let (id, pid) = match &self.state {
+            State::Started { id, pid, .. } => (*id, *pid),
             State::Idle => return Err(Error::NotStarted),
             State::Closed => return Err(Error::Closed("process")),
         };
         if self.is_alive() {
             tracing::debug!(pid, signal, "signalling process");
-            supervisor::signal(*pid, signal)?;
+            supervisor::signal_child(id, signal)?;
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use multiproc_sys::shm::SharedRegion;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
-use crate::tree::tracker::{self, NAME_PREFIX};
+use crate::tree::tracker;
 use crate::wire::fds::PassFd;
 use crate::wire::{ShmHandle, TrackerMessage};
 
@@ -58,7 +58,7 @@ impl SharedMemory {
     /// process's pid (`SharedMemory(create=True, size=size)`).
     pub fn create(size: usize) -> Result<Self> {
         loop {
-            let name = format!("{NAME_PREFIX}{}-{:016x}", std::process::id(), random_suffix()?);
+            let name = tracker::new_segment_name(random_suffix()?);
             match Self::create_named(&name, size) {
                 Err(Error::ShmExists { .. }) => continue,
                 other => return other,

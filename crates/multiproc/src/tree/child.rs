@@ -1,6 +1,14 @@
 //! The child side: handshake with the parent, then either run one target and
 //! exit (a `Process`) or serve calls until the parent hangs up (a pool
 //! worker). Runs synchronously; async tasks get a runtime of their own.
+//!
+//! Group signals (SIGINT, SIGTERM, SIGHUP, SIGQUIT sent to the whole process
+//! group by a terminal or a service manager) follow a policy chosen per
+//! child: a `Process` keeps their default actions unless it asked to be
+//! shielded (`GroupSignals`); a pool worker is always shielded (it ignores
+//! SIGINT, SIGHUP and SIGQUIT, and honours SIGTERM only from the
+//! forkserver, i.e. from its pool), so the application can drain in-flight
+//! calls after a group SIGTERM.
 
 use std::cell::RefCell;
 use std::os::fd::OwnedFd;
@@ -39,8 +47,13 @@ fn serve(control: ControlFd) -> Result<i32> {
     }
     let (msg, fds) = ch.recv_raw::<ToWorker>()?;
     match msg {
-        ToWorker::Run { info, task, args } => {
-            sys::default_signal(nix::libc::SIGINT)?;
+        ToWorker::Run { info, task, args, shielded } => {
+            if shielded {
+                sys::shield_from_group_signals()?;
+            } else {
+                sys::default_group_signals()?;
+            }
+            let _ = sys::set_process_name(&info.name);
             let entry = match resolve(&task) {
                 Ok(entry) => entry,
                 Err(reason) => {
@@ -62,7 +75,8 @@ fn serve(control: ControlFd) -> Result<i32> {
             }
         }
         ToWorker::Serve { info, init } => {
-            sys::ignore_signals(true)?;
+            sys::shield_from_group_signals()?;
+            let _ = sys::set_process_name("mp-worker");
             crate::current::enter_child(info);
             std::panic::set_hook(Box::new(record_panic));
             crate::pool::worker::serve_pool(ch, init, fds)

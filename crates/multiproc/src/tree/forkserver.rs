@@ -6,6 +6,20 @@
 //! `fork_single_threaded` refuses otherwise). Only the process that started it
 //! holds the other end of its socket; when that end closes, the forkserver
 //! kills its children and exits.
+//!
+//! It ignores the signals a terminal or service manager sends a whole
+//! process group (SIGINT, SIGTERM, SIGHUP, SIGQUIT): a `kill -TERM -<pgid>`
+//! must not take every worker down while the application drains. It ends
+//! only when its socket closes (it then stops its children) or its parent
+//! dies (the parent-death signal; its children carry one tied to it).
+//!
+//! Children are named by the spawn id the supervisor chose, never by pid:
+//! a signal for a child already reaped finds nothing, even if its pid was
+//! reused.
+//!
+//! A forked child closes every fd but its own control socket (and the
+//! tracker's rendezvous) before anything else: the forkserver may hold the
+//! control sockets of siblings queued in the same read.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::Command;
@@ -13,12 +27,12 @@ use std::process::Command;
 use multiproc_sys::process::{self as sys, Fork};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::role::{ControlFd, TRACKER_FD_ENV, TRACKER_PARENT_ENV, role_env};
+use super::role::{ControlFd, role_env};
 use crate::error::{Error, ExitStatus, Result};
 use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, FromForkserver, Hello, ToForkserver};
 
 struct Child {
-    pid: u32,
+    id: u64,
     pidfd: OwnedFd,
 }
 
@@ -34,8 +48,10 @@ pub(crate) fn run(fd: ControlFd) -> ! {
 }
 
 fn serve(fd: ControlFd) -> Result<()> {
-    // Ctrl-C reaches the whole process group; the supervisor decides.
-    sys::ignore_signals(true)?;
+    // Ctrl-C and group SIGTERMs reach the whole process group; the
+    // application decides.
+    sys::ignore_group_signals()?;
+    let _ = sys::set_process_name("mp-forkserver");
     let mut ch = BlockingChannel::new(fd, DEFAULT_MAX_FRAME);
     let hello: Hello = ch.recv()?;
     hello.check().map_err(Error::Handshake)?;
@@ -62,7 +78,7 @@ fn serve(fd: ControlFd) -> Result<()> {
                     sys::Exit::Code(c) => ExitStatus::Code(c),
                     sys::Exit::Signal(s) => ExitStatus::Signal(s),
                 };
-                ch.feed(&FromForkserver::Exited { pid: child.pid, status })?;
+                ch.feed(&FromForkserver::Exited { id: child.id, status })?;
             }
         }
         if control_ready {
@@ -117,14 +133,14 @@ fn stop_all(children: &mut Vec<Child>) {
 fn handle(req: ToForkserver, ch: &mut BlockingChannel, children: &mut Vec<Child>) -> Result<()> {
     match req {
         ToForkserver::Spawn { id, exec, control } => {
-            let reply = match spawn(exec, control.0, ch, children) {
+            let reply = match spawn(id, exec, control.0, children) {
                 Ok(pid) => FromForkserver::Started { id, pid },
                 Err(e) => FromForkserver::SpawnFailed { id, reason: e.to_string() },
             };
             ch.feed(&reply)
         }
-        ToForkserver::Signal { pid, signal } => {
-            if let Some(c) = children.iter().find(|c| c.pid == pid) {
+        ToForkserver::Signal { id, signal } => {
+            if let Some(c) = children.iter().find(|c| c.id == id) {
                 let _ = sys::pidfd_send_signal(c.pidfd.as_fd(), signal);
             }
             Ok(())
@@ -132,19 +148,23 @@ fn handle(req: ToForkserver, ch: &mut BlockingChannel, children: &mut Vec<Child>
     }
 }
 
-fn spawn(exec: bool, control: OwnedFd, ch: &BlockingChannel, children: &mut Vec<Child>) -> Result<u32> {
+fn spawn(id: u64, exec: bool, control: OwnedFd, children: &mut Vec<Child>) -> Result<u32> {
     let me = std::process::id();
     match sys::fork_single_threaded()? {
         Fork::Parent(pid) => {
             let pidfd = sys::pidfd_open(pid)?;
-            let pid = pid as u32;
-            children.push(Child { pid, pidfd });
-            Ok(pid)
+            children.push(Child { id, pidfd });
+            Ok(pid as u32)
         }
         Fork::Child => {
-            let mut inherited = vec![ch.fd().as_raw_fd()];
-            inherited.extend(children.iter().map(|c| c.pidfd.as_raw_fd()));
-            sys::close_in_child(&inherited);
+            // Keep only what this child was given: its control socket.
+            // Everything else (our channel, pidfds, siblings' control
+            // sockets still queued) goes, before any user code runs. The
+            // frames owning those fds never run again here: this branch
+            // exits or execs.
+            if sys::close_all_fds_except(&[control.as_raw_fd()]).is_err() {
+                sys::exit_now(70);
+            }
             if sys::die_with_parent(me as i32).is_err() {
                 sys::exit_now(70);
             }
@@ -160,18 +180,10 @@ fn exec_worker(control: OwnedFd, forkserver: u32) -> ! {
         eprintln!("multiproc: cannot pass the control socket: {e}");
         sys::exit_now(70);
     }
-    let argv0 = std::env::args_os().next().unwrap_or_else(|| "multiproc-worker".into());
     let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0(argv0).envs(role_env("worker", control.as_raw_fd(), forkserver));
-    // The tracker's rendezvous stays at its number across the exec.
-    match super::tracker::inherited() {
-        Some(fd) if sys::keep_on_exec(fd).is_ok() => {
-            cmd.envs(super::tracker::child_env(forkserver));
-        }
-        _ => {
-            cmd.env_remove(TRACKER_FD_ENV).env_remove(TRACKER_PARENT_ENV);
-        }
-    }
+    cmd.arg0("multiproc-worker").envs(role_env("worker", control.as_raw_fd(), forkserver));
+    // It stays in this tree (and finds its resource tracker).
+    cmd.envs(super::tracker::child_env(forkserver));
     let err = cmd.exec();
     eprintln!("multiproc: cannot re-execute /proc/self/exe: {err}");
     sys::exit_now(70)

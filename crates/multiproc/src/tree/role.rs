@@ -14,16 +14,23 @@ pub(crate) const FD_ENV: &str = "MULTIPROC_FD";
 /// the variables sees another parent and starts normally).
 pub(crate) const PARENT_ENV: &str = "MULTIPROC_PARENT";
 
+/// Set to `main` for a copy of a binary whose `main` calls
+/// `multiproc::init()` first (its parent did): the constructor then leaves
+/// the role to `init`, which runs after every constructor and std's set-up.
+pub(crate) const BOOT_ENV: &str = "MULTIPROC_BOOT";
+
 /// The fd number the forkserver finds its control socket at.
 pub(crate) const FORKSERVER_FD: RawFd = 3;
 
-/// Where a re-executed child finds the inherited tracker rendezvous: this
-/// variable names the fd, and [`TRACKER_PARENT_ENV`] the process that put it there.
-pub(crate) const TRACKER_FD_ENV: &str = "MULTIPROC_TRACKER_FD";
-pub(crate) const TRACKER_PARENT_ENV: &str = "MULTIPROC_TRACKER_PARENT";
-/// The fd number the forkserver and re-executed workers have the tracker's
-/// rendezvous at.
-pub(crate) const TRACKER_CHILD_FD: RawFd = 4;
+/// The process tree a re-executed child belongs to (its resource tracker's
+/// address and the middle part of its segment names), and the pid of the
+/// process that set it (a copy of the binary that merely inherited the
+/// variable sees another parent and starts a tree of its own).
+pub(crate) const TREE_ENV: &str = "MULTIPROC_TREE";
+pub(crate) const TREE_PARENT_ENV: &str = "MULTIPROC_TREE_PARENT";
+
+/// The fd number the tracker finds its listening socket at.
+pub(crate) const TRACKER_LISTEN_FD: RawFd = 3;
 
 /// The environment a re-executed copy of this binary needs to take `role`
 /// with the control socket at `fd`, child of `parent`.

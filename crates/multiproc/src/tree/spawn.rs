@@ -1,13 +1,28 @@
 //! Starting one child: a socketpair, a fork through the supervisor and the
-//! forkserver, the hello (protocol version and build id) and the first
-//! message, until the child accepts or refuses.
+//! forkserver, the hello (protocol version, build id, the child's pid) and
+//! the first message, until the child accepts or refuses. The hello and the
+//! first message are written before the fork even happens: the child finds
+//! them waiting.
+//!
+//! The wait for the child's answer also watches its exit: a child that dies
+//! before accepting is reported as `WorkerLost` at once, whoever else might
+//! hold its socket. The whole exchange has a deadline; a child that misses
+//! it is killed.
 
 use std::os::fd::OwnedFd;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::wire::{Channel, DEFAULT_MAX_FRAME, FromWorker, Hello, ToWorker};
 
 use super::supervisor::{self, ExitState};
+
+/// How long a started child may take to say hello and accept its work.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(60);
+/// Once the child is known to have exited, how long its last words may take
+/// to be read (they are already in the socket; this only bounds a socket
+/// some other process still holds).
+const LAST_WORDS: Duration = Duration::from_secs(1);
 
 /// Starts a child, says hello, sends its first message and waits until it
 /// accepts. Returns the child and the open channel.
@@ -22,29 +37,73 @@ pub(crate) async fn handshake(
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
     let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)?;
     let mut ch = Channel::new(ours, DEFAULT_MAX_FRAME)?;
-    let spawned = supervisor::spawn(exec, theirs, name, daemon).await?;
     ch.feed(&Hello::ours())?;
     ch.feed_with(msg, fds)?;
-    let reply = async {
-        ch.flush().await?;
-        let hello: Hello = ch.recv().await?;
-        hello.check().map_err(Error::Handshake)?;
-        ch.recv::<FromWorker>().await
-    }
-    .await;
-    match reply {
-        Ok(FromWorker::Ready) => Ok((spawned, ch)),
-        Ok(FromWorker::Refused { reason }) => Err(Error::TaskMismatch { name: task.to_owned(), reason }),
-        Ok(FromWorker::Done { .. }) => Err(Error::Malformed("a worker answered before being asked".into())),
-        Err(Error::Eof) | Err(Error::Io(_)) => {
-            // It died before accepting: report how.
-            let mut exit = spawned.exit.clone();
-            let state = *exit.wait_for(Option::is_some).await.map_err(|_| Error::Closed("supervisor"))?;
-            match state {
-                Some(ExitState::Exited(status)) => Err(Error::WorkerLost { pid: spawned.pid, status }),
-                _ => Err(Error::ForkserverLost { pid: spawned.pid }),
+    let mut spawned = supervisor::spawn(exec, theirs, name, daemon)?;
+    let mut exit = spawned.exit.clone();
+    let mut pid = None;
+    let reply = {
+        let reply = async {
+            ch.flush().await?;
+            let hello: Hello = ch.recv().await?;
+            hello.check().map_err(Error::Handshake)?;
+            pid = Some(hello.pid);
+            ch.recv::<FromWorker>().await
+        };
+        tokio::pin!(reply);
+        let exited = async {
+            let _ = exit.wait_for(Option::is_some).await;
+        };
+        tokio::select! {
+            biased;
+            r = &mut reply => Some(r),
+            () = exited => {
+                // It is gone: whatever it wrote before is in the socket.
+                tokio::time::timeout(LAST_WORDS, &mut reply).await.ok()
+            }
+            () = tokio::time::sleep(HANDSHAKE_DEADLINE) => {
+                tracing::warn!(id = spawned.id, "a child did not finish its handshake in time; killing it");
+                let _ = supervisor::signal_child(spawned.id, nix::libc::SIGKILL);
+                return Err(Error::Timeout);
             }
         }
-        Err(e) => Err(e),
+    };
+    let reported = || *spawned.started.borrow();
+    spawned.pid = pid.or_else(reported).unwrap_or(0);
+    match reply {
+        Some(Ok(FromWorker::Ready)) => {
+            // Return only once the supervisor knows the child, so that a
+            // signal sent right away reaches it. (If the forkserver died
+            // meanwhile, the exit says so and `join` reports it.)
+            let mut started = spawned.started.clone();
+            let mut exit = spawned.exit.clone();
+            tokio::select! {
+                _ = started.wait_for(Option::is_some) => {}
+                _ = exit.wait_for(Option::is_some) => {}
+            }
+            Ok((spawned, ch))
+        }
+        Some(Ok(FromWorker::Refused { reason })) => Err(Error::TaskMismatch { name: task.to_owned(), reason }),
+        Some(Ok(FromWorker::Done { .. })) => {
+            let _ = supervisor::signal_child(spawned.id, nix::libc::SIGKILL);
+            Err(Error::Malformed("a worker answered before being asked".into()))
+        }
+        None | Some(Err(Error::Eof | Error::Io(_) | Error::Malformed(_))) => {
+            // It died, or hung up, before accepting: make sure it is gone
+            // (a no-op for a child already dead), then report how it ended.
+            let _ = supervisor::signal_child(spawned.id, nix::libc::SIGKILL);
+            let mut exit = spawned.exit.clone();
+            let state = exit.wait_for(Option::is_some).await.map_err(|_| Error::Closed("supervisor"))?.clone();
+            let pid = spawned.started.borrow().unwrap_or(spawned.pid);
+            match state {
+                Some(ExitState::Exited(status)) => Err(Error::WorkerLost { pid, status }),
+                Some(ExitState::NotStarted(reason)) => Err(Error::Io(std::io::Error::other(reason))),
+                _ => Err(Error::ForkserverLost { pid }),
+            }
+        }
+        Some(Err(e)) => {
+            let _ = supervisor::signal_child(spawned.id, nix::libc::SIGKILL);
+            Err(e)
+        }
     }
 }

@@ -11,20 +11,35 @@
 //!
 //! At orderly exit (`atexit`), daemonic children are terminated (then killed
 //! after a grace period) and the others awaited, as Python does.
+//!
+//! Every child is known by the spawn id this thread gave it, never by its
+//! pid alone: signals and exit reports name the id, so a pid reused after a
+//! child was reaped can never be hit. Spawn requests reach the forkserver in
+//! batches of at most `SCM_RIGHTS`' limit of fds per write, so any number of
+//! concurrent starts works. Starting the forkserver has a deadline.
+//!
+//! A start does not wait for the forkserver's `Started` report before
+//! talking to the child: the caller queues the request and its hello is in
+//! the child's socket before the fork, so the report travels back while the
+//! child shakes hands (two thread hops off the start path's critical
+//! chain). The caller still waits for the report before it returns, so a
+//! signal sent right after a start always finds the child.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use multiproc_sys::fdpass::MAX_FDS_PER_MESSAGE;
 use multiproc_sys::process as sys;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
-use super::role::{FORKSERVER_FD, TRACKER_CHILD_FD, role_env};
+use super::role::{FORKSERVER_FD, role_env};
 use crate::current::ChildProcess;
 use crate::error::{Error, ExitStatus, Result};
 use crate::wire::fds::PassFd;
@@ -32,32 +47,64 @@ use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, FromForkserver, Hello, ToF
 
 /// Grace between SIGTERM and SIGKILL for daemonic children at exit.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
+/// How long a freshly executed forkserver may take to answer our hello.
+const FORKSERVER_START: Duration = Duration::from_secs(20);
+/// Longest pause after a failed `poll` (a persistent error must not spin).
+const POLL_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Names one child of the tree for its whole life (pids are reused; spawn
+/// ids are not).
+pub(crate) type SpawnId = u64;
 
 /// How a child ended, as seen by its handle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ExitState {
     Exited(ExitStatus),
     /// The forkserver died; the child died with it and its status is unknown.
     Lost,
+    /// It was never forked: why.
+    NotStarted(String),
 }
 
-/// A freshly started child.
+/// A child being started, then started. `pid` is 0 until the child's hello
+/// names it (or the forkserver's report, in `started_pid`).
 #[derive(Debug)]
 pub(crate) struct Spawned {
+    pub id: SpawnId,
     pub pid: u32,
     pub exit: watch::Receiver<Option<ExitState>>,
+    /// The pid the forkserver reported, once the supervisor has it.
+    pub started: watch::Receiver<Option<u32>>,
 }
 
+/// Spawn ids, unique in this process for its whole life.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 enum Request {
-    Spawn { exec: bool, control: OwnedFd, name: String, daemon: bool, reply: oneshot::Sender<Result<Spawned>> },
-    Signal { pid: u32, signal: i32 },
+    Spawn { id: SpawnId, exec: bool, control: OwnedFd, name: String, daemon: bool, child: Pending },
+    Signal { to: Addressee, signal: i32 },
     Shutdown { done: mpsc::Sender<()> },
+}
+
+/// Whom a signal is for.
+#[derive(Debug, Clone, Copy)]
+enum Addressee {
+    Id(SpawnId),
+    /// A live child known by pid: mapped to its spawn id by the supervisor
+    /// thread, so a pid reused after the child was reaped finds nothing.
+    Pid(u32),
+}
+
+/// What the supervisor keeps for a child until its `Started` report.
+struct Pending {
+    exit: watch::Sender<Option<ExitState>>,
+    started: watch::Sender<Option<u32>>,
 }
 
 struct Handle {
     requests: Mutex<mpsc::Sender<Request>>,
     wake: EventFd,
-    children: Arc<Mutex<HashMap<u32, ChildProcess>>>,
+    children: Arc<Mutex<HashMap<SpawnId, ChildProcess>>>,
 }
 
 static SUPERVISOR: OnceLock<Handle> = OnceLock::new();
@@ -77,9 +124,10 @@ fn handle() -> Result<&'static Handle> {
             requests: rx,
             wake: wake.as_fd().try_clone_to_owned().expect("dup of a fresh eventfd"),
             forkserver: None,
-            next_id: 0,
+            unflushed_fds: 0,
             pending: HashMap::new(),
             live: HashMap::new(),
+            by_pid: HashMap::new(),
             children: Arc::clone(&children),
             shutdown: Vec::new(),
             kill_at: None,
@@ -108,16 +156,28 @@ impl Handle {
     }
 }
 
-/// Starts a child whose end of the control socket is `control`.
-pub(crate) async fn spawn(exec: bool, control: OwnedFd, name: String, daemon: bool) -> Result<Spawned> {
-    let (reply, rx) = oneshot::channel();
-    handle()?.send(Request::Spawn { exec, control, name, daemon, reply })?;
-    rx.await.map_err(|_| Error::Closed("supervisor"))?
+/// Asks for a child whose end of the control socket is `control`, and
+/// returns at once: talk to the child on the other end (its hello names its
+/// pid); `exit` says if it could not be started, and later how it ended.
+pub(crate) fn spawn(exec: bool, control: OwnedFd, name: String, daemon: bool) -> Result<Spawned> {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let (exit, rx) = watch::channel(None);
+    let (started, started_rx) = watch::channel(None);
+    let child = Pending { exit, started };
+    handle()?.send(Request::Spawn { id, exec, control, name, daemon, child })?;
+    Ok(Spawned { id, pid: 0, exit: rx, started: started_rx })
 }
 
-/// Sends a signal to a child the forkserver has not reaped yet.
+/// Sends a signal to child `id` if the forkserver has not reaped it yet.
+pub(crate) fn signal_child(id: SpawnId, signal: i32) -> Result<()> {
+    handle()?.send(Request::Signal { to: Addressee::Id(id), signal })
+}
+
+/// Sends a signal to the live child with this pid, if there is one: the
+/// supervisor names it by its spawn id, so a child reaped meanwhile is not
+/// confused with a newer one that got its pid. Prefer [`signal_child`].
 pub(crate) fn signal(pid: u32, signal: i32) -> Result<()> {
-    handle()?.send(Request::Signal { pid, signal })
+    handle()?.send(Request::Signal { to: Addressee::Pid(pid), signal })
 }
 
 pub(crate) fn active_children() -> Vec<ChildProcess> {
@@ -142,6 +202,7 @@ struct Forkserver {
 }
 
 struct Live {
+    pid: u32,
     exit: watch::Sender<Option<ExitState>>,
     daemon: bool,
 }
@@ -150,16 +211,19 @@ struct Supervisor {
     requests: mpsc::Receiver<Request>,
     wake: OwnedFd,
     forkserver: Option<Forkserver>,
-    next_id: u64,
-    pending: HashMap<u64, (String, bool, oneshot::Sender<Result<Spawned>>)>,
-    live: HashMap<u32, Live>,
-    children: Arc<Mutex<HashMap<u32, ChildProcess>>>,
+    /// Fds fed to the forkserver channel since its last flush.
+    unflushed_fds: usize,
+    pending: HashMap<SpawnId, (String, bool, Pending)>,
+    live: HashMap<SpawnId, Live>,
+    by_pid: HashMap<u32, SpawnId>,
+    children: Arc<Mutex<HashMap<SpawnId, ChildProcess>>>,
     shutdown: Vec<mpsc::Sender<()>>,
     kill_at: Option<Instant>,
 }
 
 impl Supervisor {
     fn run(mut self) {
+        let mut backoff = Duration::ZERO;
         loop {
             let timeout = self.kill_at.map_or(PollTimeout::NONE, |at| {
                 let ms = at.saturating_duration_since(Instant::now()).as_millis().min(10_000) as u16;
@@ -171,11 +235,17 @@ impl Supervisor {
                     fds.push(PollFd::new(fs.ch.fd(), PollFlags::POLLIN));
                     fds.push(PollFd::new(fs.pidfd.as_fd(), PollFlags::POLLIN));
                 }
-                if let Err(e) = poll(&mut fds, timeout) {
-                    if e != nix::errno::Errno::EINTR {
+                match poll(&mut fds, timeout) {
+                    Ok(_) => backoff = Duration::ZERO,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => {
+                        // Back off rather than spin on an error that persists.
                         tracing::error!(error = %e, "supervisor poll failed");
+                        backoff = (backoff * 2).clamp(Duration::from_millis(1), POLL_BACKOFF_MAX);
+                        drop(fds);
+                        std::thread::sleep(backoff);
+                        continue;
                     }
-                    continue;
                 }
                 let ready = |i: usize| fds.get(i).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
                 (ready(0), ready(1), ready(2))
@@ -190,50 +260,60 @@ impl Supervisor {
             if fs_readable || fs_exited {
                 self.read_forkserver();
             }
-            if let Some(fs) = &mut self.forkserver
-                && let Err(e) = fs.ch.flush()
-            {
-                tracing::warn!(error = %e, "cannot write to the forkserver");
-                self.forkserver_lost();
-            }
+            self.flush_forkserver();
             self.check_shutdown();
         }
     }
 
     fn handle(&mut self, req: Request) {
         match req {
-            Request::Spawn { exec, control, name, daemon, reply } => {
+            Request::Spawn { id, exec, control, name, daemon, child } => {
+                let not_started = |child: Pending, e: Error| {
+                    let _ = child.exit.send(Some(ExitState::NotStarted(e.to_string())));
+                };
                 if let Err(e) = self.ensure_forkserver() {
-                    let _ = reply.send(Err(e));
+                    not_started(child, e);
                     return;
                 }
-                let id = self.next_id;
-                self.next_id += 1;
+                // One write carries at most SCM_RIGHTS' limit of fds: send
+                // what is queued before it would overflow.
+                if self.unflushed_fds >= MAX_FDS_PER_MESSAGE {
+                    self.flush_forkserver();
+                    if let Err(e) = self.ensure_forkserver() {
+                        not_started(child, e);
+                        return;
+                    }
+                }
                 let fs = self.forkserver.as_mut().expect("ensured above");
                 match fs.ch.feed(&ToForkserver::Spawn { id, exec, control: PassFd(control) }) {
                     Ok(()) => {
-                        self.pending.insert(id, (name, daemon, reply));
+                        self.unflushed_fds += 1;
+                        self.pending.insert(id, (name, daemon, child));
                     }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
+                    Err(e) => not_started(child, e),
                 }
             }
-            Request::Signal { pid, signal } => {
-                if self.live.contains_key(&pid)
+            Request::Signal { to, signal } => {
+                let id = match to {
+                    Addressee::Id(id) => Some(id),
+                    Addressee::Pid(pid) => self.by_pid.get(&pid).copied(),
+                };
+                // A child still pending is known to the forkserver too: its
+                // spawn request went first on the same stream.
+                if let Some(id) = id.filter(|id| self.live.contains_key(id) || self.pending.contains_key(id))
                     && let Some(fs) = &mut self.forkserver
                 {
-                    tracing::debug!(pid, signal, "signalling child");
-                    let _ = fs.ch.feed(&ToForkserver::Signal { pid, signal });
+                    tracing::debug!(id, signal, "signalling child");
+                    let _ = fs.ch.feed(&ToForkserver::Signal { id, signal });
                 }
             }
             Request::Shutdown { done } => {
-                for (&pid, live) in &self.live {
+                for (&id, live) in &self.live {
                     if live.daemon
                         && let Some(fs) = &mut self.forkserver
                     {
-                        tracing::debug!(pid, "terminating daemonic child at exit");
-                        let _ = fs.ch.feed(&ToForkserver::Signal { pid, signal: nix::libc::SIGTERM });
+                        tracing::debug!(pid = live.pid, "terminating daemonic child at exit");
+                        let _ = fs.ch.feed(&ToForkserver::Signal { id, signal: nix::libc::SIGTERM });
                     }
                 }
                 self.kill_at.get_or_insert(Instant::now() + EXIT_GRACE);
@@ -248,10 +328,10 @@ impl Supervisor {
         }
         if self.kill_at.is_some_and(|at| Instant::now() >= at) {
             self.kill_at = None;
-            let daemons: Vec<u32> = self.live.iter().filter(|(_, l)| l.daemon).map(|(&p, _)| p).collect();
+            let daemons: Vec<SpawnId> = self.live.iter().filter(|(_, l)| l.daemon).map(|(&id, _)| id).collect();
             if let Some(fs) = &mut self.forkserver {
-                for pid in daemons {
-                    let _ = fs.ch.feed(&ToForkserver::Signal { pid, signal: nix::libc::SIGKILL });
+                for id in daemons {
+                    let _ = fs.ch.feed(&ToForkserver::Signal { id, signal: nix::libc::SIGKILL });
                 }
                 let _ = fs.ch.flush();
             }
@@ -271,6 +351,18 @@ impl Supervisor {
             }
             self.kill_at = None;
         }
+    }
+
+    /// Writes everything queued for the forkserver; a write error means it
+    /// is gone.
+    fn flush_forkserver(&mut self) {
+        if let Some(fs) = &mut self.forkserver
+            && let Err(e) = fs.ch.flush()
+        {
+            tracing::warn!(error = %e, "cannot write to the forkserver");
+            self.forkserver_lost();
+        }
+        self.unflushed_fds = 0;
     }
 
     fn read_forkserver(&mut self) {
@@ -304,26 +396,25 @@ impl Supervisor {
     fn report(&mut self, r: FromForkserver) {
         match r {
             FromForkserver::Started { id, pid } => {
-                let Some((name, daemon, reply)) = self.pending.remove(&id) else { return };
-                let (tx, rx) = watch::channel(None);
-                tracing::debug!(pid, %name, daemon, "process started");
-                self.children.lock().expect("children lock").insert(pid, ChildProcess { name, pid, daemon });
-                self.live.insert(pid, Live { exit: tx, daemon });
-                if reply.send(Ok(Spawned { pid, exit: rx })).is_err() {
-                    // The caller gave up on start: it will never talk to the
-                    // child, which exits when its control socket closes.
-                    tracing::debug!(pid, "start cancelled");
-                }
+                let Some((name, daemon, child)) = self.pending.remove(&id) else { return };
+                tracing::debug!(id, pid, %name, daemon, "process started");
+                let _ = child.started.send(Some(pid));
+                self.children.lock().expect("children lock").insert(id, ChildProcess { name, pid, daemon });
+                self.live.insert(id, Live { pid, exit: child.exit, daemon });
+                self.by_pid.insert(pid, id);
             }
             FromForkserver::SpawnFailed { id, reason } => {
-                if let Some((_, _, reply)) = self.pending.remove(&id) {
-                    let _ = reply.send(Err(Error::Io(std::io::Error::other(format!("fork a child: {reason}")))));
+                if let Some((_, _, child)) = self.pending.remove(&id) {
+                    let _ = child.exit.send(Some(ExitState::NotStarted(format!("fork a child: {reason}"))));
                 }
             }
-            FromForkserver::Exited { pid, status } => {
-                tracing::debug!(pid, %status, "process exited");
-                self.children.lock().expect("children lock").remove(&pid);
-                if let Some(live) = self.live.remove(&pid) {
+            FromForkserver::Exited { id, status } => {
+                self.children.lock().expect("children lock").remove(&id);
+                if let Some(live) = self.live.remove(&id) {
+                    tracing::debug!(id, pid = live.pid, %status, "process exited");
+                    if self.by_pid.get(&live.pid) == Some(&id) {
+                        self.by_pid.remove(&live.pid);
+                    }
                     let _ = live.exit.send(Some(ExitState::Exited(status)));
                 }
             }
@@ -341,12 +432,13 @@ impl Supervisor {
             "the forkserver died; its children are lost; it restarts on the next start"
         );
         self.children.lock().expect("children lock").clear();
+        self.by_pid.clear();
+        self.unflushed_fds = 0;
         for (_, live) in self.live.drain() {
             let _ = live.exit.send(Some(ExitState::Lost));
         }
-        for (_, (_, _, reply)) in self.pending.drain() {
-            // Not started yet, so there is no pid to name.
-            let _ = reply.send(Err(Error::Closed("forkserver (it died before starting the process)")));
+        for (_, (_, _, child)) in self.pending.drain() {
+            let _ = child.exit.send(Some(ExitState::NotStarted("the forkserver died before starting it".into())));
         }
     }
 
@@ -372,26 +464,35 @@ fn start_forkserver() -> Result<Forkserver> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
     let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)?;
     let mut cmd = Command::new("/proc/self/exe");
-    if let Some(argv0) = std::env::args_os().next() {
+    {
         use std::os::unix::process::CommandExt;
-        cmd.arg0(argv0);
+        // What `ps -f` shows; the forkserver sets its short name itself.
+        cmd.arg0("multiproc-forkserver");
     }
     cmd.envs(role_env("forkserver", FORKSERVER_FD, std::process::id()));
-    // The forkserver, and every child it forks, shares this process's
-    // resource tracker.
-    let tracker = super::tracker::rendezvous_for_children()?;
+    // The forkserver, and every child it forks, belongs to this process's
+    // tree (and shares its resource tracker).
     cmd.envs(super::tracker::child_env(std::process::id()));
-    let _kept =
-        sys::command_with_fds(&mut cmd, &[(theirs.as_fd(), FORKSERVER_FD), (tracker.as_fd(), TRACKER_CHILD_FD)], true)?;
+    super::boot::boot_env(&mut cmd);
+    let _kept = sys::command_with_fds(&mut cmd, &[(theirs.as_fd(), FORKSERVER_FD)], true)?;
     let child = cmd.spawn()?;
     drop(theirs);
     let pid = child.id();
     let pidfd = sys::pidfd_open(pid as i32)?;
+    set_nonblocking(ours.as_fd())?;
     let mut ch = BlockingChannel::new(ours, DEFAULT_MAX_FRAME);
-    ch.send(&Hello::ours())?;
-    let hello: Hello = ch.recv()?;
-    hello.check().map_err(Error::Handshake)?;
-    set_nonblocking(ch.fd())?;
+    let deadline = Instant::now() + FORKSERVER_START;
+    let hello = ch.send(&Hello::ours()).and_then(|()| ch.recv_until::<Hello>(deadline)).and_then(|hello| {
+        hello.check().map_err(Error::Handshake)?;
+        Ok(hello)
+    });
+    if let Err(e) = hello {
+        // Never leave a half-started forkserver behind (nor its zombie).
+        tracing::warn!(pid, error = %e, "the forkserver did not start");
+        let _ = sys::pidfd_send_signal(pidfd.as_fd(), nix::libc::SIGKILL);
+        let _ = wait_reap(&pidfd);
+        return Err(e);
+    }
     tracing::debug!(pid, "forkserver started");
     Ok(Forkserver { ch, pidfd, pid })
 }
@@ -417,12 +518,12 @@ mod tests {
     /// Starts a bare worker and hands back the parent's end of its socket.
     async fn raw_worker() -> (Spawned, UnixStream) {
         let (ours, theirs) = UnixStream::pair().expect("socketpair");
-        let spawned = spawn(false, theirs.into(), "raw".into(), false).await.expect("spawn");
+        let spawned = spawn(false, theirs.into(), "raw".into(), false).expect("spawn");
         (spawned, ours)
     }
 
     async fn exit_of(mut s: Spawned) -> ExitState {
-        s.exit.wait_for(Option::is_some).await.expect("supervisor alive").expect("exited")
+        s.exit.wait_for(Option::is_some).await.expect("supervisor alive").clone().expect("exited")
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Instant;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -44,12 +45,24 @@ fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
-/// Waits until `fd` is readable or writable, as a blocking socket would.
-fn wait_ready(fd: BorrowedFd<'_>, write: bool) -> io::Result<()> {
+/// Waits until `fd` is readable or writable, as a blocking socket would;
+/// with a deadline, fails with `TimedOut` once it passed.
+fn wait_ready(fd: BorrowedFd<'_>, write: bool, deadline: Option<Instant>) -> io::Result<()> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let flags = if write { PollFlags::POLLOUT } else { PollFlags::POLLIN };
     loop {
-        match poll(&mut [PollFd::new(fd, flags)], PollTimeout::NONE) {
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                PollTimeout::try_from(left.as_millis().clamp(1, 60_000) as u32).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        match poll(&mut [PollFd::new(fd, flags)], timeout) {
+            Ok(0) => continue,
             Ok(_) => return Ok(()),
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
@@ -99,7 +112,7 @@ impl BlockingChannel {
         while !self.writer.is_empty() {
             match self.writer.write_to(self.fd.as_fd()) {
                 Ok(()) => {}
-                Err(e) if would_block(&e) => wait_ready(self.fd.as_fd(), true)?,
+                Err(e) if would_block(&e) => wait_ready(self.fd.as_fd(), true, None)?,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),
             }
@@ -112,12 +125,14 @@ impl BlockingChannel {
         self.flush()
     }
 
-    /// Reads until a frame is buffered.
-    fn fill(&mut self) -> Result<()> {
+    /// Reads until a frame is buffered (or the deadline passes: `Timeout`;
+    /// a deadline needs a non-blocking fd).
+    fn fill(&mut self, deadline: Option<Instant>) -> Result<()> {
         while !self.reader.has_frame()? && !self.reader.is_eof() {
             match self.reader.read_from(self.fd.as_fd()) {
                 Ok(_) => {}
-                Err(e) if would_block(&e) => wait_ready(self.fd.as_fd(), false)?,
+                Err(e) if would_block(&e) => wait_ready(self.fd.as_fd(), false, deadline)
+                    .map_err(|e| if e.kind() == io::ErrorKind::TimedOut { Error::Timeout } else { e.into() })?,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),
             }
@@ -126,15 +141,33 @@ impl BlockingChannel {
     }
 
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
-        self.fill()?;
+        self.fill(None)?;
+        let frame = self.reader.next_frame()?.ok_or(Error::Eof)?;
+        decode_frame(frame)
+    }
+
+    /// [`recv`](Self::recv) with a deadline (`Error::Timeout` after it); the
+    /// fd must be non-blocking.
+    pub fn recv_until<T: DeserializeOwned>(&mut self, deadline: Instant) -> Result<T> {
+        self.fill(Some(deadline))?;
         let frame = self.reader.next_frame()?.ok_or(Error::Eof)?;
         decode_frame(frame)
     }
 
     pub fn recv_raw<T: DeserializeOwned>(&mut self) -> Result<(T, Vec<OwnedFd>)> {
-        self.fill()?;
+        self.fill(None)?;
         let frame = self.reader.next_frame()?.ok_or(Error::Eof)?;
         decode_frame_raw(frame)
+    }
+
+    /// Reads without waiting until the socket has nothing more (or the
+    /// stream ended); `Ok(false)` when nothing was there at all.
+    pub fn read_all_available(&mut self) -> Result<bool> {
+        let mut any = false;
+        while !self.reader.is_eof() && self.read_available()? {
+            any = true;
+        }
+        Ok(any)
     }
 
     /// One read without waiting; `Ok(false)` when nothing was there.

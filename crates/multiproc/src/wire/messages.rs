@@ -47,9 +47,10 @@ impl Hello {
 pub enum ToForkserver {
     /// Fork a child that talks to its parent over `control`; `exec` re-executes
     /// the binary first (the `spawn` start method).
+    /// `id` names the child from then on (pids are reused; spawn ids are not).
     Spawn { id: u64, exec: bool, control: PassFd },
-    /// Send `signal` to a child that has not been reaped yet.
-    Signal { pid: u32, signal: i32 },
+    /// Send `signal` to child `id` if it has not been reaped yet.
+    Signal { id: u64, signal: i32 },
 }
 
 /// Forkserver → user process.
@@ -57,7 +58,7 @@ pub enum ToForkserver {
 pub enum FromForkserver {
     Started { id: u64, pid: u32 },
     SpawnFailed { id: u64, reason: String },
-    Exited { pid: u32, status: ExitStatus },
+    Exited { id: u64, status: ExitStatus },
 }
 
 /// What a worker runs, named as registered.
@@ -81,7 +82,9 @@ pub struct ProcessInfo {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToWorker {
     /// Run one target and exit (a `Process`).
-    Run { info: ProcessInfo, task: TaskRef, args: ByteBuf },
+    /// `shielded`: the child shields itself from group signals (see
+    /// `GroupSignals`).
+    Run { info: ProcessInfo, task: TaskRef, args: ByteBuf, shielded: bool },
     /// Serve calls until the channel closes (a pool worker).
     Serve { info: ProcessInfo, init: Option<(TaskRef, ByteBuf)> },
     /// Run a task once per argument tuple (a chunk of a map). `args` holds
