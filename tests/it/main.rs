@@ -3,6 +3,7 @@
 
 mod common;
 mod faults;
+mod fleet;
 mod manager;
 mod pipe;
 mod pool;
