@@ -369,3 +369,16 @@ async fn nested_supervisor_and_pool() {
     assert_all_gone(&[x2]).await;
     assert!(inner.wait().await.is_ok(), "the inner supervisor was shut down, not failed");
 }
+
+/// A few hundred random SIGKILLs under a pool with retries: every job's
+/// result comes out, none is lost.
+#[test]
+fn soak_random_kills_lose_no_job() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pool_scenario"))
+        .args(["soak", "300"])
+        .output()
+        .expect("run the soak");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("kills 300, jobs in 5000, results out 5000, lost 0"), "{stdout}");
+}

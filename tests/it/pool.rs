@@ -667,6 +667,15 @@ async fn unregistered_function_is_a_typed_error() {
     assert!(s.next().await.is_none());
 }
 
+#[test]
+fn submissions_right_after_a_forkserver_sigkill_complete() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pool_scenario"))
+        .arg("forkserver-killed")
+        .output()
+        .expect("run the scenario");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
+}
+
 #[tokio::test]
 async fn zero_processes_is_refused() {
     assert!(matches!(Pool::new(0).await, Err(Error::InvalidArgument(_))));

@@ -134,7 +134,9 @@ fn send(msg: &FromChild) {
 }
 
 /// Resolves on the first SIGTERM or SIGINT (Ctrl-C) with its number: the
-/// moment to start an orderly shutdown.
+/// moment to start an orderly shutdown. Called within a runtime, it listens
+/// from the moment it is called (a signal that comes before the future is
+/// first polled is not missed); outside one, from its first poll.
 ///
 /// It listens through `tokio::signal`, so it steals nothing from other
 /// `tokio::signal` listeners in the program: each of them is woken too.
@@ -143,31 +145,37 @@ fn send(msg: &FromChild) {
 /// way (`signal-hook`, its own `sigaction`) should not call this: let its
 /// own handler call `shutdown(grace)`.
 ///
-/// With axum, one signal drives both the server and the pool:
+/// With axum, one signal drives both the server and the pool: the server
+/// stops accepting and finishes the requests in flight (which may still
+/// call the pool), then the pool drains.
 ///
 /// ```no_run
 /// # async fn demo(pool: multiproc::Pool) -> multiproc::Result<()> {
-/// let (tx, rx) = tokio::sync::watch::channel(false);
-/// tokio::spawn(async move {
-///     multiproc::shutdown_on_signals().await;
-///     let _ = tx.send(true);
-/// });
-/// // axum::serve(listener, app)
-/// //     .with_graceful_shutdown({ let mut rx = rx.clone(); async move { let _ = rx.wait_for(|s| *s).await; } })
-/// //     .await?;                       // requests in flight finish
-/// let mut rx = rx;
-/// let _ = rx.wait_for(|s| *s).await;
-/// pool.shutdown(std::time::Duration::from_secs(10)).await; // then the pool drains
+/// let signal = multiproc::shutdown_on_signals();
+/// // axum::serve(listener, app).with_graceful_shutdown(async move { signal.await; }).await?;
+/// signal.await; // (stands for the line above)
+/// pool.shutdown(std::time::Duration::from_secs(10)).await;
 /// # Ok(()) }
 /// ```
-pub async fn shutdown_on_signals() -> i32 {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::warn!("cannot listen for SIGTERM/SIGINT");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => nix::libc::SIGTERM,
-        _ = int.recv() => nix::libc::SIGINT,
+pub fn shutdown_on_signals() -> impl Future<Output = i32> + Send + 'static {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    fn listen() -> Option<(Signal, Signal)> {
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(term), Ok(int)) => Some((term, int)),
+            _ => {
+                tracing::warn!("cannot listen for SIGTERM/SIGINT");
+                None
+            }
+        }
+    }
+    let early = tokio::runtime::Handle::try_current().ok().and_then(|_| listen());
+    async move {
+        let Some((mut term, mut int)) = early.or_else(listen) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => nix::libc::SIGTERM,
+            _ = int.recv() => nix::libc::SIGINT,
+        }
     }
 }

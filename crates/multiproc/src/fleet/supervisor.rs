@@ -292,14 +292,19 @@ impl Supervisor {
         }
     }
 
-    /// Runs until SIGTERM or SIGINT ([`shutdown_on_signals`](crate::shutdown_on_signals)),
-    /// then shuts down within `grace`; or until the supervisor gives up.
-    pub async fn run_until_signal(&self, grace: Duration) -> Result<()> {
-        tokio::select! {
-            r = self.wait() => r,
-            signal = crate::shutdown::shutdown_on_signals() => {
-                tracing::info!(supervisor = %self.name, signal, "signal received; shutting down");
-                self.shutdown(grace).await
+    /// Runs until SIGTERM or SIGINT ([`shutdown_on_signals`](crate::shutdown_on_signals),
+    /// listening from this call on), then shuts down within `grace`; or
+    /// until the supervisor gives up.
+    pub fn run_until_signal(&self, grace: Duration) -> impl Future<Output = Result<()>> + Send + 'static {
+        let signal = crate::shutdown::shutdown_on_signals();
+        let sup = self.clone();
+        async move {
+            tokio::select! {
+                r = sup.wait() => r,
+                signal = signal => {
+                    tracing::info!(supervisor = %sup.name, signal, "signal received; shutting down");
+                    sup.shutdown(grace).await
+                }
             }
         }
     }
