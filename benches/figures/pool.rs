@@ -15,7 +15,66 @@ pub const FIGURES: &[(&str, Measure)] = &[
     ("pool_map_auto_tasks_per_s", || Box::pin(in_task(map_auto(1_000_000)))),
     ("pool_cpu_speedup", || Box::pin(cpu_speedup())),
     ("worker_idle_rss_kib", || Box::pin(idle_rss())),
+    ("supervisor_restart_us", || Box::pin(in_task(supervisor_restart(50)))),
+    ("pool_recovery_ms", || Box::pin(in_task(pool_recovery(30)))),
 ];
+
+/// A supervised child that waits to be stopped.
+#[multiproc::task]
+fn idle_until_stopped() {
+    while !multiproc::stop_requested() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn sigkill(pid: u32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+}
+
+/// A supervised child SIGKILLed → its replacement started and ready (no
+/// back-off): exit report, restart decision, fork, handshake.
+async fn supervisor_restart(n: u32) -> Figure {
+    use multiproc::{ChildSpec, Supervisor, SupervisorEvent};
+    use std::time::Duration;
+    let sup = Supervisor::builder()
+        .intensity(u32::MAX, Duration::from_secs(1))
+        .backoff(Duration::ZERO, Duration::ZERO)
+        .child(ChildSpec::task("victim", idle_until_stopped, ()))
+        .start()
+        .await
+        .expect("supervisor");
+    let mut total = Duration::ZERO;
+    for _ in 0..n {
+        let pid = sup.stats().await.expect("stats").children[0].pid.expect("running");
+        let mut events = sup.subscribe();
+        let t = Instant::now();
+        sigkill(pid);
+        loop {
+            if let Ok(SupervisorEvent::Started { .. }) = events.recv().await {
+                break;
+            }
+        }
+        total += t.elapsed();
+    }
+    sup.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    Figure { value: total.as_secs_f64() / f64::from(n) * 1e6, unit: "us", better: "lower" }
+}
+
+/// A pool worker SIGKILLed → its slot serving again: a call submitted right
+/// after the kill has returned (it runs on the replacement).
+async fn pool_recovery(n: u32) -> Figure {
+    let pool = Pool::new(1).await.expect("pool");
+    pool.apply(square, (1,)).await.expect("warm");
+    let mut total = std::time::Duration::ZERO;
+    for i in 0..n {
+        let pid = pool.pids()[0];
+        let t = Instant::now();
+        sigkill(pid);
+        black_box(pool.apply(square, (u64::from(i),)).await.expect("served by the replacement"));
+        total += t.elapsed();
+    }
+    Figure { value: total.as_secs_f64() / f64::from(n) * 1e3, unit: "ms", better: "lower" }
+}
 
 #[multiproc::task]
 fn square(x: u64) -> u64 {

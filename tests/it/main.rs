@@ -4,6 +4,7 @@
 mod common;
 mod crash;
 mod faults;
+mod fleet;
 mod manager;
 mod pipe;
 mod pool;

@@ -144,6 +144,45 @@ fn crash_once(marker: String) -> u32 {
     7
 }
 
+#[multiproc::task]
+fn text_len(s: String) -> usize {
+    s.len()
+}
+
+#[multiproc::task]
+fn big_text(len: usize) -> String {
+    "x".repeat(len)
+}
+
+/// Sleeps `ms` milliseconds (forever for `u64::MAX`), then returns `ms`.
+#[multiproc::task]
+fn nap(ms: u64) -> u64 {
+    if ms == u64::MAX {
+        loop {
+            std::thread::park();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Writes the first 8 bytes of a frame announcing 256 bytes to the parent,
+/// then never writes the rest.
+#[multiproc::task]
+fn half_a_frame() {
+    multiproc::__private::pool_worker_write_raw(&[0, 0, 1, 0, 0, 0x93, 1, 2]).expect("write half a frame");
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Allocates and keeps `mib` MiB (touched, so it is resident).
+#[multiproc::task]
+fn grow(mib: usize) -> u32 {
+    std::mem::forget(vec![1u8; mib << 20]);
+    std::process::id()
+}
+
 async fn pool(method: StartMethod, n: usize) -> Pool {
     Pool::builder().processes(n).start_method(method).build().await.expect("pool starts")
 }
@@ -409,6 +448,193 @@ async fn retries_rerun_a_lost_call(method: StartMethod) {
     let _ = std::fs::remove_file(&marker);
 }
 
+async fn oversized_argument_fails_that_call_only(method: StartMethod) {
+    let pool = pool(method, 1).await;
+    let before = pool.pids();
+    let big = "a".repeat(multiproc::MAX_CALL_BYTES + 1);
+    match pool.apply(text_len, (big,)).await {
+        Err(Error::ArgumentsTooLarge { len, max }) => {
+            assert_eq!(max, multiproc::MAX_CALL_BYTES);
+            assert!(len > max, "{len} > {max}");
+        }
+        other => panic!("expected ArgumentsTooLarge, got {other:?}"),
+    }
+    for i in 0..10u64 {
+        assert_eq!(pool.apply(square, (i,)).await.expect("the slot keeps working"), i * i);
+    }
+    assert_eq!(pool.pids(), before, "the worker was never touched");
+    assert_eq!(pool.stats().workers_replaced, 0);
+}
+
+async fn oversized_item_fails_alone_and_big_chunks_split(method: StartMethod) {
+    let pool = pool(method, 1).await;
+    let items = vec!["ab".to_owned(), "c".repeat(multiproc::MAX_CALL_BYTES + 1), "def".to_owned()];
+    let out = pool.map(text_len, items).chunksize(3).await.expect("map");
+    assert_eq!(*out[0].as_ref().expect("item 0"), 2);
+    assert!(matches!(out[1], Err(Error::ArgumentsTooLarge { .. })), "{:?}", out[1]);
+    assert_eq!(*out[2].as_ref().expect("item 2"), 3);
+    // Three items that fit one by one but not together in one call.
+    let third = multiproc::MAX_CALL_BYTES / 3 + 1024;
+    let items: Vec<String> = (0..3).map(|_| "d".repeat(third)).collect();
+    let out = oks(pool.map(text_len, items).chunksize(3).await.expect("map"));
+    assert_eq!(out, vec![third; 3]);
+    assert_eq!(pool.stats().workers_replaced, 0);
+}
+
+async fn oversized_result_fails_that_item_only(method: StartMethod) {
+    let pool = pool(method, 1).await;
+    match pool.apply(big_text, (multiproc::MAX_RESULT_BYTES + 1,)).await {
+        Err(Error::ResultTooLarge { len, max }) => {
+            assert_eq!(max, multiproc::MAX_RESULT_BYTES);
+            assert!(len > max);
+        }
+        other => panic!("expected ResultTooLarge, got {:?}", other.map(|s| s.len())),
+    }
+    assert_eq!(pool.apply(big_text, (3,)).await.expect("next call"), "xxx");
+    assert_eq!(pool.stats().workers_replaced, 0);
+}
+
+async fn pids_complete_when_new_returns(method: StartMethod) {
+    let pool = pool(method, 3).await;
+    let pids = pool.pids();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    assert!(pids.iter().all(|&p| pid_alive(p)), "{pids:?}");
+}
+
+async fn call_sent_to_a_dead_worker_is_requeued(method: StartMethod) {
+    // No retries: a call the worker never started must run anyway.
+    let pool = pool(method, 1).await;
+    for i in 0..20u64 {
+        let victim = pool.pids()[0];
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), nix::sys::signal::Signal::SIGKILL)
+            .expect("kill the idle worker");
+        assert_eq!(pool.apply(square, (i,)).await.expect("runs on the replacement"), i * i, "round {i}");
+    }
+    assert_eq!(pool.stats().workers_replaced, 20);
+    assert_eq!(pool.stats().failed, 0);
+}
+
+async fn half_written_reply_replaces_the_worker(method: StartMethod) {
+    let pool = Pool::builder()
+        .processes(1)
+        .start_method(method)
+        .stall_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .expect("pool");
+    let stuck = pool.pids();
+    match pool.apply(half_a_frame, ()).await {
+        Err(Error::WorkerLost { status, .. }) => assert_eq!(status, ExitStatus::Signal(9)),
+        other => panic!("expected WorkerLost, got {other:?}"),
+    }
+    assert_eq!(pool.apply(square, (7,)).await.expect("the replacement serves"), 49);
+    assert!(!pid_alive(stuck[0]), "the stuck worker was killed");
+    assert_eq!(pool.stats().workers_replaced, 1);
+}
+
+async fn timeout_in_a_chunk_keeps_finished_items(method: StartMethod) {
+    let pool = Pool::builder()
+        .processes(1)
+        .start_method(method)
+        .timeout_grace(Duration::from_millis(50))
+        .build()
+        .await
+        .expect("pool");
+    let items = vec![20, 20, 20, u64::MAX, 20, 20];
+    let out = pool.map(nap, items).chunksize(6).timeout(Duration::from_millis(400)).await.expect("map");
+    for (i, r) in out.iter().enumerate() {
+        match (i, r) {
+            (3, Err(Error::Timeout)) => {}
+            (3, other) => panic!("item 3: {other:?}"),
+            (i, r) => assert_eq!(*r.as_ref().unwrap_or_else(|e| panic!("item {i}: {e}")), 20),
+        }
+    }
+    // The timeout is per item: six items of 150 ms in one chunk, 400 ms each.
+    let out = oks(pool.map(nap, vec![150; 6]).chunksize(6).timeout(Duration::from_millis(400)).await.expect("map"));
+    assert_eq!(out, vec![150; 6]);
+    assert_eq!(pool.stats().workers_replaced, 1);
+}
+
+async fn clones_share_the_pool_and_the_last_drop_terminates(method: StartMethod) {
+    let pool = pool(method, 2).await;
+    let pids = pool.pids();
+    let other = pool.clone();
+    let job = tokio::spawn(async move { other.apply(square, (9,)).await });
+    drop(pool);
+    assert_eq!(job.await.expect("join").expect("a clone keeps the pool"), 81);
+    for pid in pids {
+        for _ in 0..200 {
+            if !pid_alive(pid) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!pid_alive(pid), "worker {pid} outlived the last clone");
+    }
+}
+
+async fn imap_stream_takes_an_async_input(method: StartMethod) {
+    let pool = pool(method, 2).await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let input = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let mut out = pool.imap_stream(square, Box::pin(input)).chunksize(4);
+    // Three items, fewer than a chunk, with the input still open: they run.
+    for x in 0..3 {
+        tx.send(x).expect("send");
+    }
+    for x in 0..3 {
+        assert_eq!(out.next().await.expect("an item").expect("ok"), x * x);
+    }
+    for x in 3..50 {
+        tx.send(x).expect("send");
+    }
+    drop(tx);
+    let rest: Vec<u64> = out.map(|r| r.expect("item")).collect().await;
+    assert_eq!(rest, (3..50).map(|x| x * x).collect::<Vec<_>>());
+}
+
+async fn max_memory_per_child_recycles(method: StartMethod) {
+    let pool =
+        Pool::builder().processes(1).max_memory_per_child(96 << 20).start_method(method).build().await.expect("pool");
+    let first = pool.apply(getpid, ()).await.expect("getpid");
+    assert_eq!(pool.apply(grow, (4,)).await.expect("small growth"), first);
+    assert_eq!(pool.apply(getpid, ()).await.expect("getpid"), first, "under the limit: same worker");
+    assert_eq!(pool.apply(grow, (160,)).await.expect("big growth"), first);
+    let next = pool.apply(getpid, ()).await.expect("getpid");
+    assert_ne!(next, first, "over the limit: a fresh worker");
+    assert_eq!(pool.stats().workers_replaced, 1);
+}
+
+async fn shutdown_drains_then_terminates(method: StartMethod) {
+    let pool = pool(method, 2).await;
+    let quick: Vec<_> = (0..4).map(|_| pool.apply_async(nap, (30,))).collect();
+    assert!(pool.shutdown(Duration::from_secs(10)).await, "quick work drains");
+    for r in quick {
+        assert_eq!(r.await.expect("drained"), 30);
+    }
+    assert!(pool.pids().is_empty());
+    let pool = self::pool(method, 1).await;
+    let stuck = pool.apply_async(nap, (u64::MAX,));
+    let pids = pool.pids();
+    assert!(!pool.shutdown(Duration::from_millis(200)).await, "stuck work does not drain");
+    assert!(matches!(stuck.await, Err(Error::PoolTerminated)));
+    assert!(pids.iter().all(|&p| !pid_alive(p)));
+}
+
+per_method!(
+    oversized_argument_fails_that_call_only,
+    oversized_item_fails_alone_and_big_chunks_split,
+    oversized_result_fails_that_item_only,
+    pids_complete_when_new_returns,
+    call_sent_to_a_dead_worker_is_requeued,
+    half_written_reply_replaces_the_worker,
+    timeout_in_a_chunk_keeps_finished_items,
+    clones_share_the_pool_and_the_last_drop_terminates,
+    imap_stream_takes_an_async_input,
+    max_memory_per_child_recycles,
+    shutdown_drains_then_terminates,
+);
+
 per_method!(
     failing_initializer_fails_build,
     retries_rerun_a_lost_call,
@@ -439,6 +665,15 @@ async fn unregistered_function_is_a_typed_error() {
     let mut s = pool.imap(unregistered, 0..3);
     assert!(matches!(s.next().await, Some(Err(Error::UnregisteredTask { .. }))));
     assert!(s.next().await.is_none());
+}
+
+#[test]
+fn submissions_right_after_a_forkserver_sigkill_complete() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pool_scenario"))
+        .arg("forkserver-killed")
+        .output()
+        .expect("run the scenario");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
 }
 
 #[tokio::test]

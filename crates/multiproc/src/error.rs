@@ -149,6 +149,21 @@ pub enum Error {
     /// A lease this process no longer holds (acknowledged already).
     #[error("acknowledge the item: its lease is no longer held by this process")]
     LeaseLost,
+    // Issue 11: a Pool that cannot wedge, supervised fleets.
+    /// A call's arguments encode to more bytes than one call may carry;
+    /// nothing was sent and the pool is unaffected.
+    #[error("send the task: its arguments take {len} bytes; at most {max} fit in a call")]
+    ArgumentsTooLarge { len: usize, max: usize },
+    /// A task's result encoded to more bytes than one reply may carry.
+    #[error("return the result: it takes {len} bytes; at most {max} fit in a reply")]
+    ResultTooLarge { len: usize, max: usize },
+    /// A supervisor's children restarted more than `max` times within
+    /// `within`: it stopped them all and gave up.
+    #[error("supervise {name:?}: more than {max} restarts within {within:?}; every child was stopped")]
+    RestartIntensity { name: String, max: u32, within: std::time::Duration },
+    /// No child of that name under this supervisor.
+    #[error("find child {0:?}: no child of that name")]
+    NoSuchChild(String),
 }
 
 impl From<nix::Error> for Error {

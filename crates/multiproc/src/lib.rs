@@ -37,6 +37,7 @@ extern crate self as multiproc;
 
 mod current;
 mod error;
+mod fleet;
 mod manager;
 mod pipe;
 mod pool;
@@ -44,6 +45,7 @@ mod process;
 mod queue;
 mod registry;
 mod shared_memory;
+mod shutdown;
 mod sync;
 mod tree;
 mod value;
@@ -56,14 +58,22 @@ pub use current::{
     ChildProcess, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process,
 };
 pub use error::{Error, ExitStatus, Result};
+pub use fleet::{
+    ChildSpec, ChildStats, ExitCause, RecycleReason, Restart, Strategy, Supervisor, SupervisorBuilder, SupervisorEvent,
+    SupervisorStats,
+};
 pub use manager::{DictProxy, ListProxy, Manager, Namespace};
 pub use multiproc_macros::{main, target, task};
 pub use pipe::{Connection, Pipe, PipeBuilder};
-pub use pool::{AsyncResult, Imap, MapCall, MapResult, Pool, PoolBuilder, PoolStats};
+pub use pool::{
+    AsyncResult, FromStream, Imap, MAX_CALL_BYTES, MAX_RESULT_BYTES, MapCall, MapResult, Pool, PoolBuilder, PoolStats,
+    Source,
+};
 pub use process::{GroupSignals, Process, StartMethod, get_start_method, set_start_method};
 pub use queue::{JoinableQueue, Leased, Queue, QueueBuilder, SimpleQueue};
 pub use registry::{Async, Plain, Target, TaskFn};
 pub use shared_memory::SharedMemory;
+pub use shutdown::{heartbeat, request_recycle, shutdown_on_signals, stop_requested, stopped};
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
     SemaphoreGuard,
@@ -85,6 +95,12 @@ pub mod __private {
     }
     pub use linkme;
     pub use tokio;
+
+    /// Writes raw bytes on this pool worker's control socket, bypassing the
+    /// framing. For tests that make a worker misbehave (issue 11).
+    pub fn pool_worker_write_raw(bytes: &[u8]) -> crate::Result<()> {
+        crate::pool::worker::write_raw(bytes)
+    }
 }
 
 /// Takes this process's role in the tree if it is a forkserver, worker or

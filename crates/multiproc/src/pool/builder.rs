@@ -24,6 +24,8 @@ pub struct PoolBuilder {
     timeout_grace: Option<Duration>,
     retries: u32,
     stop_cancelled: bool,
+    max_memory_per_child: Option<u64>,
+    stall_timeout: Option<Duration>,
 }
 
 impl PoolBuilder {
@@ -54,6 +56,23 @@ impl PoolBuilder {
         self
     }
 
+    /// Replace a worker once its resident memory (RSS) passes `bytes`, after
+    /// the call that made it grow (Python has no such option; billiard's
+    /// `max_memory_per_child` is the model). Checked as replies arrive, at
+    /// most every 10 ms per worker.
+    pub fn max_memory_per_child(mut self, bytes: u64) -> Self {
+        self.max_memory_per_child = Some(bytes);
+        self
+    }
+
+    /// How long a worker may leave a reply half-written (a partial frame
+    /// that does not grow) before it is declared lost, killed and replaced;
+    /// its call fails with [`Error::WorkerLost`]. Defaults to 10 seconds.
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = Some(timeout);
+        self
+    }
+
     /// How workers are started; defaults to [`get_start_method`].
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.method = Some(method);
@@ -75,7 +94,8 @@ impl PoolBuilder {
     }
 
     /// Runs a task up to `n` more times when its worker dies under it. Only
-    /// for idempotent tasks; the default is 0.
+    /// for idempotent tasks; the default is 0. (A call its worker never
+    /// started is always requeued, and that uses no retry.)
     pub fn retries(mut self, n: u32) -> Self {
         self.retries = n;
         self
@@ -97,6 +117,9 @@ impl PoolBuilder {
         let processes = self.processes.unwrap_or_else(crate::current::cpu_count);
         if processes == 0 {
             return Err(Error::InvalidArgument("Number of processes must be at least 1".into()));
+        }
+        if self.stall_timeout == Some(Duration::ZERO) {
+            return Err(Error::InvalidArgument("stall_timeout must be more than zero".into()));
         }
         if self.max_tasks_per_child == Some(0) {
             return Err(Error::InvalidArgument("max_tasks_per_child must be at least 1".into()));
@@ -120,6 +143,8 @@ impl PoolBuilder {
             timeout_grace: self.timeout_grace.unwrap_or(Duration::from_secs(1)),
             retries: self.retries,
             stop_cancelled: self.stop_cancelled,
+            max_memory_per_child: self.max_memory_per_child,
+            stall_timeout: self.stall_timeout.unwrap_or(Duration::from_secs(10)),
         };
         let shared = Arc::new(Shared::new(config));
         let started = futures::future::join_all((0..processes).map(|_| slot::start_worker(&shared))).await;
@@ -128,10 +153,17 @@ impl PoolBuilder {
             // On error the others are dropped: their channels close and they exit.
             workers.push(w?);
         }
+        {
+            // Known before `build` returns, so `pids()` is complete at once.
+            let mut pids = shared.pids.lock().expect("pids lock");
+            for (index, w) in workers.iter().enumerate() {
+                pids.insert(index, w.pid);
+            }
+        }
         for (index, w) in workers.into_iter().enumerate() {
             tokio::spawn(slot::run(Arc::clone(&shared), index, Some(w)));
         }
         tracing::info!(processes, "pool started");
-        Ok(Pool { shared })
+        Ok(Pool::from_shared(shared))
     }
 }

@@ -1,6 +1,7 @@
-//! `imap` and `imap_unordered`: streams that pull their input lazily and keep
-//! a bounded number of chunks in flight, so an endless iterator works and
-//! memory stays bounded. Dropping the stream cancels its queued chunks.
+//! `imap`, `imap_unordered` and `imap_stream`: streams that pull their input
+//! lazily (from an iterator or an async stream) and keep a bounded number of
+//! chunks in flight, so an endless input works and memory stays bounded.
+//! Dropping the stream cancels its queued chunks.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::marker::PhantomData;
@@ -13,14 +14,54 @@ use futures::Stream;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use super::queue::{Delivery, Job, Shared, decode_chunk, encode_chunk};
+use super::queue::{Delivery, Job, Shared, decode_chunk, encode_pieces};
 use crate::error::{Error, Result};
 use crate::wire::TaskRef;
+
+/// Where an `imap` takes its input: any iterator, or an async stream
+/// wrapped in [`FromStream`] ([`Pool::imap_stream`](super::Pool::imap_stream)).
+pub trait Source {
+    type Item;
+    /// Appends up to `n` items to `buf`. `Ready(false)` once the input has
+    /// ended (items may have been appended first); `Pending` only with
+    /// nothing appended, when the input has nothing yet.
+    fn pull(&mut self, cx: &mut Context<'_>, n: usize, buf: &mut Vec<Self::Item>) -> Poll<bool>;
+}
+
+impl<I: Iterator> Source for I {
+    type Item = I::Item;
+    fn pull(&mut self, _: &mut Context<'_>, n: usize, buf: &mut Vec<I::Item>) -> Poll<bool> {
+        let before = buf.len();
+        buf.extend(self.by_ref().take(n));
+        Poll::Ready(buf.len() - before == n)
+    }
+}
+
+/// An async [`Stream`] as the input of an `imap` ([`Pool::imap_stream`](super::Pool::imap_stream)).
+#[derive(Debug)]
+pub struct FromStream<S>(pub(crate) S);
+
+impl<S: Stream + Unpin> Source for FromStream<S> {
+    type Item = S::Item;
+    fn pull(&mut self, cx: &mut Context<'_>, n: usize, buf: &mut Vec<S::Item>) -> Poll<bool> {
+        let before = buf.len();
+        while buf.len() - before < n {
+            match Pin::new(&mut self.0).poll_next(cx) {
+                Poll::Ready(Some(x)) => buf.push(x),
+                Poll::Ready(None) => return Poll::Ready(false),
+                // A partial chunk goes out now rather than wait for the rest.
+                Poll::Pending if buf.len() > before => return Poll::Ready(true),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(true)
+    }
+}
 
 /// The stream of [`Pool::imap`](super::Pool::imap) (results in input order)
 /// or [`Pool::imap_unordered`](super::Pool::imap_unordered) (as they come).
 #[must_use = "streams do nothing unless polled"]
-pub struct Imap<T, I: Iterator> {
+pub struct Imap<T, I: Source> {
     shared: Arc<Shared>,
     task: Result<Arc<TaskRef>>,
     iter: Option<I>,
@@ -34,7 +75,7 @@ pub struct Imap<T, I: Iterator> {
     rx: mpsc::UnboundedReceiver<Delivery>,
     /// Items pulled so far.
     pulled: usize,
-    /// Chunks submitted and not yet given out.
+    /// Items submitted and not yet given out.
     out: usize,
     /// Ordered: chunks that arrived early, by their first index.
     early: BTreeMap<usize, Vec<Result<T>>>,
@@ -47,9 +88,9 @@ pub struct Imap<T, I: Iterator> {
 }
 
 // Nothing is pinned: the stream only moves values in and out of its buffers.
-impl<T, I: Iterator> Unpin for Imap<T, I> {}
+impl<T, I: Source> Unpin for Imap<T, I> {}
 
-impl<T, I: Iterator> std::fmt::Debug for Imap<T, I> {
+impl<T, I: Source> std::fmt::Debug for Imap<T, I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Imap")
             .field("ordered", &self.ordered)
@@ -60,7 +101,7 @@ impl<T, I: Iterator> std::fmt::Debug for Imap<T, I> {
     }
 }
 
-impl<T: DeserializeOwned, I: Iterator> Imap<T, I> {
+impl<T: DeserializeOwned, I: Source> Imap<T, I> {
     pub(crate) fn new(
         shared: Arc<Shared>,
         task: Result<Arc<TaskRef>>,
@@ -113,37 +154,46 @@ impl<T: DeserializeOwned, I: Iterator> Imap<T, I> {
         self
     }
 
-    /// Pulls and submits chunks until the window is full or the input ends.
-    fn refill(&mut self) -> Result<()> {
-        let window = self.window.unwrap_or(8 * self.shared.config.processes);
+    /// Pulls and submits chunks until the window is full, the input ends or
+    /// (an async input) has nothing yet.
+    fn refill(&mut self, cx: &mut Context<'_>) -> Result<()> {
+        let window = self.window.unwrap_or(8 * self.shared.config.processes).saturating_mul(self.chunksize);
         let task = match &mut self.task {
             Ok(t) => Arc::clone(t),
             Err(e) => return Err(std::mem::replace(e, Error::Closed("stream"))),
         };
+        let mut pieces = Vec::with_capacity(1);
         while self.out < window {
             let Some(iter) = &mut self.iter else { break };
-            self.buf.extend(iter.by_ref().take(self.chunksize));
-            if self.buf.is_empty() {
+            let more = match iter.pull(cx, self.chunksize, &mut self.buf) {
+                Poll::Ready(more) => more,
+                Poll::Pending => break,
+            };
+            if !more {
                 self.iter = None;
+            }
+            if self.buf.is_empty() {
                 break;
             }
             let base = self.pulled;
             self.pulled += self.buf.len();
-            let (args, ends, fds) = encode_chunk(self.buf.iter(), base, self.encode, &mut self.prefailed);
+            self.out += self.buf.len();
+            encode_pieces(&self.buf, base, self.encode, &mut self.prefailed, &mut pieces);
             self.buf.clear();
-            let job = Job {
-                batch: self.batch,
-                base,
-                task: Arc::clone(&task),
-                args,
-                ends,
-                fds,
-                timeout: self.timeout.or(self.shared.config.task_timeout),
-                attempts: 0,
-                sink: self.tx.clone(),
-            };
-            self.shared.submit(std::iter::once(job))?;
-            self.out += 1;
+            for (base, args, ends, fds) in pieces.drain(..) {
+                let job = Job {
+                    batch: self.batch,
+                    base,
+                    task: Arc::clone(&task),
+                    args,
+                    ends,
+                    fds,
+                    timeout: self.timeout.or(self.shared.config.task_timeout),
+                    attempts: 0,
+                    sink: self.tx.clone(),
+                };
+                self.shared.submit(std::iter::once(job))?;
+            }
         }
         Ok(())
     }
@@ -154,13 +204,13 @@ impl<T: DeserializeOwned, I: Iterator> Imap<T, I> {
         if self.ordered {
             self.early.insert(base, items);
         } else {
-            self.out -= 1;
+            self.out -= items.len();
             self.ready.extend(items);
         }
     }
 }
 
-impl<T: DeserializeOwned, I: Iterator> Stream for Imap<T, I> {
+impl<T: DeserializeOwned, I: Source> Stream for Imap<T, I> {
     type Item = Result<T>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<T>>> {
@@ -172,13 +222,13 @@ impl<T: DeserializeOwned, I: Iterator> Stream for Imap<T, I> {
             if this.ordered
                 && let Some(items) = this.early.remove(&this.next_base)
             {
-                this.next_base += items.len().max(1);
-                this.out -= 1;
+                this.next_base += items.len();
+                this.out -= items.len();
                 this.ready.extend(items);
                 continue;
             }
             if this.iter.is_some()
-                && let Err(e) = this.refill()
+                && let Err(e) = this.refill(cx)
             {
                 // No more input is taken; the error comes after what is in flight.
                 this.iter = None;

@@ -13,6 +13,22 @@
 //! `WorkerLost`, puts the calls it had not started back in the queue, and
 //! starts a replacement.
 //!
+//! # What cannot wedge it
+//!
+//! - Arguments over [`MAX_CALL_BYTES`] fail that call with
+//!   [`Error::ArgumentsTooLarge`] before anything is queued (a map's chunk
+//!   over the limit is split); a result over [`MAX_RESULT_BYTES`] fails its
+//!   item with [`Error::ResultTooLarge`]. The worker is untouched.
+//! - A worker stores the id of each call in a shared progress word before
+//!   running it, so a call lost with its worker is known to have started or
+//!   not. Calls it never started (sent to a worker already dead, or lost with
+//!   the forkserver) go back to the queue, always, without using a retry.
+//! - A worker whose reply stops halfway (a partial frame that does not grow
+//!   for [`PoolBuilder::stall_timeout`]) is killed and replaced.
+//! - Long chunks report their finished items as they go, so a per-item
+//!   timeout fails only the item that ran over; the items before it are
+//!   delivered and the items after it run on another worker.
+//!
 //! ```no_run
 //! #[multiproc::task]
 //! fn square(x: u64) -> u64 {
@@ -41,23 +57,41 @@ use std::sync::atomic::Ordering;
 use serde::Serialize;
 
 pub use builder::PoolBuilder;
-pub use imap::Imap;
+pub use imap::{FromStream, Imap, Source};
 use queue::{ChunkError, Phase, Shared};
 pub use result::{AsyncResult, MapCall, MapResult};
 
 use crate::error::{Error, Result};
 use crate::registry::{TaskFn, lookup};
-use crate::wire::{self, TaskRef, fds};
+use crate::wire::{DEFAULT_MAX_FRAME, TaskRef, fds};
+
+/// Most bytes of encoded arguments one call (or one chunk of a map) may
+/// carry: the frame limit, less room for the call's envelope.
+pub const MAX_CALL_BYTES: usize = DEFAULT_MAX_FRAME - (64 << 10);
+/// Most bytes one task's encoded result may take (half a call: a reply also
+/// carries the results finished before it).
+pub const MAX_RESULT_BYTES: usize = MAX_CALL_BYTES / 2;
+/// A worker in a long chunk reports its finished items at least this often.
+pub(crate) const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+/// Arguments that encode to more than this are encoded again off the
+/// runtime's threads (the first attempt stops here).
+const INLINE_ENCODE_MAX: usize = 1 << 20;
 
 /// A pool of worker processes: `multiprocessing.Pool`.
 ///
-/// Dropping it terminates and reaps every worker (as leaving Python's
-/// `with Pool(…) as pool:` block does); `close` then `join` lets the queued
-/// work finish first.
-#[derive(Debug)]
+/// `Pool` is a cheap handle: clones share the same workers (no `Arc`
+/// needed). Dropping the last clone terminates and reaps every worker (as
+/// leaving Python's `with Pool(…) as pool:` block does); `close` then `join`,
+/// or [`shutdown`](Self::shutdown), lets the queued work finish first.
+#[derive(Debug, Clone)]
 pub struct Pool {
     shared: Arc<Shared>,
+    _last: Arc<Terminator>,
 }
+
+/// Owned by every clone of a `Pool`; the last one dropped terminates it.
+#[derive(Debug)]
+struct Terminator(Arc<Shared>);
 
 /// A snapshot of a pool's counters ([`Pool::stats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,25 +128,60 @@ impl Pool {
         Ok(Arc::new(lookup::<F>()?.task_ref()))
     }
 
+    fn from_shared(shared: Arc<Shared>) -> Self {
+        Self { _last: Arc::new(Terminator(Arc::clone(&shared))), shared }
+    }
+
     /// Runs `f(args…)` on a worker and waits for its result (`pool.apply(f, args)`).
     pub async fn apply<F, A, M>(&self, f: F, args: A) -> Result<F::Output>
     where
         F: TaskFn<A, M>,
-        A: Serialize,
+        A: Serialize + Send + 'static,
     {
         self.apply_async(f, args).await
     }
 
     /// Submits `f(args…)` and returns at once (`pool.apply_async(f, args)`).
     /// Dropping the handle before the task started cancels it.
+    ///
+    /// Arguments over [`MAX_CALL_BYTES`] fail with
+    /// [`Error::ArgumentsTooLarge`]; nothing is sent. Arguments over 1 MiB
+    /// are encoded on tokio's blocking pool, not on the caller's thread.
     pub fn apply_async<F, A, M>(&self, f: F, args: A) -> AsyncResult<F::Output>
     where
         F: TaskFn<A, M>,
-        A: Serialize,
+        A: Serialize + Send + 'static,
     {
         let _ = f;
-        let (encoded, fds) = fds::capture(|| wire::encode("the task's arguments", &args));
-        AsyncResult::submit(&self.shared, self.task::<F>(), encoded.map(|a| (a, fds)))
+        let task = match self.task::<F>() {
+            Ok(t) => t,
+            Err(e) => return AsyncResult::failed(e),
+        };
+        let mut buf = Vec::new();
+        let (first, fds) = fds::capture(|| encode_capped(&mut buf, &args, INLINE_ENCODE_MAX));
+        match first {
+            Ok(true) => AsyncResult::submit(&self.shared, Ok(task), Ok((buf, fds))),
+            Ok(false) => match tokio::runtime::Handle::try_current() {
+                // Big: encode again where a long copy blocks no runtime thread.
+                Ok(rt) => {
+                    drop((buf, fds));
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                    let shared = Arc::clone(&self.shared);
+                    rt.spawn_blocking(move || {
+                        let (encoded, fds) = fds::capture(|| crate::wire::encode("the task's arguments", &args));
+                        if let Err(e) = encoded.and_then(|a| result::submit_one(&shared, task, (a, fds), tx.clone())) {
+                            result::refuse(&tx, &e);
+                        }
+                    });
+                    AsyncResult::pending(rx)
+                }
+                Err(_) => {
+                    let (encoded, fds) = fds::capture(|| crate::wire::encode("the task's arguments", &args));
+                    AsyncResult::submit(&self.shared, Ok(task), encoded.map(|a| (a, fds)))
+                }
+            },
+            Err(e) => AsyncResult::failed(e),
+        }
     }
 
     /// `f(item)` for every item, results in input order (`pool.map(f, items)`):
@@ -199,6 +268,20 @@ impl Pool {
         Imap::new(Arc::clone(&self.shared), self.task::<F>(), items.into_iter(), queue::encode_one::<A>, false)
     }
 
+    /// [`imap`](Self::imap) over an async input: items are pulled from
+    /// `stream` as the bounded window allows, a partial chunk goes out as
+    /// soon as the stream has nothing more ready, and results come in input
+    /// order. Dropping the returned stream cancels its queued work.
+    pub fn imap_stream<F, A, M, S>(&self, f: F, stream: S) -> Imap<F::Output, FromStream<S>>
+    where
+        F: TaskFn<(A,), M>,
+        A: Serialize,
+        S: futures::Stream<Item = A> + Unpin,
+    {
+        let _ = f;
+        Imap::new(Arc::clone(&self.shared), self.task::<F>(), FromStream(stream), queue::encode_one::<A>, true)
+    }
+
     /// No more work is accepted (`pool.close()`); workers exit once the queue
     /// is done. New submissions fail with [`Error::Closed`].
     pub fn close(&self) {
@@ -225,6 +308,23 @@ impl Pool {
         Ok(())
     }
 
+    /// An orderly stop (`pool.close(); pool.join()` with a deadline): no new
+    /// work is accepted, the queued and running work may finish within
+    /// `grace`; then whatever is left is terminated (SIGTERM, the pool's
+    /// `timeout_grace`, SIGKILL) and fails with [`Error::PoolTerminated`].
+    /// Returns whether everything finished in time. Every worker is reaped
+    /// when it returns.
+    pub async fn shutdown(&self, grace: std::time::Duration) -> bool {
+        self.close();
+        let mut live = self.shared.live.subscribe();
+        let drained = tokio::time::timeout(grace, live.wait_for(|n| *n == 0)).await.is_ok();
+        if !drained {
+            tracing::info!(?grace, "pool shutdown: grace period over; terminating the rest");
+            self.terminate().await;
+        }
+        drained
+    }
+
     /// Counters: completed, failed, in flight, workers replaced.
     pub fn stats(&self) -> PoolStats {
         let s = &self.shared.stats;
@@ -236,7 +336,8 @@ impl Pool {
         }
     }
 
-    /// Process ids of the current workers.
+    /// Process ids of the current workers: all of them once `new` returned
+    /// (a slot between a lost worker and its replacement is missing).
     pub fn pids(&self) -> Vec<u32> {
         let mut v: Vec<u32> = self.shared.pids.lock().expect("pids lock").values().copied().collect();
         v.sort_unstable();
@@ -244,22 +345,52 @@ impl Pool {
     }
 }
 
-impl Drop for Pool {
+impl Drop for Terminator {
     /// Terminates: the owners stop their workers; in case the runtime is
     /// gone too, the workers are killed right here as well.
     fn drop(&mut self) {
-        if *self.shared.live.borrow() == 0 {
+        let shared = &self.0;
+        if *shared.live.borrow() == 0 {
             return;
         }
-        self.shared.set_phase(Phase::Terminating);
-        self.shared.fail_queued(&ChunkError::Terminated);
+        shared.set_phase(Phase::Terminating);
+        shared.fail_queued(&ChunkError::Terminated);
         // The owners may never run again (the runtime may be shutting down):
         // signal here, through the supervisor thread; owners that do run
         // escalate to SIGKILL after the grace period and reap.
         let signal =
             if tokio::runtime::Handle::try_current().is_ok() { nix::libc::SIGTERM } else { nix::libc::SIGKILL };
-        for &pid in self.shared.pids.lock().expect("pids lock").values() {
+        for &pid in shared.pids.lock().expect("pids lock").values() {
             let _ = crate::tree::supervisor::signal(pid, signal);
         }
+    }
+}
+
+/// Encodes `value` into `buf` unless it takes more than `cap` bytes:
+/// `Ok(false)` then (the encoding stopped there).
+fn encode_capped<T: Serialize>(buf: &mut Vec<u8>, value: &T, cap: usize) -> Result<bool> {
+    struct Capped<'a> {
+        buf: &'a mut Vec<u8>,
+        cap: usize,
+        over: bool,
+    }
+    impl std::io::Write for Capped<'_> {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if self.buf.len() + b.len() > self.cap {
+                self.over = true;
+                return Err(std::io::Error::other("over the inline encoding limit"));
+            }
+            self.buf.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut w = Capped { buf, cap, over: false };
+    match rmp_serde::encode::write(&mut w, value) {
+        Ok(()) => Ok(true),
+        Err(_) if w.over => Ok(false),
+        Err(e) => Err(Error::Encode { what: "the task's arguments", reason: e.to_string() }),
     }
 }

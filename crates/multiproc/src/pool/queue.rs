@@ -41,6 +41,10 @@ pub(crate) struct Config {
     pub retries: u32,
     /// Stop a worker whose running call's caller went away.
     pub stop_cancelled: bool,
+    /// Recycle a worker whose RSS passes this many bytes.
+    pub max_memory_per_child: Option<u64>,
+    /// How long a partial reply may stop growing.
+    pub stall_timeout: Duration,
 }
 
 /// The task every worker runs once before its first call.
@@ -63,7 +67,8 @@ pub(crate) struct Job {
     pub args: Vec<u8>,
     pub ends: Vec<u32>,
     pub fds: Vec<OwnedFd>,
-    /// Per item; the chunk may take `len` times as long.
+    /// Per item: each item of the chunk gets this long (the worker reports
+    /// progress inside long chunks, so the clock restarts at each report).
     pub timeout: Option<Duration>,
     /// How many times it was already retried after losing its worker.
     pub attempts: u32,
@@ -73,6 +78,24 @@ pub(crate) struct Job {
 impl Job {
     pub fn len(&self) -> usize {
         self.ends.len()
+    }
+
+    /// Drops the first `k` items (they finished elsewhere): what is left is
+    /// a job of its own, at `base + k`. The fd table is kept whole, since the
+    /// remaining arguments name fds by their index in it.
+    pub fn drop_front(&mut self, k: usize) {
+        let k = k.min(self.len());
+        if k == 0 {
+            return;
+        }
+        let cut = self.ends[k - 1] as usize;
+        self.args.drain(..cut.min(self.args.len()));
+        self.ends.drain(..k);
+        let cut = u32::try_from(cut).unwrap_or(u32::MAX);
+        for e in &mut self.ends {
+            *e = e.saturating_sub(cut);
+        }
+        self.base += k;
     }
 }
 
@@ -99,11 +122,23 @@ pub(crate) struct ChunkDone {
 /// Why a whole chunk has no results.
 #[derive(Debug, Clone)]
 pub(crate) enum ChunkError {
-    WorkerLost { pid: u32, status: ExitStatus },
-    ForkserverLost { pid: u32 },
+    WorkerLost {
+        pid: u32,
+        status: ExitStatus,
+    },
+    ForkserverLost {
+        pid: u32,
+    },
     Timeout,
     Terminated,
     WorkerStart(String),
+    /// Arguments over the call limit (found after encoding off the runtime).
+    ArgumentsTooLarge {
+        len: usize,
+        max: usize,
+    },
+    /// Arguments that could not be encoded (found off the runtime).
+    Encode(String),
 }
 
 impl ChunkError {
@@ -114,6 +149,8 @@ impl ChunkError {
             Self::Timeout => Error::Timeout,
             Self::Terminated => Error::PoolTerminated,
             Self::WorkerStart(why) => Error::PoolWorkerStart(why.clone()),
+            Self::ArgumentsTooLarge { len, max } => Error::ArgumentsTooLarge { len: *len, max: *max },
+            Self::Encode(reason) => Error::Encode { what: "the task's arguments", reason: reason.clone() },
         }
     }
 }
@@ -127,6 +164,10 @@ pub(crate) fn failure_to_error(f: &Failure) -> Error {
         Failure::Decode(reason) => Error::Decode { what: "in the worker", reason: reason.clone() },
         Failure::Encode(reason) => Error::Encode { what: "in the worker", reason: reason.clone() },
         Failure::Unknown { name, reason } => Error::TaskMismatch { name: name.clone(), reason: reason.clone() },
+        Failure::ResultTooLarge { len, max } => Error::ResultTooLarge {
+            len: usize::try_from(*len).unwrap_or(usize::MAX),
+            max: usize::try_from(*max).unwrap_or(usize::MAX),
+        },
     }
 }
 
@@ -175,27 +216,45 @@ fn take_prefailed(prefailed: &mut HashMap<usize, Error>, i: usize) -> Option<Err
     if prefailed.is_empty() { None } else { prefailed.remove(&i) }
 }
 
-/// Encodes `items` as one chunk; items that fail to encode are sent empty
-/// and reported in the returned list (by index in the submission).
-pub(crate) fn encode_chunk<'a, X: 'a>(
-    items: impl Iterator<Item = &'a X>,
+/// One encoded piece of a chunk: its first index, arguments, ends and fds.
+pub(crate) type Piece = (usize, Vec<u8>, Vec<u32>, Vec<OwnedFd>);
+
+/// Encodes `items` (indexes `base..` of the submission) into pieces that each
+/// fit in one call, usually one. Items that fail to encode, or that alone
+/// exceed the call limit, are sent empty and reported in `prefailed` (by
+/// index in the submission); a chunk over the limit is split in halves.
+pub(crate) fn encode_pieces<X>(
+    items: &[X],
     base: usize,
     encode: fn(&mut Vec<u8>, &X) -> std::result::Result<(), rmp_serde::encode::Error>,
     prefailed: &mut HashMap<usize, Error>,
-) -> (Vec<u8>, Vec<u32>, Vec<OwnedFd>) {
+    out: &mut Vec<Piece>,
+) {
     let mut args = Vec::new();
     let mut ends = Vec::new();
     let ((), fds) = fds::capture(|| {
-        for (i, item) in items.enumerate() {
+        for (i, item) in items.iter().enumerate() {
             let at = args.len();
             if let Err(e) = encode(&mut args, item) {
                 args.truncate(at);
                 prefailed.insert(base + i, Error::Encode { what: "the task's arguments", reason: e.to_string() });
+            } else if args.len() - at > super::MAX_CALL_BYTES {
+                prefailed
+                    .insert(base + i, Error::ArgumentsTooLarge { len: args.len() - at, max: super::MAX_CALL_BYTES });
+                args.truncate(at);
             }
             ends.push(u32::try_from(args.len()).unwrap_or(u32::MAX));
         }
     });
-    (args, ends, fds)
+    if items.len() > 1 && args.len() + 4 * ends.len() > super::MAX_CALL_BYTES {
+        // Rare: re-encode each half on its own (fds are captured again).
+        drop((args, ends, fds));
+        let (left, right) = items.split_at(items.len() / 2);
+        encode_pieces(left, base, encode, prefailed, out);
+        encode_pieces(right, base + left.len(), encode, prefailed, out);
+        return;
+    }
+    out.push((base, args, ends, fds));
 }
 
 /// `map`: each item is the single argument.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use super::queue::{Delivery, Job, Shared, decode_chunk, decode_chunk_into, encode_chunk};
+use super::queue::{ChunkError, Delivery, Job, Shared, decode_chunk, decode_chunk_into, encode_pieces};
 use crate::error::{Error, Result};
 use crate::wire::TaskRef;
 
@@ -31,31 +31,25 @@ pub struct AsyncResult<T> {
 impl<T> Unpin for AsyncResult<T> {}
 
 impl<T: DeserializeOwned> AsyncResult<T> {
+    /// A handle whose result will come through `rx`.
+    pub(crate) fn pending(rx: mpsc::UnboundedReceiver<Delivery>) -> Self {
+        Self { rx: Some(rx), value: None }
+    }
+
+    /// A handle that already holds its (failed) result.
+    pub(crate) fn failed(e: Error) -> Self {
+        Self { rx: None, value: Some(Err(e)) }
+    }
+
     pub(crate) fn submit(
         shared: &Shared,
         task: Result<Arc<TaskRef>>,
         args: Result<(Vec<u8>, Vec<std::os::fd::OwnedFd>)>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let submitted = task.and_then(|task| {
-            let (args, fds) = args?;
-            let end = u32::try_from(args.len())
-                .map_err(|_| Error::FrameTooLarge { len: args.len(), max: u32::MAX as usize })?;
-            shared.submit(std::iter::once(Job {
-                batch: shared.next_batch(),
-                base: 0,
-                task,
-                args,
-                ends: vec![end],
-                fds,
-                timeout: shared.config.task_timeout,
-                attempts: 0,
-                sink: tx,
-            }))
-        });
-        match submitted {
-            Ok(()) => Self { rx: Some(rx), value: None },
-            Err(e) => Self { rx: None, value: Some(Err(e)) },
+        match task.and_then(|task| submit_one(shared, task, args?, tx)) {
+            Ok(()) => Self::pending(rx),
+            Err(e) => Self::failed(e),
         }
     }
 
@@ -114,6 +108,42 @@ impl<T: DeserializeOwned> Future for AsyncResult<T> {
     }
 }
 
+/// Queues one call of encoded arguments whose result goes to `sink`;
+/// arguments over the call limit are refused before anything is queued.
+pub(crate) fn submit_one(
+    shared: &Shared,
+    task: Arc<TaskRef>,
+    (args, fds): (Vec<u8>, Vec<std::os::fd::OwnedFd>),
+    sink: mpsc::UnboundedSender<Delivery>,
+) -> Result<()> {
+    if args.len() > super::MAX_CALL_BYTES {
+        return Err(Error::ArgumentsTooLarge { len: args.len(), max: super::MAX_CALL_BYTES });
+    }
+    let end = u32::try_from(args.len()).expect("checked against the call limit");
+    shared.submit(std::iter::once(Job {
+        batch: shared.next_batch(),
+        base: 0,
+        task,
+        args,
+        ends: vec![end],
+        fds,
+        timeout: shared.config.task_timeout,
+        attempts: 0,
+        sink,
+    }))
+}
+
+/// Sends a call's failure found after the handle was returned (arguments
+/// encoded off the runtime).
+pub(crate) fn refuse(sink: &mpsc::UnboundedSender<Delivery>, e: &Error) {
+    let why = match e {
+        Error::ArgumentsTooLarge { len, max } => ChunkError::ArgumentsTooLarge { len: *len, max: *max },
+        Error::Closed(_) => ChunkError::Terminated,
+        other => ChunkError::Encode(other.to_string()),
+    };
+    let _ = sink.send(Delivery { base: 0, len: 1, outcome: Err(why) });
+}
+
 /// A `map` or `starmap` about to be submitted: `.await` it, or set its
 /// [`chunksize`](Self::chunksize) / [`timeout`](Self::timeout) first, or
 /// [`submit`](Self::submit) it to get a [`MapResult`] (`map_async`).
@@ -167,13 +197,15 @@ impl<T: DeserializeOwned, X> MapCall<T, X> {
         let timeout = self.timeout.or(self.shared.config.task_timeout);
         // Each chunk is queued as soon as it is encoded, so workers start
         // while the rest is still being encoded.
+        let mut pieces = Vec::with_capacity(1);
         for (i, chunk) in self.items.chunks(chunksize).enumerate() {
-            let base = i * chunksize;
-            let (args, ends, fds) = encode_chunk(chunk.iter(), base, self.encode, &mut prefailed);
-            let job =
-                Job { batch, base, task: Arc::clone(&task), args, ends, fds, timeout, attempts: 0, sink: tx.clone() };
-            if let Err(e) = self.shared.submit(std::iter::once(job)) {
-                return MapResult::failed(e);
+            encode_pieces(chunk, i * chunksize, self.encode, &mut prefailed, &mut pieces);
+            for (base, args, ends, fds) in pieces.drain(..) {
+                let task = Arc::clone(&task);
+                let job = Job { batch, base, task, args, ends, fds, timeout, attempts: 0, sink: tx.clone() };
+                if let Err(e) = self.shared.submit(std::iter::once(job)) {
+                    return MapResult::failed(e);
+                }
             }
         }
         MapResult {

@@ -18,12 +18,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::PROGRESS_EVERY;
 use super::queue::{ChunkDone, ChunkError, Delivery, Job, Phase, Shared};
 use crate::error::{Error, Result};
 use crate::process::StartMethod;
 use crate::tree::spawn::handshake;
 use crate::tree::supervisor::{self, ExitState};
-use crate::wire::{Channel, Ends, FromWorker, ProcessInfo, TaskRef, ToWorker};
+use crate::value::Value;
+use crate::wire::{self, Channel, Ends, FromWorker, ProcessInfo, TaskRef, ToWorker, fds};
 
 /// At most this many items in flight on one worker...
 const ITEM_WINDOW: usize = 256;
@@ -38,12 +40,19 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// Restart backoff when workers cannot be started.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Slack on a per-item deadline: the worker reports progress at most
+/// [`PROGRESS_EVERY`] late, plus the time to hear it.
+const DEADLINE_SLACK: Duration = PROGRESS_EVERY.saturating_mul(2);
+/// Least time between two RSS readings of one worker (`max_memory_per_child`).
+const RSS_EVERY: Duration = Duration::from_millis(10);
 
 /// A started, ready worker.
 pub(crate) struct Worker {
-    pid: u32,
+    pub pid: u32,
     ch: Channel,
     exit: watch::Receiver<Option<ExitState>>,
+    /// `id + 1` of the last call the worker started (see `worker.rs`).
+    progress: Value<u64>,
 }
 
 /// Starts one pool worker and waits until it is ready (initializer done).
@@ -55,17 +64,21 @@ pub(crate) async fn start_worker(shared: &Shared) -> Result<Worker> {
     let (identity, name) = crate::current::next_child_identity(prefix);
     let me = crate::current::current_process();
     let info = ProcessInfo { name: name.clone(), identity, daemon: true, parent_pid: me.pid, parent_name: me.name };
-    let (init, fds, task) = match &shared.config.initializer {
+    let (init, mut fds, task) = match &shared.config.initializer {
         Some(i) => {
             let fds = i.fds.iter().map(OwnedFd::try_clone).collect::<std::io::Result<Vec<_>>>()?;
             (Some((i.task.clone(), ByteBuf::from(i.args.clone()))), fds, i.task.name.clone())
         }
         None => (None, Vec::new(), "pool worker".to_owned()),
     };
+    let progress = Value::new_raw(0u64)?;
+    let (encoded, progress_fds) = fds::capture(|| wire::encode("the progress word", &progress));
+    fds.extend(progress_fds);
+    let msg = ToWorker::Serve { info, init, progress: Some(ByteBuf::from(encoded?)) };
     let exec = shared.config.method == StartMethod::Spawn;
-    let (spawned, ch) = handshake(exec, name, true, &ToWorker::Serve { info, init }, fds, &task).await?;
+    let (spawned, ch) = handshake(exec, name, true, &msg, fds, &task).await?;
     tracing::debug!(pid = spawned.pid, "pool worker ready");
-    Ok(Worker { pid: spawned.pid, ch, exit: spawned.exit })
+    Ok(Worker { pid: spawned.pid, ch, exit: spawned.exit, progress })
 }
 
 /// Runs slot `index` until the pool closes or terminates.
@@ -125,6 +138,8 @@ enum End {
 struct Sent {
     id: u64,
     job: Job,
+    /// Items of the job already reported (a long chunk reports progress).
+    done: usize,
     /// Copies of the job's fds, kept only when it may have to be requeued.
     fds: Vec<OwnedFd>,
     /// One span per call: call id, submission, worker pid.
@@ -148,6 +163,12 @@ struct Owner<'a> {
     taken: Vec<Job>,
     /// How long an item takes on this worker, once measured.
     per_item: Option<Duration>,
+    progress: Value<u64>,
+    /// A partial frame's length and since when it has not grown.
+    stall: (usize, Instant),
+    rss_checked: Option<Instant>,
+    /// Over `max_memory_per_child`: take no more work, retire when idle.
+    recycle: bool,
 }
 
 impl<'a> Owner<'a> {
@@ -166,11 +187,40 @@ impl<'a> Owner<'a> {
             idle: false,
             taken: Vec::new(),
             per_item: None,
+            progress: w.progress,
+            stall: (0, Instant::now()),
+            rss_checked: None,
+            recycle: false,
         }
     }
 
     fn budget(&self) -> u32 {
+        if self.recycle {
+            return 0;
+        }
         self.shared.config.max_tasks_per_child.map_or(u32::MAX, |k| k.saturating_sub(self.calls))
+    }
+
+    /// Whether the worker started call `id` (it stores `id + 1` first).
+    fn started(&self, id: u64) -> bool {
+        self.progress.get() > id
+    }
+
+    /// `max_memory_per_child`: reads the worker's RSS now and then; over the
+    /// limit, the worker takes no more work and is replaced once idle.
+    fn check_memory(&mut self) {
+        let Some(limit) = self.shared.config.max_memory_per_child else { return };
+        let now = Instant::now();
+        if self.recycle || self.rss_checked.is_some_and(|t| now - t < RSS_EVERY) {
+            return;
+        }
+        self.rss_checked = Some(now);
+        if let Some(rss) = crate::fleet::rss_bytes(self.pid)
+            && rss > limit
+        {
+            tracing::info!(pid = self.pid, rss, limit, "pool worker over max_memory_per_child; recycling it");
+            self.recycle = true;
+        }
     }
 
     async fn serve(mut self, phase: &mut watch::Receiver<Phase>) -> End {
@@ -201,14 +251,26 @@ impl<'a> Owner<'a> {
                     return self.retire(End::Stop).await;
                 }
             }
-            let deadline = self.in_flight.front().and_then(|s| s.job.timeout.map(|t| (t, s.job.len())));
+            // Each item gets its timeout; the worker reports progress inside
+            // a chunk, and each report restarts the clock.
             let deadline =
-                deadline.map(|(t, n)| self.head_since + t.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX)));
+                self.in_flight.front().and_then(|s| s.job.timeout).map(|t| self.head_since + t + DEADLINE_SLACK);
+            // A partial frame must keep growing (a worker that wrote half a
+            // reply and stopped would hold its call forever).
+            let partial = self.ch.partial_len();
+            if partial != self.stall.0 {
+                self.stall = (partial, Instant::now());
+            }
+            // Checked while a reply is awaited: a partial frame appears
+            // inside the receive below, without waking this loop.
+            let stall_deadline =
+                (partial > 0 || !self.in_flight.is_empty()).then(|| self.stall.1 + self.shared.config.stall_timeout);
             tokio::select! {
                 biased;
                 r = self.ch.recv_flushing::<FromWorker>() => match r {
-                    Ok((FromWorker::Done { id, data, ends, failures }, fds)) => {
-                        if !self.on_done(id, ChunkDone { data: data.into_vec(), ends: ends.0, failures, fds }) {
+                    Ok((FromWorker::Done { id, data, ends, failures, more }, fds)) => {
+                        let done = ChunkDone { data: data.into_vec(), ends: ends.0, failures, fds };
+                        if !self.on_done(id, done, more) {
                             return self.lost().await;
                         }
                     }
@@ -220,6 +282,13 @@ impl<'a> Owner<'a> {
                 },
                 _ = self.exit.changed() => return self.lost().await,
                 () = sleep_until(deadline) => return self.timed_out().await,
+                () = sleep_until(stall_deadline) => {
+                    let partial = self.ch.partial_len();
+                    if partial > 0 && partial == self.stall.0 {
+                        return self.stalled().await;
+                    }
+                    self.stall = (partial, Instant::now());
+                }
                 () = head_cancelled(self.in_flight.front()), if self.shared.config.stop_cancelled => {
                     return self.cancelled().await;
                 }
@@ -277,10 +346,17 @@ impl<'a> Owner<'a> {
             }
         }
         let mut taken = std::mem::take(&mut self.taken);
+        let any = !taken.is_empty();
         for job in taken.drain(..) {
             self.send(job)?;
         }
         self.taken = taken;
+        if any && self.in_flight.is_empty() {
+            // Everything taken was refused before it went out: look again,
+            // and mark this owner idle if the queue is empty (an owner that
+            // waits without being counted idle is never woken).
+            return self.take_jobs();
+        }
         Ok(())
     }
 
@@ -312,21 +388,14 @@ impl<'a> Owner<'a> {
             job.ends = ends.0;
         }
         if let Err(e) = fed {
-            // This job cannot be sent (too large, too many fds): it fails,
-            // the worker is fine.
+            // This job cannot be sent (callers check sizes first, so: too
+            // many fds): it fails, the worker is fine.
             self.last_task = None;
             let why = match e {
-                Error::FrameTooLarge { len, max } => {
-                    format!("the arguments take {len} bytes; at most {max} fit in a call")
-                }
-                other => other.to_string(),
+                Error::FrameTooLarge { len, max } => ChunkError::ArgumentsTooLarge { len, max },
+                other => ChunkError::Encode(other.to_string()),
             };
-            self.shared.stats.failed.fetch_add(job.len() as u64, Ordering::Relaxed);
-            let _ = job.sink.send(Delivery {
-                base: job.base,
-                len: job.len(),
-                outcome: Err(ChunkError::WorkerStart(format!("send the task: {why}"))),
-            });
+            self.fail(job, why);
             return Ok(());
         }
         if self.in_flight.is_empty() {
@@ -337,19 +406,26 @@ impl<'a> Owner<'a> {
         self.shared.stats.in_flight.fetch_add(job.len() as u64, Ordering::Relaxed);
         let span = tracing::debug_span!("pool_call", call = id, batch = job.batch, pid = self.pid, items = job.len());
         span.in_scope(|| tracing::trace!("sent"));
-        self.in_flight.push_back(Sent { id, job, fds: keep, span });
+        self.in_flight.push_back(Sent { id, job, done: 0, fds: keep, span });
         Ok(())
     }
 
-    /// Delivers a reply; `false` when it answers no call we made.
-    fn on_done(&mut self, id: u64, done: ChunkDone) -> bool {
-        if self.in_flight.front().is_none_or(|s| s.id != id) {
+    /// Delivers a reply (all or, with `more`, the next part of the head
+    /// call's items); `false` when it answers no call we made.
+    fn on_done(&mut self, id: u64, done: ChunkDone, more: bool) -> bool {
+        let Some(head) = self.in_flight.front_mut().filter(|s| s.id == id) else {
             tracing::warn!(pid = self.pid, call = id, "a pool worker answered a call it was not given");
             return false;
+        };
+        let left = head.job.len() - head.done;
+        let n = done.ends.len();
+        if (more && n >= left) || (!more && n != left) {
+            tracing::warn!(pid = self.pid, call = id, n, left, "a pool worker miscounted its results");
+            return false;
         }
-        let Sent { job, span, .. } = self.in_flight.pop_front().expect("checked above");
+        let base = head.job.base + head.done;
+        head.done += n;
         let now = Instant::now();
-        let n = job.len();
         // The worker's pace per item, smoothed.
         let took = (now - self.head_since) / u32::try_from(n.max(1)).unwrap_or(u32::MAX);
         self.per_item = Some(self.per_item.map_or(took, |avg| (avg * 3 + took) / 4));
@@ -360,8 +436,14 @@ impl<'a> Owner<'a> {
         stats.in_flight.fetch_sub(n as u64, Ordering::Relaxed);
         stats.failed.fetch_add(failed, Ordering::Relaxed);
         stats.completed.fetch_add(n as u64 - failed.min(n as u64), Ordering::Relaxed);
-        span.in_scope(|| tracing::debug!(failed, "done"));
-        let _ = job.sink.send(Delivery { base: job.base, len: n, outcome: Ok(done) });
+        if n > 0 {
+            let _ = head.job.sink.send(Delivery { base, len: n, outcome: Ok(done) });
+        }
+        if !more {
+            let Sent { span, .. } = self.in_flight.pop_front().expect("checked above");
+            span.in_scope(|| tracing::debug!(failed, "done"));
+            self.check_memory();
+        }
         true
     }
 
@@ -381,10 +463,10 @@ impl<'a> Owner<'a> {
     /// Reads what the dead worker managed to send, then learns how it ended.
     async fn drain_and_reap(&mut self) -> ChunkError {
         self.unmark_idle();
-        while let Ok(Ok((FromWorker::Done { id, data, ends, failures }, fds))) =
+        while let Ok(Ok((FromWorker::Done { id, data, ends, failures, more }, fds))) =
             tokio::time::timeout(Duration::from_millis(100), self.ch.recv_flushing::<FromWorker>()).await
         {
-            if !self.on_done(id, ChunkDone { data: data.into_vec(), ends: ends.0, failures, fds }) {
+            if !self.on_done(id, ChunkDone { data: data.into_vec(), ends: ends.0, failures, fds }, more) {
                 break;
             }
         }
@@ -418,19 +500,34 @@ impl<'a> Owner<'a> {
         tracing::warn!(pid = self.pid, reason = %why.to_error(), "pool worker lost");
         // Counted before the failures are delivered, so a caller sees it.
         self.shared.stats.replaced.fetch_add(1, Ordering::Relaxed);
-        if let Some(head) = self.in_flight.pop_front() {
+        if let Some(head) = self.in_flight.front()
+            && self.started(head.id)
+        {
+            let head = self.in_flight.pop_front().expect("front was Some");
             self.retry_or_fail(head, why);
         }
+        // What the worker never started goes back, whatever `retries` says:
+        // the task did not fail, the infrastructure did.
         self.requeue_rest();
         End::Replace
     }
 
+    /// A partial frame stopped growing: the worker is stuck mid-reply.
+    async fn stalled(self) -> End {
+        tracing::warn!(pid = self.pid, partial = self.stall.0, "a pool worker stopped mid-frame; replacing it");
+        let _ = supervisor::signal(self.pid, nix::libc::SIGKILL);
+        self.lost().await
+    }
+
     fn retry_or_fail(&mut self, head: Sent, why: ChunkError) {
-        let Sent { mut job, fds, span, .. } = head;
+        let Sent { mut job, done, fds, span, .. } = head;
         span.in_scope(|| tracing::debug!(reason = %why.to_error(), "lost its worker"));
+        job.drop_front(done);
         self.items -= job.len();
         self.shared.stats.in_flight.fetch_sub(job.len() as u64, Ordering::Relaxed);
-        if job.attempts < self.shared.config.retries && matches!(why, ChunkError::WorkerLost { .. }) {
+        if job.attempts < self.shared.config.retries
+            && matches!(why, ChunkError::WorkerLost { .. } | ChunkError::ForkserverLost { .. })
+        {
             job.attempts += 1;
             job.fds = fds;
             tracing::info!(batch = job.batch, attempt = job.attempts, "retrying a call after its worker was lost");
@@ -444,7 +541,8 @@ impl<'a> Owner<'a> {
         let rest: Vec<Job> = self
             .in_flight
             .drain(..)
-            .map(|Sent { mut job, fds, .. }| {
+            .map(|Sent { mut job, done, fds, .. }| {
+                job.drop_front(done);
                 job.fds = fds;
                 job
             })
@@ -456,7 +554,8 @@ impl<'a> Owner<'a> {
     }
 
     fn fail_all(&mut self, why: ChunkError) -> End {
-        while let Some(Sent { job, .. }) = self.in_flight.pop_front() {
+        while let Some(Sent { mut job, done, .. }) = self.in_flight.pop_front() {
+            job.drop_front(done);
             self.shared.stats.in_flight.fetch_sub(job.len() as u64, Ordering::Relaxed);
             self.fail(job, why.clone());
         }
@@ -472,6 +571,29 @@ impl<'a> Owner<'a> {
         let _ = supervisor::signal(self.pid, nix::libc::SIGTERM);
         let _ = self.reap(self.shared.config.timeout_grace).await;
         self.shared.stats.replaced.fetch_add(1, Ordering::Relaxed);
+        // The item running fails; those reported are kept (delivered
+        // already); those after it never started and go back to the queue.
+        if let Some(head) = self.in_flight.front_mut()
+            && head.job.len() - head.done > 1
+        {
+            let mut rest = Job {
+                batch: head.job.batch,
+                base: head.job.base,
+                task: Arc::clone(&head.job.task),
+                args: head.job.args.clone(),
+                ends: head.job.ends.clone(),
+                fds: head.fds.iter().map(OwnedFd::try_clone).collect::<std::io::Result<Vec<_>>>().unwrap_or_default(),
+                timeout: head.job.timeout,
+                attempts: head.job.attempts,
+                sink: head.job.sink.clone(),
+            };
+            rest.drop_front(head.done + 1);
+            let n = rest.len();
+            head.job.ends.truncate(head.done + 1);
+            self.items -= n;
+            self.shared.stats.in_flight.fetch_sub(n as u64, Ordering::Relaxed);
+            self.shared.requeue(std::iter::once(rest));
+        }
         if let Some(head) = self.in_flight.pop_front() {
             self.retry_or_fail(head, ChunkError::Timeout);
         }
@@ -488,8 +610,9 @@ impl<'a> Owner<'a> {
         let _ = self.reap(self.shared.config.timeout_grace).await;
         self.shared.stats.replaced.fetch_add(1, Ordering::Relaxed);
         if let Some(head) = self.in_flight.pop_front() {
-            self.items -= head.job.len();
-            self.shared.stats.in_flight.fetch_sub(head.job.len() as u64, Ordering::Relaxed);
+            let n = head.job.len() - head.done;
+            self.items -= n;
+            self.shared.stats.in_flight.fetch_sub(n as u64, Ordering::Relaxed);
         }
         self.requeue_rest();
         End::Replace

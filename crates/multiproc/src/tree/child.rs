@@ -63,6 +63,10 @@ fn serve(control: ControlFd) -> Result<i32> {
             };
             crate::current::enter_child(info);
             ch.send(&FromWorker::Ready)?;
+            // Issue 11: the stop token and heartbeats use the idle channel.
+            if let Ok(fd) = ch.fd().try_clone_to_owned() {
+                crate::shutdown::install_control(fd);
+            }
             let mut runtime = None;
             match catch_unwind(AssertUnwindSafe(|| call(entry, &args, fds, &mut runtime))) {
                 Ok(Ok(_)) => Ok(0),
@@ -74,12 +78,12 @@ fn serve(control: ControlFd) -> Result<i32> {
                 Err(_) => Ok(1),
             }
         }
-        ToWorker::Serve { info, init } => {
+        ToWorker::Serve { info, init, progress } => {
             sys::shield_from_group_signals()?;
             let _ = sys::set_process_name("mp-worker");
             crate::current::enter_child(info);
             std::panic::set_hook(Box::new(record_panic));
-            crate::pool::worker::serve_pool(ch, init, fds)
+            crate::pool::worker::serve_pool(ch, init, progress, fds)
         }
         ToWorker::Call { .. } => Err(Error::Malformed("a call arrived before the worker was told its role".into())),
     }

@@ -229,6 +229,11 @@ impl Channel {
         self.reader.set_max(max);
     }
 
+    /// Bytes of an incomplete frame buffered so far (issue 11).
+    pub fn partial_len(&self) -> usize {
+        self.reader.partial_len()
+    }
+
     pub async fn flush(&mut self) -> Result<()> {
         while !self.writer.is_empty() {
             self.fd.writable().await?;

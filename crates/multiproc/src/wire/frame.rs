@@ -119,6 +119,12 @@ impl FrameReader {
         self.eof
     }
 
+    /// Bytes buffered that do not make a whole frame yet (issue 11: the pool
+    /// declares a worker lost when such a partial frame stops growing).
+    pub fn partial_len(&self) -> usize {
+        if self.has_frame().unwrap_or(true) { 0 } else { self.end - self.start }
+    }
+
     /// Ensures free space for the rest of the current frame (or a chunk),
     /// compacting first; never grows past one frame of the checked maximum.
     fn make_room(&mut self) {

@@ -85,8 +85,11 @@ pub enum ToWorker {
     /// `shielded`: the child shields itself from group signals (see
     /// `GroupSignals`).
     Run { info: ProcessInfo, task: TaskRef, args: ByteBuf, shielded: bool },
-    /// Serve calls until the channel closes (a pool worker).
-    Serve { info: ProcessInfo, init: Option<(TaskRef, ByteBuf)> },
+    /// Serve calls until the channel closes (a pool worker). `progress`
+    /// (issue 11) is an encoded `Value<u64>` whose fd comes last in the
+    /// frame: the worker stores `id + 1` there as it starts call `id`, so the
+    /// parent knows whether a call it lost had started.
+    Serve { info: ProcessInfo, init: Option<(TaskRef, ByteBuf)>, progress: Option<ByteBuf> },
     /// Run a task once per argument tuple (a chunk of a map). `args` holds
     /// the encoded tuples back to back; tuple `i` ends at `ends[i]`. `task` is
     /// `None` when it is the same as in the previous call on this connection.
@@ -125,10 +128,21 @@ impl<'de> Deserialize<'de> for Ends {
 /// How one call ended in the worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Failure {
-    Panicked { message: String, location: String },
+    Panicked {
+        message: String,
+        location: String,
+    },
     Decode(String),
     Encode(String),
-    Unknown { name: String, reason: String },
+    Unknown {
+        name: String,
+        reason: String,
+    },
+    /// The result encoded to more bytes than one reply may carry (issue 11).
+    ResultTooLarge {
+        len: u64,
+        max: u64,
+    },
 }
 
 /// Worker → user process.
@@ -140,12 +154,31 @@ pub enum FromWorker {
     },
     /// The results of call `id`, laid out like its arguments: result `i` ends
     /// at `ends[i]` in `data`; the items listed in `failures` have no bytes.
+    /// With `more` (issue 11), these are the next finished items of a call
+    /// still running (progress of a long chunk); the last reply has `more: false`.
     Done {
         id: u64,
         data: ByteBuf,
         ends: Ends,
         failures: Vec<(u32, Failure)>,
+        more: bool,
     },
+}
+
+/// Parent → a supervised child, after `Ready` (issue 11).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToChild {
+    /// Stop soon: `multiproc::stop_requested()` turns true in the child.
+    Stop,
+}
+
+/// A supervised child → its parent, after `Ready` (issue 11).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromChild {
+    /// `multiproc::heartbeat()`: the child is making progress.
+    Heartbeat,
+    /// `multiproc::request_recycle()`: replace me with a fresh process.
+    Recycle,
 }
 
 /// Kinds of object a manager hosts.
