@@ -53,8 +53,11 @@ pub use current::{
     ChildProcess, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process,
 };
 pub use error::{Error, ExitStatus, Result};
-pub use manager::{DictProxy, ListProxy, Manager, Namespace};
-pub use multiproc_macros::{target, task};
+pub use manager::{
+    ArrayProxy, BarrierProxy, ConditionProxy, DictProxy, EventProxy, Hosted, HostedObject, HostedProxy, ListProxy,
+    LockProxy, Manager, Namespace, QueueProxy, RLockProxy, SemaphoreProxy, ValueProxy,
+};
+pub use multiproc_macros::{hosted, target, task};
 pub use pipe::{Connection, Pipe, PipeBuilder};
 pub use pool::{AsyncResult, Imap, MapCall, MapResult, Pool, PoolBuilder, PoolStats};
 pub use process::{Process, StartMethod, get_start_method, set_start_method};
@@ -73,6 +76,7 @@ pub mod __private {
         BoxFuture, Invoke, Outcome, TASKS, TaskEntry, decode_args, encode_result, type_id_of_val,
     };
     pub use crate::wire::Failure;
+    pub use crate::manager::{HOSTED, HostedEntry, decode_args as hosted_decode_args, decode_init, encode_result as hosted_encode_result};
 
     /// Waits until the resource tracker processed everything it received
     /// (closed connections included); its pid. For tests.
@@ -80,4 +84,5 @@ pub mod __private {
         crate::tree::tracker::sync()
     }
     pub use linkme;
+    pub use serde;
 }

@@ -15,11 +15,24 @@
 //! read. Such peers find shared objects by name (`dict_named`, …).
 
 mod auth;
+mod client;
+mod hosted;
+mod objects;
 mod proxy;
 #[expect(unsafe_code, reason = "registering the server task declares a link-section static")]
 mod server;
+mod state;
+mod user;
+mod waits;
 
+pub use hosted::{
+    ArrayProxy, BarrierProxy, ConditionProxy, EventProxy, LockProxy, QueueProxy, RLockProxy, SemaphoreProxy,
+    ValueProxy,
+};
 pub use proxy::{DictProxy, ListProxy, Namespace};
+pub use user::{Hosted, HostedObject, HostedProxy};
+#[doc(hidden)]
+pub use user::{HOSTED, HostedEntry, decode_args, decode_init, encode_result};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,8 +44,9 @@ use serde_bytes::ByteBuf;
 use crate::error::{Error, Result};
 use crate::process::Process;
 use crate::wire::fds::PassFd;
-use crate::wire::{self, ManagerReply, ManagerRequest, ObjectKind};
-use proxy::{Route, Server};
+use crate::wire::{self, ManagerReply, ManagerRequest, NewObject};
+use client::{Address, Route, Server, unexpected};
+use proxy::Handle;
 
 /// A running manager process (`with Manager() as manager:`).
 ///
@@ -45,12 +59,22 @@ use proxy::{Route, Server};
 /// manager.shutdown().await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct Manager {
     server: Arc<Server>,
     /// The server process, when this handle started it.
     process: Option<Process>,
     address: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Manager");
+        d.field("route", &self.server);
+        if let Some(pid) = self.pid() {
+            d.field("pid", &pid);
+        }
+        d.finish()
+    }
 }
 
 impl Manager {
@@ -75,9 +99,11 @@ impl Manager {
 
     /// Connects to a manager another program serves on TCP
     /// (`BaseManager(address, authkey).connect()`); fails with
-    /// `Error::Authentication` when either side does not know the key.
+    /// `Error::Authentication` when either side does not know the key, and
+    /// `Error::ManagerUnreachable` (naming the address) when nothing answers.
     pub async fn connect(address: SocketAddr, authkey: &[u8]) -> Result<Self> {
-        let server = Arc::new(Server::new(Route::Tcp { address, authkey: ByteBuf::from(authkey.to_vec()) }));
+        let route = Route::Tcp { address, authkey: ByteBuf::from(authkey.to_vec()) };
+        let server = Server::intern(Address { manager: auth::random_u64()?, route })?;
         server.ensure_connected().await?;
         Ok(Self { server, process: None, address: Some(address) })
     }
@@ -87,7 +113,7 @@ impl Manager {
         let (client, listen) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
         let mut process = Process::new(server::serve_manager, (PassFd(listen), tcp)).name("SyncManager").daemon(true);
         process.start().await?;
-        let server = Arc::new(Server::new(Route::Rendezvous(PassFd(client))));
+        let server = Server::intern(Address { manager: auth::random_u64()?, route: Route::Rendezvous(PassFd(client)) })?;
         Ok(Self { server, process: Some(process), address: None })
     }
 
@@ -99,6 +125,14 @@ impl Manager {
     /// The TCP address peers connect to, for a served or connected manager.
     pub fn address(&self) -> Option<SocketAddr> {
         self.address
+    }
+
+    async fn create(&self, new: NewObject, name: Option<&str>) -> Result<Handle> {
+        let name = name.map(str::to_owned);
+        match self.server.request(&ManagerRequest::Create { new, name }).await? {
+            ManagerReply::Created(id) => Ok(Handle::new(Arc::clone(&self.server), id)),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// A new empty shared dict (`manager.dict()`).
@@ -117,8 +151,7 @@ impl Manager {
         V: Serialize + DeserializeOwned,
     {
         let items = items.into_iter().map(|(k, v)| Ok((encode(&k)?, encode(&v)?))).collect::<Result<Vec<_>>>()?;
-        let id = self.create(ObjectKind::Dict, items, None).await?;
-        Ok(DictProxy::new(Arc::clone(&self.server), id))
+        Ok(DictProxy::new(self.create(NewObject::Dict(items), None).await?))
     }
 
     /// A shared list filled from `items` (`manager.list([...])`).
@@ -126,46 +159,114 @@ impl Manager {
     where
         T: Serialize + DeserializeOwned,
     {
-        let items = items.into_iter().map(|v| Ok((ByteBuf::new(), encode(&v)?))).collect::<Result<Vec<_>>>()?;
-        let id = self.create(ObjectKind::List, items, None).await?;
-        Ok(ListProxy::new(Arc::clone(&self.server), id))
+        let items = items.into_iter().map(|v| encode(&v)).collect::<Result<Vec<_>>>()?;
+        Ok(ListProxy::new(self.create(NewObject::List(items), None).await?))
     }
 
     /// A shared namespace of named attributes (`manager.Namespace()`).
     pub async fn namespace(&self) -> Result<Namespace> {
-        let id = self.create(ObjectKind::Namespace, Vec::new(), None).await?;
-        Ok(Namespace::new(Arc::clone(&self.server), id))
+        Ok(Namespace::new(self.create(NewObject::Namespace, None).await?))
     }
 
     /// The dict called `name`, created empty by the first caller: how
-    /// programs sharing a manager find the same object.
+    /// programs sharing a manager find the same object. Named objects live
+    /// until the manager stops.
     pub async fn dict_named<K, V>(&self, name: &str) -> Result<DictProxy<K, V>>
     where
         K: Serialize + DeserializeOwned,
         V: Serialize + DeserializeOwned,
     {
-        let id = self.create(ObjectKind::Dict, Vec::new(), Some(name)).await?;
-        Ok(DictProxy::new(Arc::clone(&self.server), id))
+        Ok(DictProxy::new(self.create(NewObject::Dict(Vec::new()), Some(name)).await?))
     }
 
     /// The list called `name`, created empty by the first caller.
     pub async fn list_named<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<ListProxy<T>> {
-        let id = self.create(ObjectKind::List, Vec::new(), Some(name)).await?;
-        Ok(ListProxy::new(Arc::clone(&self.server), id))
+        Ok(ListProxy::new(self.create(NewObject::List(Vec::new()), Some(name)).await?))
     }
 
     /// The namespace called `name`, created empty by the first caller.
     pub async fn namespace_named(&self, name: &str) -> Result<Namespace> {
-        let id = self.create(ObjectKind::Namespace, Vec::new(), Some(name)).await?;
-        Ok(Namespace::new(Arc::clone(&self.server), id))
+        Ok(Namespace::new(self.create(NewObject::Namespace, Some(name)).await?))
     }
 
-    async fn create(&self, kind: ObjectKind, items: Vec<(ByteBuf, ByteBuf)>, name: Option<&str>) -> Result<u64> {
-        let name = name.map(str::to_owned);
-        match self.server.request(&ManagerRequest::Create { kind, items, name }).await? {
-            ManagerReply::Created(id) => Ok(id),
-            other => Err(unexpected(other)),
-        }
+    /// A lock in the manager (`manager.Lock()`).
+    pub async fn lock(&self) -> Result<LockProxy> {
+        Ok(LockProxy::new(self.create(NewObject::Lock, None).await?))
+    }
+
+    /// A re-entrant lock in the manager (`manager.RLock()`).
+    pub async fn rlock(&self) -> Result<RLockProxy> {
+        Ok(RLockProxy::new(self.create(NewObject::RLock, None).await?))
+    }
+
+    /// A semaphore in the manager (`manager.Semaphore(value)`).
+    pub async fn semaphore(&self, value: u32) -> Result<SemaphoreProxy> {
+        let new = NewObject::Semaphore { value: u64::from(value), bounded: false };
+        Ok(SemaphoreProxy::new(self.create(new, None).await?))
+    }
+
+    /// A bounded semaphore in the manager (`manager.BoundedSemaphore(value)`):
+    /// releasing above `value` is `Error::TooManyReleases`.
+    pub async fn bounded_semaphore(&self, value: u32) -> Result<SemaphoreProxy> {
+        let new = NewObject::Semaphore { value: u64::from(value), bounded: true };
+        Ok(SemaphoreProxy::new(self.create(new, None).await?))
+    }
+
+    /// A condition variable in the manager (`manager.Condition()`).
+    pub async fn condition(&self) -> Result<ConditionProxy> {
+        Ok(ConditionProxy::new(self.create(NewObject::Condition, None).await?))
+    }
+
+    /// An event in the manager (`manager.Event()`).
+    pub async fn event(&self) -> Result<EventProxy> {
+        Ok(EventProxy::new(self.create(NewObject::Event, None).await?))
+    }
+
+    /// A barrier for `parties` callers in the manager (`manager.Barrier(n)`).
+    pub async fn barrier(&self, parties: u32) -> Result<BarrierProxy> {
+        Ok(BarrierProxy::new(self.create(NewObject::Barrier { parties: u64::from(parties) }, None).await?))
+    }
+
+    /// A queue in the manager (`manager.Queue(maxsize)`; 0 is unbounded).
+    pub async fn queue<T: Serialize + DeserializeOwned>(&self, maxsize: usize) -> Result<QueueProxy<T>> {
+        Ok(QueueProxy::new(self.create(NewObject::Queue { maxsize: maxsize as u64 }, None).await?))
+    }
+
+    /// The queue called `name`, created by the first caller with `maxsize`.
+    pub async fn queue_named<T: Serialize + DeserializeOwned>(&self, name: &str, maxsize: usize) -> Result<QueueProxy<T>> {
+        Ok(QueueProxy::new(self.create(NewObject::Queue { maxsize: maxsize as u64 }, Some(name)).await?))
+    }
+
+    /// A value in the manager (`manager.Value(typecode, value)`).
+    pub async fn value<T: Serialize + DeserializeOwned>(&self, value: T) -> Result<ValueProxy<T>> {
+        Ok(ValueProxy::new(self.create(NewObject::Value(encode(&value)?), None).await?))
+    }
+
+    /// An array in the manager (`manager.Array(typecode, sequence)`).
+    pub async fn array<T: Serialize + DeserializeOwned>(&self, items: impl IntoIterator<Item = T>) -> Result<ArrayProxy<T>> {
+        let items = items.into_iter().map(|v| encode(&v)).collect::<Result<Vec<_>>>()?;
+        Ok(ArrayProxy::new(self.create(NewObject::Array(items), None).await?))
+    }
+
+    /// An object of your own type `T`, hosted by the manager from `init`
+    /// (`BaseManager.register('T', T)` then `manager.T(...)`); `T`'s `impl`
+    /// carries `#[multiproc::hosted]`.
+    pub async fn hosted<T: Hosted>(&self, init: T) -> Result<T::Proxy> {
+        let new = NewObject::User { type_name: T::NAME.to_owned(), init: encode(&init)? };
+        Ok(HostedProxy::new(self.create(new, None).await?).into())
+    }
+
+    /// The object of type `T` called `name`, created from `init` by the
+    /// first caller.
+    pub async fn hosted_named<T: Hosted>(&self, name: &str, init: T) -> Result<T::Proxy> {
+        let new = NewObject::User { type_name: T::NAME.to_owned(), init: encode(&init)? };
+        Ok(HostedProxy::new(self.create(new, Some(name)).await?).into())
+    }
+
+    /// How many objects the manager hosts now (objects are freed when their
+    /// last proxy anywhere is dropped, unless created by name).
+    pub async fn object_count(&self) -> Result<usize> {
+        proxy::len(self.server.request(&ManagerRequest::Count).await?)
     }
 
     /// Stops the manager (and waits for its process when this handle started
@@ -188,11 +289,4 @@ fn encode<T: Serialize + ?Sized>(value: &T) -> Result<ByteBuf> {
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     wire::decode("a value from the manager", bytes)
-}
-
-fn unexpected(reply: ManagerReply) -> Error {
-    match reply {
-        ManagerReply::Error(message) => Error::Remote(message),
-        other => Error::Malformed(format!("unexpected manager reply {other:?}")),
-    }
 }
