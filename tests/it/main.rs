@@ -4,6 +4,8 @@
 mod common;
 mod faults;
 mod manager;
+mod manager_attack;
+mod manager_hosted;
 mod pipe;
 mod pool;
 mod process;

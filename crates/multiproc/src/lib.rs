@@ -85,4 +85,5 @@ pub mod __private {
     }
     pub use linkme;
     pub use serde;
+    pub use crate::manager::testing as manager_testing;
 }

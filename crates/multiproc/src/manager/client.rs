@@ -154,6 +154,11 @@ impl Server {
         Ok(ours)
     }
 
+    /// A new local connection, for tests that speak the protocol by hand.
+    pub fn rendezvous_raw(rendezvous: &PassFd) -> Result<OwnedFd> {
+        Self::rendezvous(rendezvous)
+    }
+
     async fn connect(&self) -> Result<Channel> {
         let mut ch = match &self.address.route {
             Route::Rendezvous(r) => Channel::new(Self::rendezvous(r)?, DEFAULT_MAX_FRAME)?,
@@ -191,13 +196,22 @@ impl Server {
         Ok(ch)
     }
 
+    /// The control connection, its hello sent at once: it keeps the
+    /// session (and so its references) alive while request connections come
+    /// and go.
+    fn control_connect(&self) -> Result<BlockingChannel> {
+        let mut ch = self.blocking_connect()?;
+        ch.flush().map_err(closed_is_eof)?;
+        Ok(ch)
+    }
+
     /// Sends a one-way message on the control connection, connecting it
     /// first if needed (a blocking connect: local ones never wait for the
     /// manager; TCP ones do a handshake).
     pub fn one_way(&self, msg: &ManagerRequest) -> Result<()> {
         let mut control = lock(&self.control);
         if control.is_none() {
-            *control = Some(self.blocking_connect()?);
+            *control = Some(self.control_connect()?);
         }
         let ch = control.as_mut().expect("connected above");
         let sent = ch.send(msg).map_err(closed_is_eof);
@@ -224,12 +238,12 @@ impl Server {
             return Ok(());
         }
         let ch = match &self.address.route {
-            Route::Rendezvous(_) => self.blocking_connect()?,
+            Route::Rendezvous(_) => self.control_connect()?,
             Route::Tcp { .. } => match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
                 Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-                    tokio::task::block_in_place(|| self.blocking_connect())?
+                    tokio::task::block_in_place(|| self.control_connect())?
                 }
-                _ => self.blocking_connect()?,
+                _ => self.control_connect()?,
             },
         };
         let mut control = lock(&self.control);
@@ -288,7 +302,7 @@ impl Server {
             Some(ch) => ch,
             None => {
                 if lock(&self.control).is_none() {
-                    let c = self.blocking_connect()?;
+                    let c = self.control_connect()?;
                     lock(&self.control).get_or_insert(c);
                 }
                 self.blocking_connect()?

@@ -290,3 +290,91 @@ fn encode<T: Serialize + ?Sized>(value: &T) -> Result<ByteBuf> {
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     wire::decode("a value from the manager", bytes)
 }
+
+/// Raw access for the attack and fuzz tests: a connection to `manager`
+/// that has said nothing yet (local) or has passed the challenge with
+/// `authkey` (TCP, `Some`), and valid encoded request frames to mutate.
+#[doc(hidden)]
+pub mod testing {
+    use std::os::fd::OwnedFd;
+
+    use serde_bytes::ByteBuf;
+
+    use super::Manager;
+    use super::client::Route;
+    use crate::error::Result;
+    use crate::wire::{self, BlockingChannel, ManagerRequest, NewObject, ObjectOp};
+
+    /// A raw connection; over TCP (`authkey` given) it has passed the
+    /// challenge. No hello was sent.
+    pub fn raw_connection(manager: &Manager, authkey: Option<&[u8]>) -> Result<OwnedFd> {
+        match (authkey, manager.address) {
+            (Some(key), Some(address)) => {
+                let stream = std::net::TcpStream::connect(address)?;
+                let fd = OwnedFd::from(stream);
+                let mut ch = BlockingChannel::new(fd.try_clone()?, super::auth::UNAUTHENTICATED_MAX_FRAME);
+                let (answer, theirs, ours) = super::auth::answer(ch.recv()?, key)?;
+                ch.send(&answer)?;
+                super::auth::check_welcome(ch.recv()?, key, &theirs, &ours)?;
+                Ok(fd)
+            }
+            _ => match &manager.server.address().route {
+                Route::Rendezvous(r) => super::client::Server::rendezvous_raw(r),
+                Route::Tcp { .. } => Err(crate::Error::InvalidArgument("a TCP manager needs its authkey".into())),
+            },
+        }
+    }
+
+    /// One frame (header and payload).
+    fn frame(req: &ManagerRequest) -> Vec<u8> {
+        let payload = wire::encode("a request", req).expect("requests encode");
+        let mut out = wire::header(payload.len(), 0, usize::MAX).expect("a small frame").to_vec();
+        out.extend(payload);
+        out
+    }
+
+    /// The frame of a hello for a new session.
+    pub fn hello_frame(session: u64) -> Vec<u8> {
+        frame(&ManagerRequest::Hello { session, pid: std::process::id() })
+    }
+
+    /// The frame of `Call { id, Items }` (a copy of the whole object).
+    pub fn items_frame(id: u64) -> Vec<u8> {
+        frame(&ManagerRequest::Call { id, op: ObjectOp::Items })
+    }
+
+    /// Valid request frames of every shape, for a fuzzer to mutate.
+    pub fn sample_frames() -> Vec<Vec<u8>> {
+        let b = |s: &[u8]| ByteBuf::from(s.to_vec());
+        let call = |op| ManagerRequest::Call { id: 1, op };
+        let mut reqs = vec![
+            ManagerRequest::Create { new: NewObject::Dict(vec![(b(b"k"), b(b"v"))]), name: None },
+            ManagerRequest::Create { new: NewObject::List(vec![b(b"x")]), name: Some("l".into()) },
+            ManagerRequest::Create { new: NewObject::Queue { maxsize: 2 }, name: None },
+            ManagerRequest::Create { new: NewObject::Barrier { parties: 2 }, name: None },
+            ManagerRequest::Create { new: NewObject::User { type_name: "x".into(), init: b(b"") }, name: None },
+            ManagerRequest::Transit { id: 1, token: 5 },
+            ManagerRequest::Claim { id: 1, token: 6 },
+            ManagerRequest::Release { id: 1 },
+            ManagerRequest::Count,
+        ];
+        reqs.extend(
+            [
+                ObjectOp::Get(b(b"k")),
+                ObjectOp::Set(b(b"k"), b(b"v")),
+                ObjectOp::Items,
+                ObjectOp::Insert(-5, b(b"v")),
+                ObjectOp::Pop(Some(3)),
+                ObjectOp::Acquire { owner: 1, timeout_ms: Some(5) },
+                ObjectOp::Wait { owner: 1, timeout_ms: Some(5) },
+                ObjectOp::Take { block: true, timeout_ms: Some(5) },
+                ObjectOp::Put { item: b(b"i"), block: true, timeout_ms: Some(5) },
+                ObjectOp::BarrierWait { timeout_ms: Some(5) },
+                ObjectOp::Method { name: "m".into(), args: b(b"\x90") },
+            ]
+            .into_iter()
+            .map(call),
+        );
+        reqs.iter().map(frame).collect()
+    }
+}

@@ -76,11 +76,6 @@ fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
-/// `POLLRDHUP`: the peer closed its end (seen without reading).
-fn rdhup() -> PollFlags {
-    PollFlags::from_bits_retain(nix::libc::POLLRDHUP)
-}
-
 fn out_of_fds(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOBUFS | nix::libc::ENOMEM))
 }
@@ -307,15 +302,26 @@ impl Server {
         if revents.intersects(PollFlags::POLLOUT) {
             c.flush().map_err(|e| Close::Error(e.to_string()))?;
         }
-        if revents.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR | rdhup()) {
+        if revents.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
             if c.wants_read() || c.login.is_some() {
                 match c.reader.read_from(c.fd.as_fd()) {
                     Ok(_) => {}
                     Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {}
                     Err(e) => return Err(Close::Error(e.to_string())),
                 }
-            } else if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | rdhup()) {
-                // Gone while waiting (a parked call, output over the cap).
+            } else if c.parked {
+                // A client sends one request at a time: while its request
+                // waits, readable means it hung up (or broke the rule).
+                use nix::sys::socket::{MsgFlags, recv};
+                use std::os::fd::AsRawFd;
+                match recv(c.fd.as_raw_fd(), &mut [0u8; 1], MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+                    Ok(0) => return Err(Close::Done),
+                    Ok(_) => return Err(Close::Error("sent a request while one was waiting".into())),
+                    Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(Close::Error(e.to_string())),
+                }
+            } else if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                // Gone while its output is over the cap.
                 return Err(Close::Done);
             }
         }
@@ -444,9 +450,9 @@ fn serve(listen: OwnedFd, tcp: Option<(TcpListener, Vec<u8>)>) -> Result<()> {
         let first_conn = fds.len();
         for id in &ids {
             let c = &server.conns[id];
-            let mut flags = rdhup();
+            let mut flags = PollFlags::empty();
             let over_budget = furthest.is_some_and(|f| f != *id) && c.reader.has_partial();
-            if (c.wants_read() && !over_budget) || c.login.is_some() {
+            if (c.wants_read() && !over_budget) || c.login.is_some() || c.parked {
                 flags |= PollFlags::POLLIN;
             }
             if !c.writer.is_empty() {
