@@ -72,18 +72,20 @@ pub use value::{Array, Primitive, SharedString, Value};
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::manager::{
+        HOSTED, HostedEntry, decode_args as hosted_decode_args, decode_init, encode_result as hosted_encode_result,
+    };
     pub use crate::registry::{
         BoxFuture, Invoke, Outcome, TASKS, TaskEntry, decode_args, encode_result, type_id_of_val,
     };
     pub use crate::wire::Failure;
-    pub use crate::manager::{HOSTED, HostedEntry, decode_args as hosted_decode_args, decode_init, encode_result as hosted_encode_result};
 
     /// Waits until the resource tracker processed everything it received
     /// (closed connections included); its pid. For tests.
     pub fn tracker_sync() -> crate::Result<u32> {
         crate::tree::tracker::sync()
     }
+    pub use crate::manager::testing as manager_testing;
     pub use linkme;
     pub use serde;
-    pub use crate::manager::testing as manager_testing;
 }

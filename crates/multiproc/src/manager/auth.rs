@@ -90,7 +90,8 @@ pub(crate) fn check_welcome(welcome: AuthMessage, key: &[u8], server_nonce: &[u8
 pub(crate) fn welcome(answer: AuthMessage, key: &[u8], challenge: &[u8; NONCE_LEN]) -> AuthMessage {
     match answer {
         AuthMessage::Answer { digest, nonce }
-            if nonce.len() == NONCE_LEN && nonce.as_slice() != challenge.as_slice()
+            if nonce.len() == NONCE_LEN
+                && nonce.as_slice() != challenge.as_slice()
                 && verify(key, CLIENT_ROLE, challenge, &nonce, &digest) =>
         {
             AuthMessage::Welcome { digest: proof(key, SERVER_ROLE, challenge, &nonce) }

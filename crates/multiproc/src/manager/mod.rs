@@ -26,13 +26,12 @@ mod user;
 mod waits;
 
 pub use hosted::{
-    ArrayProxy, BarrierProxy, ConditionProxy, EventProxy, LockProxy, QueueProxy, RLockProxy, SemaphoreProxy,
-    ValueProxy,
+    ArrayProxy, BarrierProxy, ConditionProxy, EventProxy, LockProxy, QueueProxy, RLockProxy, SemaphoreProxy, ValueProxy,
 };
 pub use proxy::{DictProxy, ListProxy, Namespace};
-pub use user::{Hosted, HostedObject, HostedProxy};
 #[doc(hidden)]
 pub use user::{HOSTED, HostedEntry, decode_args, decode_init, encode_result};
+pub use user::{Hosted, HostedObject, HostedProxy};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -113,7 +112,8 @@ impl Manager {
         let (client, listen) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
         let mut process = Process::new(server::serve_manager, (PassFd(listen), tcp)).name("SyncManager").daemon(true);
         process.start().await?;
-        let server = Server::intern(Address { manager: auth::random_u64()?, route: Route::Rendezvous(PassFd(client)) })?;
+        let server =
+            Server::intern(Address { manager: auth::random_u64()?, route: Route::Rendezvous(PassFd(client)) })?;
         Ok(Self { server, process: Some(process), address: None })
     }
 
@@ -233,7 +233,11 @@ impl Manager {
     }
 
     /// The queue called `name`, created by the first caller with `maxsize`.
-    pub async fn queue_named<T: Serialize + DeserializeOwned>(&self, name: &str, maxsize: usize) -> Result<QueueProxy<T>> {
+    pub async fn queue_named<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        maxsize: usize,
+    ) -> Result<QueueProxy<T>> {
         Ok(QueueProxy::new(self.create(NewObject::Queue { maxsize: maxsize as u64 }, Some(name)).await?))
     }
 
@@ -243,7 +247,10 @@ impl Manager {
     }
 
     /// An array in the manager (`manager.Array(typecode, sequence)`).
-    pub async fn array<T: Serialize + DeserializeOwned>(&self, items: impl IntoIterator<Item = T>) -> Result<ArrayProxy<T>> {
+    pub async fn array<T: Serialize + DeserializeOwned>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<ArrayProxy<T>> {
         let items = items.into_iter().map(|v| encode(&v)).collect::<Result<Vec<_>>>()?;
         Ok(ArrayProxy::new(self.create(NewObject::Array(items), None).await?))
     }

@@ -97,7 +97,9 @@ fn sequence(l: &mut Vec<Vec<u8>>, op: ObjectOp, fixed: bool) -> ManagerReply {
                 l[i] = v.into_vec();
                 R::Done
             }
-            None => remote(if fixed { "array assignment index out of range" } else { "list assignment index out of range" }),
+            None => {
+                remote(if fixed { "array assignment index out of range" } else { "list assignment index out of range" })
+            }
         },
         ObjectOp::Len => R::Len(l.len() as u64),
         ObjectOp::Items => values(l),

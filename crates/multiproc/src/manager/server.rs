@@ -227,7 +227,6 @@ impl Server {
                 c.parked = false;
                 c.reply(reply);
                 if let Err(e) = c.flush() {
-                    let id = id;
                     // Closed on its next turn: closing here would recurse.
                     tracing::debug!(conn = id, error = %e, "write failed");
                 }
@@ -399,7 +398,8 @@ impl Server {
                     continue;
                 }
             };
-            let mut c = Conn::new(fd, auth::UNAUTHENTICATED_MAX_FRAME, Some(Login { challenge, since: Instant::now() }));
+            let mut c =
+                Conn::new(fd, auth::UNAUTHENTICATED_MAX_FRAME, Some(Login { challenge, since: Instant::now() }));
             if c.push(&hello, DEFAULT_MAX_FRAME).is_ok() && c.flush().is_ok() {
                 self.add(c);
             }
@@ -460,7 +460,8 @@ fn serve(listen: OwnedFd, tcp: Option<(TcpListener, Vec<u8>)>) -> Result<()> {
             }
             fds.push(PollFd::new(c.fd.as_fd(), flags));
         }
-        let deadline = [server.state.next_deadline(), server.next_deadline(), accept_paused].into_iter().flatten().min();
+        let deadline =
+            [server.state.next_deadline(), server.next_deadline(), accept_paused].into_iter().flatten().min();
         let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(d) => {
@@ -489,13 +490,14 @@ fn serve(listen: OwnedFd, tcp: Option<(TcpListener, Vec<u8>)>) -> Result<()> {
             }
         }
 
-        if accepting && revents.len() > 1 && listener.is_some() && !revents[1].is_empty() {
-            let l = listener.as_ref().expect("checked above");
-            if let Err(e) = server.accept(l) {
-                tracing::warn!(error = %e, "out of file descriptors: pausing accepts");
-                server.drop_oldest_login();
-                accept_paused = Some(Instant::now() + ACCEPT_BACKOFF);
-            }
+        if let Some(l) = &listener
+            && accepting
+            && !revents[1].is_empty()
+            && let Err(e) = server.accept(l)
+        {
+            tracing::warn!(error = %e, "out of file descriptors: pausing accepts");
+            server.drop_oldest_login();
+            accept_paused = Some(Instant::now() + ACCEPT_BACKOFF);
         }
         if accepting && !revents[0].is_empty() {
             let mut received: Vec<OwnedFd> = Vec::new();

@@ -219,9 +219,7 @@ impl State {
             NewObject::Lock => Object::Sync(Sync::Lock(LockState::default())),
             NewObject::RLock => Object::Sync(Sync::RLock(LockState::default())),
             NewObject::Condition => Object::Sync(Sync::Condition(LockState::default())),
-            NewObject::Semaphore { value, bounded } => {
-                Object::Sync(Sync::Semaphore { value, initial: value, bounded })
-            }
+            NewObject::Semaphore { value, bounded } => Object::Sync(Sync::Semaphore { value, initial: value, bounded }),
             NewObject::Event => Object::Sync(Sync::Event(false)),
             NewObject::Barrier { parties: 0 } => return objects::remote("a barrier needs at least one party"),
             NewObject::Barrier { parties } => {
@@ -498,10 +496,7 @@ mod tests {
         assert!(matches!(call(&mut s, 1, id, put(1)), Outcome::Reply(ManagerReply::Done)));
         assert!(matches!(s.take_replies().as_slice(), [(1, ManagerReply::Value(Some(v)))] if v.as_slice() == [1]));
         assert!(matches!(call(&mut s, 1, id, put(2)), Outcome::Reply(ManagerReply::Done)));
-        assert!(matches!(
-            call(&mut s, 1, id, put(3)),
-            Outcome::Reply(ManagerReply::Failed(ManagerFailure::Full))
-        ));
+        assert!(matches!(call(&mut s, 1, id, put(3)), Outcome::Reply(ManagerReply::Failed(ManagerFailure::Full))));
         let t = ObjectOp::Take { block: true, timeout_ms: Some(5) };
         assert!(matches!(call(&mut s, 1, id, t), Outcome::Reply(ManagerReply::Value(_))));
         let t = ObjectOp::Take { block: true, timeout_ms: Some(5) };

@@ -48,12 +48,15 @@ pub trait Hosted: Serialize + DeserializeOwned + HostedObject {
     const NAME: &'static str;
 }
 
+/// Builds a hosted object from its encoded initial state.
+pub type CreateFn = fn(&[u8]) -> std::result::Result<Box<dyn HostedObject>, String>;
+
 /// One registered type; built by the macro, never by hand.
 #[derive(Debug)]
 pub struct HostedEntry {
     pub name: &'static str,
     /// Decodes the initial state sent by `Manager::hosted`.
-    pub create: fn(&[u8]) -> std::result::Result<Box<dyn HostedObject>, String>,
+    pub create: CreateFn,
 }
 
 #[linkme::distributed_slice]

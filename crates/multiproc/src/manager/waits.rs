@@ -84,12 +84,22 @@ impl Queue {
 pub(crate) enum Wait {
     /// Lock, RLock or Condition `acquire`, or a condition waiter taking its
     /// lock back (`restore` levels deep, answering `result`).
-    Acquire { owner: Owner, restore: u64, result: bool },
+    Acquire {
+        owner: Owner,
+        restore: u64,
+        result: bool,
+    },
     /// A condition waiter not notified yet.
-    Notified { owner: Owner, count: u64 },
+    Notified {
+        owner: Owner,
+        count: u64,
+    },
     Semaphore,
     Event,
-    Barrier { generation: u64, index: u64 },
+    Barrier {
+        generation: u64,
+        index: u64,
+    },
     Put(Vec<u8>),
     Take,
 }
@@ -156,9 +166,7 @@ impl Sync {
     /// wait (a condition waiter takes its lock back before it returns).
     pub fn expire(&mut self, wait: Wait) -> Result<ManagerReply, Wait> {
         match wait {
-            Wait::Notified { owner, count } => {
-                self.attempt(Wait::Acquire { owner, restore: count, result: false })
-            }
+            Wait::Notified { owner, count } => self.attempt(Wait::Acquire { owner, restore: count, result: false }),
             Wait::Acquire { restore, .. } if restore > 0 => Err(wait),
             Wait::Acquire { .. } | Wait::Semaphore | Wait::Event => Ok(ManagerReply::Bool(false)),
             Wait::Barrier { .. } => {

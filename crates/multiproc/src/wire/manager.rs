@@ -14,16 +14,26 @@ pub enum NewObject {
     Namespace,
     Lock,
     RLock,
-    Semaphore { value: u64, bounded: bool },
+    Semaphore {
+        value: u64,
+        bounded: bool,
+    },
     Condition,
     Event,
-    Barrier { parties: u64 },
-    Queue { maxsize: u64 },
+    Barrier {
+        parties: u64,
+    },
+    Queue {
+        maxsize: u64,
+    },
     Value(ByteBuf),
     Array(Vec<ByteBuf>),
     /// A type registered with `#[multiproc::hosted]`: its name and its
     /// initial state.
-    User { type_name: String, init: ByteBuf },
+    User {
+        type_name: String,
+        init: ByteBuf,
+    },
 }
 
 impl NewObject {
@@ -55,20 +65,37 @@ pub enum ManagerRequest {
     /// First message on every connection: which client process (session)
     /// it belongs to. References and held locks belong to the session and
     /// are released when its last connection closes. No reply.
-    Hello { session: u64, pid: u32 },
+    Hello {
+        session: u64,
+        pid: u32,
+    },
     /// Host a new object; with a `name`, return the object of that name if it
     /// exists (how peers on other hosts find shared objects). The session
     /// holds one reference to the object it gets.
-    Create { new: NewObject, name: Option<String> },
-    Call { id: u64, op: ObjectOp },
+    Create {
+        new: NewObject,
+        name: Option<String>,
+    },
+    Call {
+        id: u64,
+        op: ObjectOp,
+    },
     /// No reply: a proxy of this session is being sent to another process,
     /// which will `Claim` it with `token`; until then this session holds the
     /// reference for it.
-    Transit { id: u64, token: u64 },
+    Transit {
+        id: u64,
+        token: u64,
+    },
     /// No reply: a proxy sent with `token` arrived in this session.
-    Claim { id: u64, token: u64 },
+    Claim {
+        id: u64,
+        token: u64,
+    },
     /// No reply: this session dropped one reference.
-    Release { id: u64 },
+    Release {
+        id: u64,
+    },
     /// How many objects the manager hosts.
     Count,
     Shutdown,
@@ -95,35 +122,58 @@ pub enum ObjectOp {
     Pop(Option<i64>),
     Reverse,
     /// Lock, RLock, Semaphore, Condition: `acquire(timeout=…)`.
-    Acquire { owner: u64, timeout_ms: Option<u64> },
+    Acquire {
+        owner: u64,
+        timeout_ms: Option<u64>,
+    },
     /// Lock, RLock, Semaphore, Condition: `release()`.
-    ReleaseLock { owner: u64 },
+    ReleaseLock {
+        owner: u64,
+    },
     /// Lock: `locked()`; Semaphore: the counter; Event: `is_set()`.
     State,
     /// Condition: `wait(timeout)`; Event: `wait(timeout)`.
-    Wait { owner: u64, timeout_ms: Option<u64> },
+    Wait {
+        owner: u64,
+        timeout_ms: Option<u64>,
+    },
     /// Condition: `notify(n)` (`u64::MAX` is `notify_all`).
-    Notify { owner: u64, n: u64 },
+    Notify {
+        owner: u64,
+        n: u64,
+    },
     /// Event: `set()`.
     SetFlag,
     /// Event: `clear()`.
     ClearFlag,
     /// Barrier: `wait(timeout)`, answered with the arrival index.
-    BarrierWait { timeout_ms: Option<u64> },
+    BarrierWait {
+        timeout_ms: Option<u64>,
+    },
     /// Barrier: `abort()`.
     Abort,
     /// Barrier: `reset()`.
     Reset,
     /// Queue: `put(item, block, timeout)`.
-    Put { item: ByteBuf, block: bool, timeout_ms: Option<u64> },
+    Put {
+        item: ByteBuf,
+        block: bool,
+        timeout_ms: Option<u64>,
+    },
     /// Queue: `get(block, timeout)`.
-    Take { block: bool, timeout_ms: Option<u64> },
+    Take {
+        block: bool,
+        timeout_ms: Option<u64>,
+    },
     /// Value: `v.value`.
     Load,
     /// Value: `v.value = x`.
     Store(ByteBuf),
     /// A registered user type's method, arguments as a msgpack tuple.
-    Method { name: String, args: ByteBuf },
+    Method {
+        name: String,
+        args: ByteBuf,
+    },
 }
 
 /// What went wrong with a request, for the proxy to raise as the matching
@@ -133,7 +183,11 @@ pub enum ManagerFailure {
     /// Python would raise here (`IndexError`, an unknown method, …).
     Remote(String),
     /// A named object exists with another type.
-    WrongKind { name: String, found: String, wanted: String },
+    WrongKind {
+        name: String,
+        found: String,
+        wanted: String,
+    },
     NoObject(u64),
     Timeout,
     Empty,
@@ -141,7 +195,9 @@ pub enum ManagerFailure {
     NotOwner,
     TooManyReleases,
     BrokenBarrier,
-    OwnerDied { pid: u32 },
+    OwnerDied {
+        pid: u32,
+    },
 }
 
 /// Manager → proxy.
