@@ -1,18 +1,35 @@
-//! `Manager`: a server process hosting shared dicts, lists and namespaces,
-//! reached through typed proxies (`multiprocessing.Manager()`).
+//! `Manager`: a server process hosting shared objects (dict, list,
+//! namespace, the synchronisation types, queue, value, array, and your own
+//! `#[multiproc::hosted]` types), reached through typed proxies
+//! (`multiprocessing.Manager()`, `BaseManager.register`).
+//!
+//! # Theory of operation
 //!
 //! The manager has no address: it holds one end of a `SOCK_SEQPACKET`
 //! socketpair (the *rendezvous*). A proxy carries the other end (as a
 //! [`PassFd`](crate::wire::fds::PassFd), so proxies are ordinary task
-//! arguments); the first time a process uses a proxy it makes a socketpair
-//! and sends one end to the manager through the rendezvous. A stranger
-//! without that fd cannot connect. The manager exits when the rendezvous has
-//! no holder left, or on `shutdown`.
+//! arguments); a process makes a connection by creating a socketpair and
+//! sending one end through the rendezvous. A stranger without that fd cannot
+//! connect. The manager exits when the rendezvous has no holder left, or on
+//! `shutdown`. [`Manager::serve`] also listens on TCP for peers on other
+//! hosts, which [`Manager::connect`] with the same authkey (`auth.rs`).
 //!
-//! [`Manager::serve`] also listens on TCP for peers on other hosts, which
-//! [`Manager::connect`] with the same authkey: each side proves it knows the
-//! key (HMAC-SHA256 of the other's random nonce) before anything else is
-//! read. Such peers find shared objects by name (`dict_named`, …).
+//! - `client.rs`: a process's *session* at a manager: a control connection
+//!   for one-way messages and pools of request connections. A call takes a
+//!   connection, sends, reads the reply, puts it back; a call dropped
+//!   half-way drops its connection, so no reply is ever read by the wrong
+//!   call (cancel safety without request ids).
+//! - `proxy.rs`, `hosted.rs`, `user.rs`: the proxies. Each is one reference
+//!   at the manager; clones share it; a proxy sent to another process is
+//!   held by the sender (`Transit`) until the receiver `Claim`s it; the last
+//!   drop `Release`s it.
+//! - `server.rs`: the loop (one thread, non-blocking sockets, `poll`); it
+//!   survives every client (see its invariant).
+//! - `state.rs`, `objects.rs`, `waits.rs`: the state machine without I/O:
+//!   objects and reference counts per session, and requests that must wait
+//!   (lock acquire, queue get, event wait) parked and answered later, so
+//!   the loop never blocks. A session's references and locks are released
+//!   when its last connection closes (a dead process's included).
 
 mod auth;
 mod client;
