@@ -333,7 +333,10 @@ async fn errors_name_their_cause_and_debug_is_short() {
     let manager = Manager::start().await.expect("start");
     let d = manager.dict_from([(1u8, vec![0u8; 1 << 20])]).await.expect("dict");
     let q = manager.queue::<u8>(0).await.expect("queue");
-    for shown in [format!("{manager:?}"), format!("{d:?}"), format!("{q:?}")] {
+    let (mut a, mut b) = multiproc::Pipe::new().expect("pipe");
+    b.send(&vec![0u8; 1 << 20]).await.expect("send");
+    let _: Vec<u8> = a.recv().await.expect("recv: the reader's buffer grew");
+    for shown in [format!("{manager:?}"), format!("{d:?}"), format!("{q:?}"), format!("{a:?}")] {
         assert!(shown.len() < 120, "Debug is a line: {shown}");
     }
     // Nothing listens on a port we just freed.

@@ -42,7 +42,6 @@ pub(crate) fn header(len: usize, nfds: usize, max: usize) -> Result<[u8; HEADER_
 }
 
 /// The receiving half of a framed stream: bytes and fds read so far.
-#[derive(Debug)]
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
     start: usize,
@@ -53,6 +52,17 @@ pub(crate) struct FrameReader {
     eof: bool,
     /// Close every fd that arrives (for peers that never send any).
     refuse_fds: bool,
+}
+
+impl std::fmt::Debug for FrameReader {
+    /// A line, never the buffer: handles that hold a reader print short.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameReader")
+            .field("buffered", &(self.end - self.start))
+            .field("fds", &self.fds.len())
+            .field("eof", &self.eof)
+            .finish()
+    }
 }
 
 /// One decoded frame, borrowed from the reader until the next read.
@@ -197,11 +207,17 @@ impl FrameReader {
 }
 
 /// Outgoing bytes and fds not yet written.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct FrameWriter {
     buf: Vec<u8>,
     sent: usize,
     fds: Vec<OwnedFd>,
+}
+
+impl std::fmt::Debug for FrameWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameWriter").field("pending", &self.pending_len()).field("fds", &self.fds.len()).finish()
+    }
 }
 
 impl FrameWriter {
@@ -337,6 +353,23 @@ mod tests {
         r.read_from(b.as_fd()).expect("read");
         assert!(r.allocated() <= READ_CHUNK, "the large buffer is given back");
         assert_eq!(r.next_frame().expect("ok").expect("small").payload, &[9]);
+    }
+
+    #[test]
+    fn debug_is_a_line_not_the_buffer() {
+        let (mut a, b) = pair();
+        let mut r = FrameReader::new(1 << 20);
+        a.write_all(&[0, 1, 0, 0, 0]).expect("write");
+        a.write_all(&[7; 4096]).expect("write");
+        r.read_from(b.as_fd()).expect("read");
+        let mut w = FrameWriter::default();
+        w.push(1 << 20, |buf| {
+            buf.extend_from_slice(&[1; 4096]);
+            Ok(Vec::new())
+        })
+        .expect("push");
+        assert!(format!("{r:?}").len() < 80, "{r:?}");
+        assert!(format!("{w:?}").len() < 80, "{w:?}");
     }
 
     #[test]
