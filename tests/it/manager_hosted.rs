@@ -334,11 +334,15 @@ async fn errors_name_their_cause_and_debug_is_short() {
     let d = manager.dict_from([(1u8, vec![0u8; 1 << 20])]).await.expect("dict");
     let q = manager.queue::<u8>(0).await.expect("queue");
     let (mut a, mut b) = multiproc::Pipe::new().expect("pipe");
-    b.send(&vec![0u8; 1 << 20]).await.expect("send");
-    let _: Vec<u8> = a.recv().await.expect("recv: the reader's buffer grew");
-    for shown in [format!("{manager:?}"), format!("{d:?}"), format!("{q:?}"), format!("{a:?}")] {
+    let payload = vec![0u8; 1 << 20];
+    let (sent, got) = tokio::join!(b.send(&payload), a.recv::<Vec<u8>>());
+    sent.expect("send");
+    assert_eq!(got.expect("recv: the reader's buffer grew").len(), 1 << 20);
+    for shown in [format!("{manager:?}"), format!("{d:?}"), format!("{q:?}")] {
         assert!(shown.len() < 120, "Debug is a line: {shown}");
     }
+    let shown = format!("{a:?}");
+    assert!(shown.len() < 400, "a Connection's Debug shows no buffer: {shown}");
     // Nothing listens on a port we just freed.
     let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
     match Manager::connect(free, b"key").await {
