@@ -6,6 +6,8 @@ mod crash;
 mod faults;
 mod fleet;
 mod manager;
+mod manager_attack;
+mod manager_hosted;
 mod pipe;
 mod pool;
 mod process;

@@ -113,7 +113,13 @@ async fn tcp_peers_share_named_objects_after_the_challenge() {
     let peer = Manager::connect(address, key).await.expect("connect with the key");
     let same = peer.list_named::<String>("jobs").await.expect("the same list by name");
     assert_eq!(same.to_vec().await.expect("to_vec"), vec!["from the server".to_string()]);
-    assert!(matches!(peer.dict_named::<u8, u8>("jobs").await, Err(Error::Remote(_))), "a name keeps its kind");
+    match peer.dict_named::<u8, u8>("jobs").await {
+        Err(e @ Error::WrongKind { .. }) => {
+            let m = e.to_string();
+            assert!(m.contains("\"jobs\"") && m.contains("list") && m.contains("dict"), "names both types: {m}");
+        }
+        other => panic!("a name keeps its kind, got {other:?}"),
+    }
 
     let mut p = Process::new(push_from_child, (same.clone(),));
     p.start().await.expect("start");

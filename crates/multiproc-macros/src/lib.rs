@@ -7,6 +7,8 @@
 //! the Rust signature as a fingerprint, and a shim that decodes msgpack
 //! arguments, calls the item and encodes its result.
 
+mod hosted;
+
 use proc_macro::TokenStream;
 use quote::{format_ident, quote};
 use syn::{FnArg, ItemFn, ItemImpl, ReturnType, Type, parse_macro_input};
@@ -167,4 +169,14 @@ pub fn target(attr: TokenStream, item: TokenStream) -> TokenStream {
         };
     }
     .into()
+}
+
+/// Registers a type whose methods a `Manager` can host and call for other
+/// processes (Python's `BaseManager.register`), and generates its typed
+/// proxy, `<Type>Proxy`, with an async method and a `blocking_` twin for
+/// each `&self`/`&mut self` method. Put it on the type's inherent `impl`
+/// block; arguments and results are owned serde values.
+#[proc_macro_attribute]
+pub fn hosted(attr: TokenStream, item: TokenStream) -> TokenStream {
+    hosted::expand(attr.into(), item.into()).unwrap_or_else(|e| e.to_compile_error()).into()
 }

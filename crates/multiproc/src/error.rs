@@ -164,6 +164,17 @@ pub enum Error {
     /// No child of that name under this supervisor.
     #[error("find child {0:?}: no child of that name")]
     NoSuchChild(String),
+    // Issue 9 (manager):
+    /// No manager answers at that address.
+    #[error("connect to the manager at {address}: {source}")]
+    ManagerUnreachable {
+        address: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    /// A named manager object exists with another type.
+    #[error("open the manager object {name:?}: it is a {found}, not a {wanted}")]
+    WrongKind { name: String, found: String, wanted: String },
 }
 
 impl From<nix::Error> for Error {

@@ -62,8 +62,11 @@ pub use fleet::{
     ChildSpec, ChildStats, ExitCause, RecycleReason, Restart, Strategy, Supervisor, SupervisorBuilder, SupervisorEvent,
     SupervisorStats,
 };
-pub use manager::{DictProxy, ListProxy, Manager, Namespace};
-pub use multiproc_macros::{main, target, task};
+pub use manager::{
+    ArrayProxy, BarrierProxy, ConditionProxy, DictProxy, EventProxy, Hosted, HostedObject, HostedProxy, ListProxy,
+    LockProxy, Manager, Namespace, QueueProxy, RLockProxy, SemaphoreProxy, ValueProxy,
+};
+pub use multiproc_macros::{hosted, main, target, task};
 pub use pipe::{Connection, Pipe, PipeBuilder};
 pub use pool::{
     AsyncResult, FromStream, Imap, MAX_CALL_BYTES, MAX_RESULT_BYTES, MapCall, MapResult, Pool, PoolBuilder, PoolStats,
@@ -83,6 +86,9 @@ pub use wire::fds::PassFd;
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::manager::{
+        HOSTED, HostedEntry, decode_args as hosted_decode_args, decode_init, encode_result as hosted_encode_result,
+    };
     pub use crate::registry::{
         BoxFuture, Invoke, Outcome, TASKS, TaskEntry, decode_args, encode_result, type_id_of_val,
     };
@@ -93,7 +99,9 @@ pub mod __private {
     pub fn tracker_sync() -> crate::Result<u32> {
         crate::tree::tracker::sync()
     }
+    pub use crate::manager::testing as manager_testing;
     pub use linkme;
+    pub use serde;
     pub use tokio;
 
     /// Writes raw bytes on this pool worker's control socket, bypassing the

@@ -1,173 +1,149 @@
-//! Typed proxies to objects a manager hosts. Each has async methods and
-//! `blocking_*` twins for sync code (a plain `fn` task in a child).
+//! Typed proxies to the data objects a manager hosts (dict, list,
+//! namespace), and the [`Handle`] every proxy is built on. Each proxy has
+//! async methods and `blocking_*` twins for sync code (a plain `fn` task in a
+//! child).
+//!
+//! A handle is one reference at the manager: clones inside a process share
+//! it; sending a proxy to another process gives the receiver its own (see
+//! `state.rs` for transit and claim); the last drop releases it.
 
 use std::marker::PhantomData;
-use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::DeserializeOwned;
+use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_bytes::ByteBuf;
 
-use super::{auth, decode, encode, unexpected};
+use super::client::{Address, Server, unexpected};
+use super::{auth, decode, encode};
 use crate::error::{Error, Result};
-use crate::wire::fds::PassFd;
-use crate::wire::{BlockingChannel, Channel, DEFAULT_MAX_FRAME, ManagerReply, ManagerRequest, ObjectOp};
+use crate::wire::{ManagerReply, ManagerRequest, ObjectOp};
 
-/// How a process reaches a manager.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Route {
-    /// Locally: the rendezvous end; a new connection is a socketpair end
-    /// sent through it.
-    Rendezvous(PassFd),
-    /// Over TCP, proving knowledge of the authkey.
-    Tcp { address: SocketAddr, authkey: ByteBuf },
+struct Inner {
+    server: Arc<Server>,
+    id: u64,
+    /// The transit token of a proxy received from another process and not
+    /// claimed yet (0: claimed, or made here).
+    unclaimed: AtomicU64,
 }
 
-/// This process's way to the manager, and the connections made on first use
-/// (one for async calls, one for blocking ones).
-#[derive(Debug)]
-pub(crate) struct Server {
-    route: Route,
-    blocking: std::sync::Mutex<Option<BlockingChannel>>,
-    asynchronous: tokio::sync::Mutex<Option<Channel>>,
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let token = *self.unclaimed.get_mut();
+        if token != 0 {
+            if !self.server.is_local() {
+                // Never used: the sender's session holds the reference
+                // until it ends.
+                return;
+            }
+            if self.server.one_way(&ManagerRequest::Claim { id: self.id, token }).is_err() {
+                return;
+            }
+        }
+        self.server.one_way_if_connected(&ManagerRequest::Release { id: self.id });
+    }
 }
 
-impl Server {
-    pub fn new(route: Route) -> Self {
-        Self { route, blocking: std::sync::Mutex::new(None), asynchronous: tokio::sync::Mutex::new(None) }
+/// What every proxy is: one reference to a hosted object.
+#[derive(Clone)]
+pub(crate) struct Handle(Arc<Inner>);
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{} at {:?}", self.0.id, self.0.server)
+    }
+}
+
+impl Handle {
+    pub fn new(server: Arc<Server>, id: u64) -> Self {
+        Self(Arc::new(Inner { server, id, unclaimed: AtomicU64::new(0) }))
     }
 
-    /// A new private local connection.
-    fn rendezvous(rendezvous: &PassFd) -> Result<OwnedFd> {
-        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)?;
-        multiproc_sys::fdpass::send(rendezvous.borrow(), &[std::io::IoSlice::new(&[1])], &[theirs.as_fd()])
-            .map_err(|e| if e.raw_os_error() == Some(nix::libc::EPIPE) { Error::Eof } else { e.into() })?;
-        Ok(ours)
-    }
-
-    async fn connect(&self) -> Result<Channel> {
-        match &self.route {
-            Route::Rendezvous(r) => Channel::new(Self::rendezvous(r)?, DEFAULT_MAX_FRAME),
-            Route::Tcp { address, authkey } => {
-                let stream = tokio::net::TcpStream::connect(address).await?.into_std()?;
-                let mut ch = Channel::new(OwnedFd::from(stream), auth::UNAUTHENTICATED_MAX_FRAME)?;
-                let (answer, ours) = auth::answer(ch.recv().await?, authkey)?;
-                ch.send(&answer).await?;
-                auth::check_welcome(ch.recv().await?, authkey, &ours)?;
-                ch.set_max(DEFAULT_MAX_FRAME);
-                Ok(ch)
-            }
-        }
-    }
-
-    fn blocking_connect(&self) -> Result<BlockingChannel> {
-        match &self.route {
-            Route::Rendezvous(r) => Ok(BlockingChannel::new(Self::rendezvous(r)?, DEFAULT_MAX_FRAME)),
-            Route::Tcp { address, authkey } => {
-                let stream = std::net::TcpStream::connect(address)?;
-                let mut ch = BlockingChannel::new(OwnedFd::from(stream), auth::UNAUTHENTICATED_MAX_FRAME);
-                let (answer, ours) = auth::answer(ch.recv()?, authkey)?;
-                ch.send(&answer)?;
-                auth::check_welcome(ch.recv()?, authkey, &ours)?;
-                ch.set_max(DEFAULT_MAX_FRAME);
-                Ok(ch)
-            }
-        }
-    }
-
-    /// Checks the manager can be reached (and, over TCP, that both sides
-    /// know the authkey).
-    pub async fn ensure_connected(&self) -> Result<()> {
-        let mut conn = self.asynchronous.lock().await;
-        if conn.is_none() {
-            *conn = Some(self.connect().await?);
+    fn claim(&self) -> Result<()> {
+        let token = self.0.unclaimed.swap(0, Ordering::AcqRel);
+        if token != 0 {
+            self.0.server.one_way(&ManagerRequest::Claim { id: self.0.id, token })?;
         }
         Ok(())
     }
 
-    pub async fn request(&self, req: &ManagerRequest) -> Result<ManagerReply> {
-        let mut conn = self.asynchronous.lock().await;
-        if conn.is_none() {
-            *conn = Some(self.connect().await?);
+    pub async fn call(&self, op: ObjectOp) -> Result<ManagerReply> {
+        if self.0.unclaimed.load(Ordering::Acquire) != 0 {
+            self.0.server.ensure_control().await?;
+            self.claim()?;
         }
-        let ch = conn.as_mut().expect("connected above");
-        ch.send(req).await?;
-        ch.recv().await
+        self.0.server.request(&ManagerRequest::Call { id: self.0.id, op }).await
     }
 
-    pub fn blocking_request(&self, req: &ManagerRequest) -> Result<ManagerReply> {
-        let mut conn = self.blocking.lock().map_err(|_| Error::Closed("manager connection"))?;
-        if conn.is_none() {
-            *conn = Some(self.blocking_connect()?);
-        }
-        let ch = conn.as_mut().expect("connected above");
-        ch.send(req)?;
-        ch.recv()
-    }
-}
-
-/// What every proxy is: a hosted object's id at a server.
-#[derive(Debug, Clone)]
-struct Handle {
-    server: Arc<Server>,
-    id: u64,
-}
-
-impl Handle {
-    async fn call(&self, op: ObjectOp) -> Result<ManagerReply> {
-        self.server.request(&ManagerRequest::Call { id: self.id, op }).await
-    }
-
-    fn blocking_call(&self, op: ObjectOp) -> Result<ManagerReply> {
-        self.server.blocking_request(&ManagerRequest::Call { id: self.id, op })
+    pub fn blocking_call(&self, op: ObjectOp) -> Result<ManagerReply> {
+        self.claim()?;
+        self.0.server.blocking_request(&ManagerRequest::Call { id: self.0.id, op })
     }
 }
 
 impl Serialize for Handle {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        (&self.server.route, self.id).serialize(s)
+        use serde::ser::Error as _;
+        let mut t = s.serialize_tuple(3)?;
+        t.serialize_element(self.0.server.address())?;
+        // The address went into the message: hold a reference for the
+        // receiver until it claims it.
+        self.claim().map_err(S::Error::custom)?;
+        let token = auth::random_u64().map_err(S::Error::custom)?.max(1);
+        self.0.server.one_way(&ManagerRequest::Transit { id: self.0.id, token }).map_err(S::Error::custom)?;
+        t.serialize_element(&self.0.id)?;
+        t.serialize_element(&token)?;
+        t.end()
     }
 }
 
 impl<'de> Deserialize<'de> for Handle {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (route, id) = <(Route, u64)>::deserialize(d)?;
-        Ok(Self { server: Arc::new(Server::new(route)), id })
+        use serde::de::Error as _;
+        let (address, id, token) = <(Address, u64, u64)>::deserialize(d)?;
+        let server = Server::intern(address).map_err(D::Error::custom)?;
+        let local = server.is_local();
+        let handle = Self(Arc::new(Inner { server, id, unclaimed: AtomicU64::new(token) }));
+        if local {
+            // Claim at once (no round trip): the sender may let go soon.
+            // On failure the first call reports why.
+            let _ = handle.claim();
+        }
+        Ok(handle)
     }
 }
 
-fn done(r: ManagerReply) -> Result<()> {
+pub(crate) fn done(r: ManagerReply) -> Result<()> {
     match r {
         ManagerReply::Done => Ok(()),
         other => Err(unexpected(other)),
     }
 }
 
-fn boolean(r: ManagerReply) -> Result<bool> {
+pub(crate) fn boolean(r: ManagerReply) -> Result<bool> {
     match r {
         ManagerReply::Bool(b) => Ok(b),
         other => Err(unexpected(other)),
     }
 }
 
-fn len(r: ManagerReply) -> Result<usize> {
+pub(crate) fn len(r: ManagerReply) -> Result<usize> {
     match r {
-        ManagerReply::Len(n) => Ok(n as usize),
+        ManagerReply::Len(n) => usize::try_from(n).map_err(|_| Error::Malformed(format!("a length of {n}"))),
         other => Err(unexpected(other)),
     }
 }
 
-fn optional<V: DeserializeOwned>(r: ManagerReply) -> Result<Option<V>> {
+pub(crate) fn optional<V: DeserializeOwned>(r: ManagerReply) -> Result<Option<V>> {
     match r {
         ManagerReply::Value(v) => v.map(|b| decode(&b)).transpose(),
         other => Err(unexpected(other)),
     }
 }
 
-fn required<V: DeserializeOwned>(r: ManagerReply) -> Result<V> {
+pub(crate) fn required<V: DeserializeOwned>(r: ManagerReply) -> Result<V> {
     optional(r)?.ok_or_else(|| Error::Malformed("the manager returned no value".into()))
 }
 
@@ -178,7 +154,7 @@ fn pairs<K: DeserializeOwned, V: DeserializeOwned>(r: ManagerReply) -> Result<Ve
     }
 }
 
-fn values<V: DeserializeOwned>(r: ManagerReply) -> Result<Vec<V>> {
+pub(crate) fn values<V: DeserializeOwned>(r: ManagerReply) -> Result<Vec<V>> {
     match r {
         ManagerReply::Items(items) => items.iter().map(|(_, v)| decode(v)).collect(),
         other => Err(unexpected(other)),
@@ -202,9 +178,22 @@ macro_rules! twins {
         }
     };
 }
+pub(crate) use twins;
+
+/// Short `Debug` for a proxy: its type and object, never its buffers.
+macro_rules! proxy_debug {
+    ($name:ident $(<$($g:ident),*>)?) => {
+        impl$(<$($g),*>)? std::fmt::Debug for $name$(<$($g),*>)? {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!(stringify!($name), "({:?})"), self.handle)
+            }
+        }
+    };
+}
+pub(crate) use proxy_debug;
 
 /// A dict hosted by a manager (`manager.dict()`), keys `K`, values `V`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct DictProxy<K, V> {
     handle: Handle,
@@ -212,21 +201,17 @@ pub struct DictProxy<K, V> {
     types: PhantomData<fn() -> (K, V)>,
 }
 
+proxy_debug!(DictProxy<K, V>);
+
 impl<K, V> Clone for DictProxy<K, V> {
     fn clone(&self) -> Self {
         Self { handle: self.handle.clone(), types: PhantomData }
     }
 }
 
-impl<T> Clone for ListProxy<T> {
-    fn clone(&self) -> Self {
-        Self { handle: self.handle.clone(), types: PhantomData }
-    }
-}
-
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
-    pub(crate) fn new(server: Arc<Server>, id: u64) -> Self {
-        Self { handle: Handle { server, id }, types: PhantomData }
+    pub(crate) fn new(handle: Handle) -> Self {
+        Self { handle, types: PhantomData }
     }
 
     twins!(
@@ -250,7 +235,8 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
         len / blocking_len() -> usize = Ok::<_, Error>(ObjectOp::Len), len;
     );
     twins!(
-        /// `list(d.items())`, in insertion order
+        /// `list(d.items())`, in insertion order (streamed in parts when
+        /// larger than one frame)
         items / blocking_items() -> Vec<(K, V)> = Ok::<_, Error>(ObjectOp::Items), pairs;
     );
     twins!(
@@ -260,7 +246,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
 }
 
 /// A list hosted by a manager (`manager.list()`).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct ListProxy<T> {
     handle: Handle,
@@ -268,9 +254,17 @@ pub struct ListProxy<T> {
     types: PhantomData<fn() -> T>,
 }
 
+proxy_debug!(ListProxy<T>);
+
+impl<T> Clone for ListProxy<T> {
+    fn clone(&self) -> Self {
+        Self { handle: self.handle.clone(), types: PhantomData }
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> ListProxy<T> {
-    pub(crate) fn new(server: Arc<Server>, id: u64) -> Self {
-        Self { handle: Handle { server, id }, types: PhantomData }
+    pub(crate) fn new(handle: Handle) -> Self {
+        Self { handle, types: PhantomData }
     }
 
     twins!(
@@ -307,21 +301,24 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
         len / blocking_len() -> usize = Ok::<_, Error>(ObjectOp::Len), len;
     );
     twins!(
-        /// `list(l)`: a copy of the whole list
+        /// `list(l)`: a copy of the whole list (streamed in parts when larger
+        /// than one frame)
         to_vec / blocking_to_vec() -> Vec<T> = Ok::<_, Error>(ObjectOp::Items), values;
     );
 }
 
 /// A namespace hosted by a manager (`manager.Namespace()`): named attributes
 /// of any serializable type.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Namespace {
     handle: Handle,
 }
 
+proxy_debug!(Namespace);
+
 impl Namespace {
-    pub(crate) fn new(server: Arc<Server>, id: u64) -> Self {
-        Self { handle: Handle { server, id } }
+    pub(crate) fn new(handle: Handle) -> Self {
+        Self { handle }
     }
 
     /// `ns.name`; `None` when the attribute was never set.

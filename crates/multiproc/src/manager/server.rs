@@ -1,9 +1,21 @@
-//! The manager's server loop: a plain single-threaded process that accepts
-//! connections through the rendezvous socket and answers requests in order.
+//! The manager's server loop: one thread, non-blocking sockets, `poll(2)`.
+//! It accepts local connections through the rendezvous socket and TCP peers
+//! (after the authkey challenge), feeds requests to the [`State`] machine and
+//! writes its replies.
+//!
+//! Architecture invariant: nothing a client does ends the loop. A client's
+//! error (bad frame, bad message, EOF, a failed write, a deadline) closes
+//! that client's connection only. Each connection has a bounded output
+//! buffer: over the cap the manager reads no more of its requests, and a
+//! client whose output makes no progress for [`STALL_DEADLINE`] is dropped.
+//! Replies larger than a frame are streamed in parts. Before a TCP peer has
+//! passed the challenge it may send one small frame; pending logins are
+//! capped (oldest dropped first) and have a deadline. When the process runs
+//! out of fds, accepting backs off instead of spinning or exiting.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::TcpListener;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use multiproc_sys::fdpass::{self, CmsgBuffer};
@@ -11,173 +23,28 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde_bytes::ByteBuf;
 
 use super::auth;
+use super::state::{ConnId, Outcome, State};
 use crate::error::{Error, Result};
 use crate::wire::fds::PassFd;
 use crate::wire::{
-    AuthMessage, BlockingChannel, DEFAULT_MAX_FRAME, ManagerReply, ManagerRequest, ObjectKind, ObjectOp,
-    PROTOCOL_VERSION,
+    AuthMessage, DEFAULT_MAX_FRAME, FrameReader, FrameWriter, ManagerFailure, ManagerReply, ManagerRequest,
 };
 
 /// How long a TCP peer has to answer the challenge.
 const AUTH_DEADLINE: Duration = Duration::from_secs(10);
-
-/// A dict that keeps insertion order, as Python's does.
-#[derive(Default)]
-struct Dict {
-    entries: Vec<(Vec<u8>, Vec<u8>)>,
-    index: HashMap<Vec<u8>, usize>,
-}
-
-impl Dict {
-    fn set(&mut self, k: Vec<u8>, v: Vec<u8>) {
-        match self.index.get(&k) {
-            Some(&i) => self.entries[i].1 = v,
-            None => {
-                self.index.insert(k.clone(), self.entries.len());
-                self.entries.push((k, v));
-            }
-        }
-    }
-
-    fn remove(&mut self, k: &[u8]) -> Option<Vec<u8>> {
-        let i = self.index.remove(k)?;
-        let (_, v) = self.entries.remove(i);
-        for slot in self.index.values_mut() {
-            if *slot > i {
-                *slot -= 1;
-            }
-        }
-        Some(v)
-    }
-}
-
-enum Object {
-    Dict(Dict),
-    List(Vec<Vec<u8>>),
-}
-
-/// Python's index rules: negative counts from the end.
-fn position(i: i64, len: usize) -> Option<usize> {
-    let i = if i < 0 { i + len as i64 } else { i };
-    usize::try_from(i).ok().filter(|&i| i < len)
-}
-
-fn value(v: Option<&Vec<u8>>) -> ManagerReply {
-    ManagerReply::Value(v.map(|b| ByteBuf::from(b.clone())))
-}
-
-fn apply(object: &mut Object, op: ObjectOp) -> ManagerReply {
-    use ManagerReply as R;
-    match (object, op) {
-        (Object::Dict(d), ObjectOp::Get(k)) => value(d.index.get(k.as_slice()).map(|&i| &d.entries[i].1)),
-        (Object::Dict(d), ObjectOp::Set(k, v)) => {
-            d.set(k.into_vec(), v.into_vec());
-            R::Done
-        }
-        (Object::Dict(d), ObjectOp::Delete(k)) => R::Value(d.remove(&k).map(ByteBuf::from)),
-        (Object::Dict(d), ObjectOp::Contains(k)) => R::Bool(d.index.contains_key(k.as_slice())),
-        (Object::Dict(d), ObjectOp::Len) => R::Len(d.entries.len() as u64),
-        (Object::Dict(d), ObjectOp::Items) => {
-            R::Items(d.entries.iter().map(|(k, v)| (ByteBuf::from(k.clone()), ByteBuf::from(v.clone()))).collect())
-        }
-        (Object::Dict(d), ObjectOp::Clear) => {
-            *d = Dict::default();
-            R::Done
-        }
-        (Object::List(l), ObjectOp::Index(i)) => match position(i, l.len()) {
-            Some(i) => value(Some(&l[i])),
-            None => R::Error("list index out of range".into()),
-        },
-        (Object::List(l), ObjectOp::SetIndex(i, v)) => match position(i, l.len()) {
-            Some(i) => {
-                l[i] = v.into_vec();
-                R::Done
-            }
-            None => R::Error("list assignment index out of range".into()),
-        },
-        (Object::List(l), ObjectOp::Append(v)) => {
-            l.push(v.into_vec());
-            R::Done
-        }
-        (Object::List(l), ObjectOp::Extend(vs)) => {
-            l.extend(vs.into_iter().map(ByteBuf::into_vec));
-            R::Done
-        }
-        (Object::List(l), ObjectOp::Insert(i, v)) => {
-            let len = l.len() as i64;
-            let at = if i < 0 { (i + len).max(0) } else { i.min(len) };
-            l.insert(at as usize, v.into_vec());
-            R::Done
-        }
-        (Object::List(l), ObjectOp::Pop(i)) => {
-            if l.is_empty() {
-                return R::Error("pop from empty list".into());
-            }
-            match position(i.unwrap_or(-1), l.len()) {
-                Some(i) => R::Value(Some(ByteBuf::from(l.remove(i)))),
-                None => R::Error("pop index out of range".into()),
-            }
-        }
-        (Object::List(l), ObjectOp::Reverse) => {
-            l.reverse();
-            R::Done
-        }
-        (Object::List(l), ObjectOp::Len) => R::Len(l.len() as u64),
-        (Object::List(l), ObjectOp::Items) => {
-            R::Items(l.iter().map(|v| (ByteBuf::new(), ByteBuf::from(v.clone()))).collect())
-        }
-        (Object::List(l), ObjectOp::Clear) => {
-            l.clear();
-            R::Done
-        }
-        (_, op) => R::Error(format!("this object does not support {op:?}")),
-    }
-}
-
-#[derive(Default)]
-struct State {
-    objects: HashMap<u64, Object>,
-    names: HashMap<String, (ObjectKind, u64)>,
-    next_id: u64,
-}
-
-impl State {
-    /// Answers one request; `None` means shut down.
-    fn handle(&mut self, req: ManagerRequest) -> Option<ManagerReply> {
-        Some(match req {
-            ManagerRequest::Create { kind, items, name } => {
-                if let Some(&(k, id)) = name.as_ref().and_then(|n| self.names.get(n)) {
-                    return Some(if k == kind {
-                        ManagerReply::Created(id)
-                    } else {
-                        ManagerReply::Error(format!("{name:?} names a {k:?}, not a {kind:?}"))
-                    });
-                }
-                let object = match kind {
-                    ObjectKind::Dict | ObjectKind::Namespace => {
-                        let mut d = Dict::default();
-                        for (k, v) in items {
-                            d.set(k.into_vec(), v.into_vec());
-                        }
-                        Object::Dict(d)
-                    }
-                    ObjectKind::List => Object::List(items.into_iter().map(|(_, v)| v.into_vec()).collect()),
-                };
-                self.next_id += 1;
-                self.objects.insert(self.next_id, object);
-                if let Some(name) = name {
-                    self.names.insert(name, (kind, self.next_id));
-                }
-                ManagerReply::Created(self.next_id)
-            }
-            ManagerRequest::Call { id, op } => match self.objects.get_mut(&id) {
-                Some(object) => apply(object, op),
-                None => ManagerReply::Error(format!("no object with id {id}")),
-            },
-            ManagerRequest::Shutdown => return None,
-        })
-    }
-}
+/// TCP peers that have not answered yet, at most; the oldest goes first.
+const MAX_PENDING_LOGINS: usize = 64;
+/// Output buffered for one client above which its requests wait.
+const OUT_CAP: usize = 16 << 20;
+/// A client whose pending output makes no progress this long is dropped.
+const STALL_DEADLINE: Duration = Duration::from_secs(10);
+/// Size of one part of a streamed reply.
+const PART_BYTES: usize = 8 << 20;
+/// Memory for partly received frames across all clients; above it only the
+/// client furthest along keeps reading.
+const PARTIAL_BUDGET: usize = 256 << 20;
+/// Pause in accepting after running out of fds.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The manager process's target: serves the rendezvous socket, and a TCP
 /// listener with its authkey when asked to.
@@ -190,141 +57,471 @@ pub(crate) fn serve_manager(listen: PassFd, tcp: Option<(PassFd, ByteBuf)>) {
     }
 }
 
-/// A TCP peer that has been challenged and not answered yet.
-struct Pending {
-    ch: BlockingChannel,
+/// Raises the soft fd limit to the hard one: a server holds an fd per
+/// client.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::debug!(error = %e, "could not raise the fd limit");
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+fn out_of_fds(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOBUFS | nix::libc::ENOMEM))
+}
+
+/// A TCP peer challenged and not answered yet.
+struct Login {
     challenge: [u8; 32],
     since: Instant,
 }
 
-/// Whether each polled fd is ready, in the order they were listed.
-fn poll_ready(fds: Vec<BorrowedFd<'_>>, timeout: PollTimeout) -> Result<Vec<bool>> {
-    let mut polled: Vec<PollFd<'_>> = fds.into_iter().map(|fd| PollFd::new(fd, PollFlags::POLLIN)).collect();
-    loop {
-        match poll(&mut polled, timeout) {
-            Ok(_) => return Ok(polled.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect()),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
+struct Conn {
+    fd: OwnedFd,
+    reader: FrameReader,
+    writer: FrameWriter,
+    login: Option<Login>,
+    /// A request of this connection waits in the state machine.
+    parked: bool,
+    /// Items of a streamed reply not yet framed.
+    stream: VecDeque<(ByteBuf, ByteBuf)>,
+    /// Last time output went out (or was queued onto an empty buffer).
+    last_write: Instant,
+}
+
+impl Conn {
+    fn new(fd: OwnedFd, max: usize, login: Option<Login>) -> Self {
+        let mut reader = FrameReader::new(max);
+        reader.refuse_fds();
+        Self {
+            fd,
+            reader,
+            writer: FrameWriter::default(),
+            login,
+            parked: false,
+            stream: VecDeque::new(),
+            last_write: Instant::now(),
         }
+    }
+
+    fn takes_requests(&self) -> bool {
+        !self.parked && self.stream.is_empty() && self.writer.pending_len() < OUT_CAP
+    }
+
+    fn wants_read(&self) -> bool {
+        self.takes_requests() && !self.reader.has_frame().unwrap_or(true) && !self.reader.is_eof()
+    }
+
+    fn push<T: serde::Serialize>(&mut self, msg: &T, max: usize) -> Result<()> {
+        if self.writer.is_empty() {
+            self.last_write = Instant::now();
+        }
+        self.writer.push(max, |buf| {
+            rmp_serde::encode::write(buf, msg)
+                .map_err(|e| Error::Encode { what: "a manager reply", reason: e.to_string() })?;
+            Ok(Vec::new())
+        })
+    }
+
+    /// Queues a reply; an `Items` reply too large for one frame is streamed.
+    fn reply(&mut self, reply: ManagerReply) {
+        if let ManagerReply::Items(items) = reply {
+            let size: usize = items.iter().map(|(k, v)| k.len() + v.len() + 16).sum();
+            if size > PART_BYTES {
+                self.stream = items.into();
+                self.pump();
+                return;
+            }
+            return self.reply_one(ManagerReply::Items(items));
+        }
+        self.reply_one(reply);
+    }
+
+    fn reply_one(&mut self, reply: ManagerReply) {
+        if let Err(e) = self.push(&reply, DEFAULT_MAX_FRAME) {
+            let failed = ManagerReply::Failed(ManagerFailure::Remote(format!("send the reply: {e}")));
+            if let Err(e) = self.push(&failed, DEFAULT_MAX_FRAME) {
+                tracing::warn!(error = %e, "could not queue a manager reply");
+            }
+        }
+    }
+
+    /// Frames more of a streamed reply while the output has room.
+    fn pump(&mut self) {
+        while !self.stream.is_empty() && self.writer.pending_len() < OUT_CAP {
+            let mut part = Vec::new();
+            let mut size = 0;
+            while let Some(item) = self.stream.pop_front() {
+                size += item.0.len() + item.1.len() + 16;
+                part.push(item);
+                if size >= PART_BYTES {
+                    break;
+                }
+            }
+            let reply = if self.stream.is_empty() { ManagerReply::Items(part) } else { ManagerReply::Part(part) };
+            self.reply_one(reply);
+        }
+    }
+
+    /// Writes what it can without waiting. `Err`: the connection is broken.
+    fn flush(&mut self) -> std::io::Result<()> {
+        loop {
+            self.pump();
+            if self.writer.is_empty() {
+                return Ok(());
+            }
+            match self.writer.write_to(self.fd.as_fd()) {
+                Ok(()) => self.last_write = Instant::now(),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Why a connection is closed (for the log).
+enum Close {
+    Done,
+    Error(String),
+}
+
+struct Server {
+    state: State,
+    conns: HashMap<ConnId, Conn>,
+    next_conn: ConnId,
+    key: Vec<u8>,
+}
+
+impl Server {
+    fn add(&mut self, conn: Conn) -> ConnId {
+        self.next_conn += 1;
+        self.conns.insert(self.next_conn, conn);
+        self.next_conn
+    }
+
+    fn close(&mut self, id: ConnId, why: Close) {
+        if self.conns.remove(&id).is_some() {
+            if let Close::Error(e) = why {
+                tracing::debug!(conn = id, error = %e, "closing a manager connection");
+            }
+            self.state.close(id);
+            self.deliver();
+        }
+    }
+
+    /// Hands replies to parked requests to their connections.
+    fn deliver(&mut self) {
+        for (id, reply) in self.state.take_replies() {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.parked = false;
+                c.reply(reply);
+                if let Err(e) = c.flush() {
+                    // Closed on its next turn: closing here would recurse.
+                    tracing::debug!(conn = id, error = %e, "write failed");
+                }
+            }
+        }
+    }
+
+    /// One TCP peer's answer to the challenge.
+    fn login(&mut self, id: ConnId) -> std::result::Result<(), Close> {
+        let c = self.conns.get_mut(&id).expect("a live connection");
+        let Some(login) = &c.login else { return Ok(()) };
+        let frame = match c.reader.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(Close::Error(e.to_string())),
+        };
+        let answer: std::result::Result<AuthMessage, _> = crate::wire::decode("a login", frame.payload);
+        drop(frame);
+        let answer = answer.map_err(|e| Close::Error(e.to_string()))?;
+        let reply = auth::welcome(answer, &self.key, &login.challenge);
+        let admitted = matches!(reply, AuthMessage::Welcome { .. });
+        c.push(&reply, DEFAULT_MAX_FRAME).map_err(|e| Close::Error(e.to_string()))?;
+        let _ = c.flush();
+        if !admitted {
+            tracing::warn!("refused a manager connection that does not know the authkey");
+            return Err(Close::Done);
+        }
+        c.login = None;
+        c.reader.set_max(DEFAULT_MAX_FRAME);
+        Ok(())
+    }
+
+    /// Answers the requests buffered on `id`. `Ok(true)`: shut down.
+    fn requests(&mut self, id: ConnId, now: Instant) -> std::result::Result<bool, Close> {
+        loop {
+            let c = self.conns.get_mut(&id).expect("a live connection");
+            if !c.takes_requests() {
+                break;
+            }
+            let frame = match c.reader.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(Error::Eof) => return Err(Close::Done),
+                Err(e) => return Err(Close::Error(e.to_string())),
+            };
+            let req: std::result::Result<ManagerRequest, _> = crate::wire::decode("a manager request", frame.payload);
+            drop(frame);
+            let req = req.map_err(|e| Close::Error(e.to_string()))?;
+            match self.state.handle(id, req, now) {
+                Outcome::Reply(r) => c.reply(r),
+                Outcome::Parked => c.parked = true,
+                Outcome::Nothing => {}
+                Outcome::Shutdown => {
+                    c.reply(ManagerReply::Done);
+                    let deadline = now + Duration::from_secs(1);
+                    while !c.writer.is_empty() && Instant::now() < deadline && c.flush().is_ok() {
+                        std::thread::yield_now();
+                    }
+                    return Ok(true);
+                }
+            }
+            self.deliver();
+        }
+        let c = self.conns.get_mut(&id).expect("a live connection");
+        c.flush().map_err(|e| Close::Error(e.to_string()))?;
+        Ok(false)
+    }
+
+    /// Reads from and answers one ready connection. `Ok(true)`: shut down.
+    fn serve_conn(&mut self, id: ConnId, revents: PollFlags, now: Instant) -> std::result::Result<bool, Close> {
+        let c = self.conns.get_mut(&id).expect("a live connection");
+        if revents.intersects(PollFlags::POLLOUT) {
+            c.flush().map_err(|e| Close::Error(e.to_string()))?;
+        }
+        if revents.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            if c.wants_read() || c.login.is_some() {
+                match c.reader.read_from(c.fd.as_fd()) {
+                    Ok(_) => {}
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {}
+                    Err(e) => return Err(Close::Error(e.to_string())),
+                }
+            } else if c.parked {
+                // A client sends one request at a time: while its request
+                // waits, readable means it hung up (or broke the rule).
+                use nix::sys::socket::{MsgFlags, recv};
+                use std::os::fd::AsRawFd;
+                match recv(c.fd.as_raw_fd(), &mut [0u8; 1], MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+                    Ok(0) => return Err(Close::Done),
+                    Ok(_) => return Err(Close::Error("sent a request while one was waiting".into())),
+                    Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(Close::Error(e.to_string())),
+                }
+            } else if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                // Gone while its output is over the cap.
+                return Err(Close::Done);
+            }
+        }
+        if c.login.is_some() {
+            self.login(id)?;
+        }
+        if self.conns[&id].login.is_some() {
+            return Ok(false);
+        }
+        self.requests(id, now)
+    }
+
+    /// Connections that broke a deadline: logins too slow, output stuck.
+    fn overdue(&self, now: Instant) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| {
+                c.login.as_ref().is_some_and(|l| now.duration_since(l.since) > AUTH_DEADLINE)
+                    || (!c.writer.is_empty() && now.duration_since(c.last_write) > STALL_DEADLINE)
+            })
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// The earliest deadline of a connection.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.conns
+            .values()
+            .filter_map(|c| match (&c.login, c.writer.is_empty()) {
+                (Some(l), _) => Some(l.since + AUTH_DEADLINE),
+                (None, false) => Some(c.last_write + STALL_DEADLINE),
+                (None, true) => None,
+            })
+            .min()
+    }
+
+    /// Drops the oldest pending login (to make room for a newer one, or to
+    /// free an fd).
+    fn drop_oldest_login(&mut self) -> bool {
+        let oldest = self.conns.iter().filter_map(|(&id, c)| c.login.as_ref().map(|l| (l.since, id))).min();
+        match oldest {
+            Some((_, id)) => {
+                self.close(id, Close::Done);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Accepts TCP peers until none is waiting. `Err`: out of fds.
+    fn accept(&mut self, listener: &TcpListener) -> std::io::Result<()> {
+        for _ in 0..64 {
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if out_of_fds(&e) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let fd = OwnedFd::from(stream);
+            if set_nonblocking(&fd).is_err() {
+                continue;
+            }
+            let logins = self.conns.values().filter(|c| c.login.is_some()).count();
+            if logins >= MAX_PENDING_LOGINS {
+                self.drop_oldest_login();
+            }
+            let (hello, challenge) = match auth::challenge() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no nonce for a manager login");
+                    continue;
+                }
+            };
+            let mut c =
+                Conn::new(fd, auth::UNAUTHENTICATED_MAX_FRAME, Some(Login { challenge, since: Instant::now() }));
+            if c.push(&hello, DEFAULT_MAX_FRAME).is_ok() && c.flush().is_ok() {
+                self.add(c);
+            }
+        }
+        Ok(())
     }
 }
 
 fn serve(listen: OwnedFd, tcp: Option<(TcpListener, Vec<u8>)>) -> Result<()> {
-    let mut clients: Vec<BlockingChannel> = Vec::new();
-    let mut pending: Vec<Pending> = Vec::new();
-    let mut state = State::default();
+    raise_fd_limit();
+    let (listener, key) = match tcp {
+        Some((l, k)) => {
+            l.set_nonblocking(true)?;
+            (Some(l), k)
+        }
+        None => (None, Vec::new()),
+    };
+    let mut server = Server { state: State::default(), conns: HashMap::new(), next_conn: 0, key };
     let mut cmsg = CmsgBuffer::default();
+    let mut accept_paused: Option<Instant> = None;
     loop {
-        let mut fds = vec![listen.as_fd()];
-        fds.extend(tcp.as_ref().map(|(l, _)| l.as_fd()));
-        let first_pending = fds.len();
-        fds.extend(pending.iter().map(|p| p.ch.fd()));
-        let first_client = fds.len();
-        fds.extend(clients.iter().map(|c| c.fd()));
-        let timeout = if pending.is_empty() { PollTimeout::NONE } else { PollTimeout::from(100u16) };
-        let ready = poll_ready(fds, timeout)?;
+        let now = Instant::now();
+        server.state.expire(now);
+        server.deliver();
+        for id in server.overdue(now) {
+            server.close(id, Close::Error("deadline passed".into()));
+        }
+        if accept_paused.is_some_and(|t| t <= now) {
+            accept_paused = None;
+        }
 
-        if serve_clients(&mut clients, &ready[first_client..], &mut state)? {
-            return Ok(());
-        }
-        if let Some((_, key)) = &tcp {
-            admit(&mut pending, &ready[first_pending..first_client], key, &mut clients);
-        }
-        if let Some((listener, _)) = &tcp
-            && ready[1]
-            && let Ok((stream, _)) = listener.accept()
-        {
-            let mut ch = BlockingChannel::new(OwnedFd::from(stream), auth::UNAUTHENTICATED_MAX_FRAME);
-            let challenge = auth::nonce()?;
-            let hello = AuthMessage::Challenge { protocol: PROTOCOL_VERSION, nonce: ByteBuf::from(challenge.to_vec()) };
-            if ch.send(&hello).is_ok() {
-                pending.push(Pending { ch, challenge, since: Instant::now() });
+        // Who to wait for, and for what.
+        let partial: usize = server.conns.values().map(|c| c.reader.allocated()).sum();
+        let furthest = if partial > PARTIAL_BUDGET {
+            server.conns.iter().max_by_key(|(_, c)| c.reader.allocated()).map(|(&id, _)| id)
+        } else {
+            None
+        };
+        let ids: Vec<ConnId> = server.conns.keys().copied().collect();
+        let mut fds = Vec::with_capacity(ids.len() + 2);
+        let accepting = accept_paused.is_none();
+        if accepting {
+            fds.push(PollFd::new(listen.as_fd(), PollFlags::POLLIN));
+            if let Some(l) = &listener {
+                fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
             }
         }
-        if ready[0] {
-            let mut fds: Vec<OwnedFd> = Vec::new();
-            let n = fdpass::recv(listen.as_fd(), &mut [0u8; 1], &mut cmsg, &mut fds)?;
-            if n == 0 && fds.is_empty() {
-                // Every local proxy and the manager handle are gone.
-                return Ok(());
+        let first_conn = fds.len();
+        for id in &ids {
+            let c = &server.conns[id];
+            let mut flags = PollFlags::empty();
+            let over_budget = furthest.is_some_and(|f| f != *id) && c.reader.has_partial();
+            if (c.wants_read() && !over_budget) || c.login.is_some() || c.parked {
+                flags |= PollFlags::POLLIN;
             }
-            clients.extend(fds.into_iter().map(|fd| BlockingChannel::new(fd, DEFAULT_MAX_FRAME)));
+            if !c.writer.is_empty() {
+                flags |= PollFlags::POLLOUT;
+            }
+            fds.push(PollFd::new(c.fd.as_fd(), flags));
         }
-    }
-}
+        let deadline =
+            [server.state.next_deadline(), server.next_deadline(), accept_paused].into_iter().flatten().min();
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let ms = d.saturating_duration_since(Instant::now()).as_millis() + 1;
+                PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let revents: Vec<PollFlags> = fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())).collect();
+        drop(fds);
 
-/// Moves TCP peers that answered the challenge correctly to `clients`; drops
-/// the ones that answered wrong, sent garbage or took too long.
-fn admit(pending: &mut Vec<Pending>, ready: &[bool], key: &[u8], clients: &mut Vec<BlockingChannel>) {
-    let mut i = pending.len();
-    while i > 0 {
-        i -= 1;
-        if !ready[i] {
-            if pending[i].since.elapsed() > AUTH_DEADLINE {
-                pending.swap_remove(i);
-            }
-            continue;
-        }
-        let mut p = pending.swap_remove(i);
-        let answer = match p.ch.read_available().and_then(|_| p.ch.try_recv::<AuthMessage>()) {
-            Ok(Some(answer)) => answer,
-            Ok(None) => {
-                pending.push(p);
+        let now = Instant::now();
+        for (i, id) in ids.iter().enumerate() {
+            let r = revents[first_conn + i];
+            if r.is_empty() || !server.conns.contains_key(id) {
                 continue;
             }
-            Err(_) => continue,
-        };
-        let reply = auth::welcome(answer, key, &p.challenge);
-        let admitted = matches!(reply, AuthMessage::Welcome { .. });
-        if p.ch.send(&reply).is_ok() && admitted {
-            p.ch.set_max(DEFAULT_MAX_FRAME);
-            clients.push(p.ch);
-        } else {
-            tracing::warn!("refused a manager connection that does not know the authkey");
+            match server.serve_conn(*id, r, now) {
+                Ok(false) => {}
+                Ok(true) => return Ok(()),
+                Err(why) => server.close(*id, why),
+            }
         }
-    }
-}
 
-/// Answers every request buffered on the ready clients; drops closed ones.
-/// Returns `true` when asked to shut down.
-fn serve_clients(clients: &mut Vec<BlockingChannel>, ready: &[bool], state: &mut State) -> Result<bool> {
-    let mut closed = Vec::new();
-    for (i, client) in clients.iter_mut().enumerate() {
-        if !ready[i] {
-            continue;
+        if let Some(l) = &listener
+            && accepting
+            && !revents[1].is_empty()
+            && let Err(e) = server.accept(l)
+        {
+            tracing::warn!(error = %e, "out of file descriptors: pausing accepts");
+            server.drop_oldest_login();
+            accept_paused = Some(Instant::now() + ACCEPT_BACKOFF);
         }
-        if client.read_available().is_err() {
-            closed.push(i);
-            continue;
-        }
-        loop {
-            match client.try_recv::<ManagerRequest>() {
-                Ok(Some(req)) => match state.handle(req) {
-                    Some(reply) => client.feed(&reply)?,
-                    None => {
-                        client.send(&ManagerReply::Done)?;
-                        return Ok(true);
-                    }
-                },
-                Ok(None) => break,
-                Err(Error::Eof) => {
-                    closed.push(i);
-                    break;
+        if accepting && !revents[0].is_empty() {
+            let mut received: Vec<OwnedFd> = Vec::new();
+            match fdpass::recv(listen.as_fd(), &mut [0u8; 1], &mut cmsg, &mut received) {
+                Ok(0) if received.is_empty() => {
+                    // Every local proxy and the manager handle are gone.
+                    return Ok(());
                 }
+                Ok(_) => {
+                    for fd in received {
+                        if set_nonblocking(&fd).is_ok() {
+                            server.add(Conn::new(fd, DEFAULT_MAX_FRAME, None));
+                        }
+                    }
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "closing a manager connection");
-                    closed.push(i);
-                    break;
+                    // A connection lost in transit (out of fds): its client
+                    // sees EOF. Back off so a full fd table does not spin.
+                    tracing::warn!(error = %e, "could not receive a local connection");
+                    server.drop_oldest_login();
+                    accept_paused = Some(Instant::now() + ACCEPT_BACKOFF);
                 }
             }
         }
-        if client.flush().is_err() {
-            closed.push(i);
-        }
     }
-    closed.dedup();
-    for i in closed.into_iter().rev() {
-        clients.swap_remove(i);
-    }
-    Ok(false)
 }

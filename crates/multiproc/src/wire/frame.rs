@@ -1,6 +1,11 @@
 //! Framing: a 4-byte big-endian payload length, a 1-byte count of attached
 //! fds, then the msgpack payload. Lengths are checked against the limit before
 //! any allocation, and a partial frame is "need more", not an error.
+//!
+//! The reader grows its buffer as a frame's bytes arrive (at most doubling
+//! what it holds), never to the announced length up front: a peer that
+//! announces 64 MiB and sends two bytes costs a chunk, not 64 MiB. Buffers
+//! that grew for a large frame are given back once it is consumed.
 
 use std::collections::VecDeque;
 use std::io;
@@ -14,6 +19,10 @@ pub(crate) const HEADER_LEN: usize = 5;
 /// Default largest payload a connection accepts.
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 const READ_CHUNK: usize = 64 << 10;
+/// Buffers larger than this are freed once empty.
+const SHRINK_ABOVE: usize = 1 << 20;
+/// Fds queued ahead of the frames that announce them, at most.
+const MAX_QUEUED_FDS: usize = 4 * MAX_FDS_PER_MESSAGE;
 
 /// Builds a frame header.
 pub(crate) fn header(len: usize, nfds: usize, max: usize) -> Result<[u8; HEADER_LEN]> {
@@ -33,7 +42,6 @@ pub(crate) fn header(len: usize, nfds: usize, max: usize) -> Result<[u8; HEADER_
 }
 
 /// The receiving half of a framed stream: bytes and fds read so far.
-#[derive(Debug)]
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
     start: usize,
@@ -42,6 +50,19 @@ pub(crate) struct FrameReader {
     cmsg: CmsgBuffer,
     max: usize,
     eof: bool,
+    /// Close every fd that arrives (for peers that never send any).
+    refuse_fds: bool,
+}
+
+impl std::fmt::Debug for FrameReader {
+    /// A line, never the buffer: handles that hold a reader print short.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameReader")
+            .field("buffered", &(self.end - self.start))
+            .field("fds", &self.fds.len())
+            .field("eof", &self.eof)
+            .finish()
+    }
 }
 
 /// One decoded frame, borrowed from the reader until the next read.
@@ -52,7 +73,33 @@ pub(crate) struct Frame<'a> {
 
 impl FrameReader {
     pub fn new(max: usize) -> Self {
-        Self { buf: Vec::new(), start: 0, end: 0, fds: VecDeque::new(), cmsg: CmsgBuffer::default(), max, eof: false }
+        Self {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            fds: VecDeque::new(),
+            cmsg: CmsgBuffer::default(),
+            max,
+            eof: false,
+            refuse_fds: false,
+        }
+    }
+
+    /// Closes every fd that arrives from now on: for a peer whose messages
+    /// never carry any, so its fds cannot pile up in this process.
+    pub fn refuse_fds(&mut self) {
+        self.refuse_fds = true;
+        self.fds.clear();
+    }
+
+    /// Bytes of memory the buffer holds.
+    pub fn allocated(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether part of a frame is buffered (bytes that are not a whole frame).
+    pub fn has_partial(&self) -> bool {
+        self.start != self.end && !self.has_frame().unwrap_or(false)
     }
 
     pub fn set_max(&mut self, max: usize) {
@@ -108,6 +155,14 @@ impl FrameReader {
     pub fn read_from(&mut self, sock: BorrowedFd<'_>) -> io::Result<usize> {
         self.make_room();
         let n = fdpass::recv(sock, &mut self.buf[self.end..], &mut self.cmsg, &mut self.fds)?;
+        if self.refuse_fds {
+            self.fds.clear();
+        } else if self.fds.len() > MAX_QUEUED_FDS {
+            // More fds than any run of frames announces: close them rather
+            // than let a peer fill our fd table.
+            self.fds.clear();
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "more file descriptors than frames announce"));
+        }
         if n == 0 {
             self.eof = true;
         }
@@ -125,15 +180,24 @@ impl FrameReader {
         if self.has_frame().unwrap_or(true) { 0 } else { self.end - self.start }
     }
 
-    /// Ensures free space for the rest of the current frame (or a chunk),
-    /// compacting first; never grows past one frame of the checked maximum.
+    /// Ensures free space to read into, compacting first: a chunk, or for a
+    /// large frame as much as is already buffered of it (so the buffer at
+    /// most doubles per read, following the bytes that arrive), never past
+    /// the rest of the current frame.
     fn make_room(&mut self) {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            if self.buf.len() > SHRINK_ABOVE {
+                self.buf = Vec::new();
+            }
         }
-        let frame_total = self.pending().ok().flatten().map_or(0, |(len, _)| HEADER_LEN + len);
-        let need = frame_total.saturating_sub(self.end - self.start).max(READ_CHUNK.min(HEADER_LEN + self.max));
+        let have = self.end - self.start;
+        let chunk = READ_CHUNK.min(HEADER_LEN + self.max);
+        let need = match self.pending().ok().flatten() {
+            Some((len, _)) => (HEADER_LEN + len).saturating_sub(have).min(chunk.max(have)).max(1),
+            None => chunk,
+        };
         if self.buf.len() - self.end >= need {
             return;
         }
@@ -149,11 +213,17 @@ impl FrameReader {
 }
 
 /// Outgoing bytes and fds not yet written.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct FrameWriter {
     buf: Vec<u8>,
     sent: usize,
     fds: Vec<OwnedFd>,
+}
+
+impl std::fmt::Debug for FrameWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameWriter").field("pending", &self.pending_len()).field("fds", &self.fds.len()).finish()
+    }
 }
 
 impl FrameWriter {
@@ -218,6 +288,9 @@ impl FrameWriter {
         if self.sent == self.buf.len() {
             self.buf.clear();
             self.sent = 0;
+            if self.buf.capacity() > SHRINK_ABOVE {
+                self.buf.shrink_to(READ_CHUNK);
+            }
         }
         Ok(())
     }
@@ -256,6 +329,53 @@ mod tests {
         r.read_from(b.as_fd()).expect("read");
         assert!(matches!(r.next_frame(), Err(Error::FrameTooLarge { len: 1025, max: 1024 })));
         assert!(r.buf.len() <= READ_CHUNK, "no allocation for the announced size");
+    }
+
+    #[test]
+    fn announced_but_unsent_bytes_are_not_allocated() {
+        let (mut a, b) = pair();
+        let mut r = FrameReader::new(64 << 20);
+        a.write_all(&[4, 0, 0, 0, 0, 1, 2]).expect("write");
+        r.read_from(b.as_fd()).expect("read");
+        assert!(r.next_frame().expect("need more").is_none());
+        assert!(r.allocated() <= READ_CHUNK, "the buffer follows the bytes, not the announced 64 MiB");
+        assert!(r.has_partial());
+        // Feed the rest in pieces: the buffer grows by at most doubling.
+        let mut sent = 2usize;
+        let total = 64 << 20;
+        let piece = vec![7u8; 32 << 10];
+        while sent < total {
+            let n = piece.len().min(total - sent);
+            a.write_all(&piece[..n]).expect("write");
+            let mut got = 0;
+            while got < n {
+                got += r.read_from(b.as_fd()).expect("read");
+            }
+            sent += n;
+            assert!(r.allocated() <= 2 * (HEADER_LEN + sent) + READ_CHUNK, "buffer {} for {sent} bytes", r.allocated());
+        }
+        assert_eq!(r.next_frame().expect("ok").expect("whole").payload.len(), total);
+        a.write_all(&[0, 0, 0, 1, 0, 9]).expect("write");
+        r.read_from(b.as_fd()).expect("read");
+        assert!(r.allocated() <= READ_CHUNK, "the large buffer is given back");
+        assert_eq!(r.next_frame().expect("ok").expect("small").payload, &[9]);
+    }
+
+    #[test]
+    fn debug_is_a_line_not_the_buffer() {
+        let (mut a, b) = pair();
+        let mut r = FrameReader::new(1 << 20);
+        a.write_all(&[0, 1, 0, 0, 0]).expect("write");
+        a.write_all(&[7; 4096]).expect("write");
+        r.read_from(b.as_fd()).expect("read");
+        let mut w = FrameWriter::default();
+        w.push(1 << 20, |buf| {
+            buf.extend_from_slice(&[1; 4096]);
+            Ok(Vec::new())
+        })
+        .expect("push");
+        assert!(format!("{r:?}").len() < 80, "{r:?}");
+        assert!(format!("{w:?}").len() < 80, "{w:?}");
     }
 
     #[test]

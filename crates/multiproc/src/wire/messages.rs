@@ -181,62 +181,6 @@ pub enum FromChild {
     Recycle,
 }
 
-/// Kinds of object a manager hosts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ObjectKind {
-    Dict,
-    List,
-    Namespace,
-}
-
-/// Proxy → manager. Keys and values are msgpack bytes of the proxy's types.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum ManagerRequest {
-    /// Host a new object, filled with `items` (pairs for a dict, one value
-    /// each for a list); with a `name`, return the object of that name if it
-    /// exists (how peers on other hosts find shared objects).
-    Create {
-        kind: ObjectKind,
-        items: Vec<(ByteBuf, ByteBuf)>,
-        name: Option<String>,
-    },
-    Call {
-        id: u64,
-        op: ObjectOp,
-    },
-    Shutdown,
-}
-
-/// One operation on a hosted object; Python's method names where they exist.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum ObjectOp {
-    Get(ByteBuf),
-    Set(ByteBuf, ByteBuf),
-    Delete(ByteBuf),
-    Contains(ByteBuf),
-    Len,
-    Items,
-    Clear,
-    Index(i64),
-    SetIndex(i64, ByteBuf),
-    Append(ByteBuf),
-    Extend(Vec<ByteBuf>),
-    Insert(i64, ByteBuf),
-    Pop(Option<i64>),
-    Reverse,
-}
-
-/// The mutual challenge on a manager's TCP connections (HMAC-SHA256 of the
-/// other side's nonce under the shared authkey), as Python's
-/// `deliver_challenge`/`answer_challenge` but both ways in one exchange.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum AuthMessage {
-    Challenge { protocol: u32, nonce: ByteBuf },
-    Answer { digest: ByteBuf, nonce: ByteBuf },
-    Welcome { digest: ByteBuf },
-    Refused,
-}
-
 /// A `SharedMemory` handle on the wire: its name, size and the segment's fd.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ShmHandle {
@@ -259,19 +203,6 @@ pub enum TrackerMessage {
     /// Answer with `Hello { pid: <tracker> }` once every message and every
     /// closed connection it has seen so far is processed.
     Sync,
-}
-
-/// Manager → proxy.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum ManagerReply {
-    Created(u64),
-    Value(Option<ByteBuf>),
-    Items(Vec<(ByteBuf, ByteBuf)>),
-    Len(u64),
-    Bool(bool),
-    Done,
-    /// Python would raise here (`IndexError`, a wrong object kind).
-    Error(String),
 }
 
 #[cfg(test)]

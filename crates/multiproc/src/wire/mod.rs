@@ -7,10 +7,12 @@
 mod channel;
 pub mod fds;
 mod frame;
+mod manager;
 mod messages;
 
 pub(crate) use channel::{BlockingChannel, Channel};
 pub(crate) use frame::{DEFAULT_MAX_FRAME, FrameReader, FrameWriter, HEADER_LEN, header};
+pub(crate) use manager::*;
 pub use messages::Failure;
 pub(crate) use messages::*;
 
