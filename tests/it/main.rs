@@ -10,3 +10,4 @@ mod process;
 mod queue;
 mod shared_memory;
 mod sync;
+mod tasks;

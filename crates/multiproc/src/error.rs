@@ -141,6 +141,27 @@ pub enum Error {
     ShmNotFound { name: String },
     #[error(transparent)]
     Io(#[from] io::Error),
+
+    // Issue 14 (the newcomer's path): errors a task returns, misuse outside
+    // a runtime.
+    /// A task returned `Err(e)` with `e` an ordinary `std::error::Error` (not
+    /// a serde type): Python's exception raised in the worker. `message` is
+    /// `e.to_string()`, `sources` the messages of its `source()` chain,
+    /// outermost first; `location` is where the task is defined.
+    #[error("run task `{task}` (defined at {location}): it returned an error: {message}{}", causes(.sources))]
+    TaskFailed { task: String, message: String, sources: Vec<String>, location: String },
+    /// Called outside a tokio runtime: processes, pools and managers are
+    /// driven by one. Call from `#[tokio::main]` (or inside `Runtime::block_on`).
+    #[error(
+        "start {what}: there is no tokio runtime here; call it from async code running on tokio (#[tokio::main], \
+         #[tokio::test] or Runtime::block_on)"
+    )]
+    NoRuntime { what: &'static str },
+}
+
+/// ": caused by: a: b" for a task error's source chain.
+fn causes(sources: &[String]) -> String {
+    sources.iter().map(|s| format!(": {s}")).collect()
 }
 
 impl From<nix::Error> for Error {

@@ -59,7 +59,7 @@ pub use pipe::{Connection, Pipe, PipeBuilder};
 pub use pool::{AsyncResult, Imap, MapCall, MapResult, Pool, PoolBuilder, PoolStats};
 pub use process::{Process, StartMethod, get_start_method, set_start_method};
 pub use queue::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
-pub use registry::{Async, Plain, Target, TaskFn};
+pub use registry::{Async, BoxedErrorResult, DynError, ErrorResult, Plain, Target, TaskFn};
 pub use shared_memory::SharedMemory;
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
@@ -70,7 +70,8 @@ pub use value::{Array, Primitive, SharedString, Value};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::registry::{
-        BoxFuture, Invoke, Outcome, TASKS, TaskEntry, decode_args, encode_result, type_id_of_val,
+        BoxFuture, Encode, EncodeOutput, Invoke, Outcome, TASKS, TaskEntry, TaskSite, decode_args, encode_result,
+        type_id_of_val,
     };
     pub use crate::wire::Failure;
 

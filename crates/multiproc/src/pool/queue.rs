@@ -127,6 +127,12 @@ pub(crate) fn failure_to_error(f: &Failure) -> Error {
         Failure::Decode(reason) => Error::Decode { what: "in the worker", reason: reason.clone() },
         Failure::Encode(reason) => Error::Encode { what: "in the worker", reason: reason.clone() },
         Failure::Unknown { name, reason } => Error::TaskMismatch { name: name.clone(), reason: reason.clone() },
+        Failure::Returned { task, message, sources, location } => Error::TaskFailed {
+            task: task.clone(),
+            message: message.clone(),
+            sources: sources.clone(),
+            location: location.clone(),
+        },
     }
 }
 

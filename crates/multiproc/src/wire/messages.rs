@@ -122,10 +122,24 @@ impl<'de> Deserialize<'de> for Ends {
 /// How one call ended in the worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Failure {
-    Panicked { message: String, location: String },
+    Panicked {
+        message: String,
+        location: String,
+    },
     Decode(String),
     Encode(String),
-    Unknown { name: String, reason: String },
+    Unknown {
+        name: String,
+        reason: String,
+    },
+    /// The task returned `Err` with a `std::error::Error` (issue 14): its
+    /// message, its `source()` chain and where the task is defined.
+    Returned {
+        task: String,
+        message: String,
+        sources: Vec<String>,
+        location: String,
+    },
 }
 
 /// Worker → user process.
