@@ -143,3 +143,40 @@ per_method!(
     serde_errors_keep_their_round_trip,
     a_process_whose_task_fails_exits_1,
 );
+
+/// Python's `Pool(2)` works anywhere; ours needs tokio, and says so instead
+/// of panicking in tokio's reactor.
+#[test]
+fn outside_a_runtime_is_a_typed_error() {
+    use futures::executor::block_on;
+    let no_runtime = |r: multiproc::Result<()>, what: &str| match r {
+        Err(Error::NoRuntime { what: w }) => {
+            assert_eq!(w, what);
+            let shown = Error::NoRuntime { what: w }.to_string();
+            assert!(shown.contains("#[tokio::main]"), "{shown}");
+        }
+        other => panic!("{what}: expected NoRuntime, got {other:?}"),
+    };
+    no_runtime(block_on(Pool::new(1)).map(drop), "a pool");
+    no_runtime(block_on(Process::new(parse, ("1".to_owned(),)).start()), "a process");
+    no_runtime(block_on(multiproc::Manager::start()).map(drop), "a manager");
+}
+
+/// Not annotated: compiles (a closure is a `Fn`), fails at the call with a
+/// message that says what to write.
+fn not_a_task(x: u64) -> u64 {
+    x + 1
+}
+
+#[tokio::test]
+async fn closures_and_plain_fns_say_what_to_write() {
+    let pool = Pool::new(1).await.expect("pool");
+    let factor = 3u64;
+    let closure = pool.apply(move |x: u64| x * factor, (2,)).await;
+    let shown = closure.map_err(|e| e.to_string()).expect_err("a closure is not registered");
+    assert!(shown.contains("a closure cannot run in another process"), "{shown}");
+    assert!(shown.contains("#[multiproc::task]"), "{shown}");
+    let plain = pool.apply(not_a_task, (2,)).await;
+    let shown = plain.map_err(|e| e.to_string()).expect_err("not registered");
+    assert!(shown.contains("tasks::not_a_task`: it is not registered; put #[multiproc::task]"), "{shown}");
+}

@@ -35,9 +35,7 @@ impl std::fmt::Display for ExitStatus {
 #[non_exhaustive]
 pub enum Error {
     /// The function or type passed as a target was never registered.
-    #[error(
-        "run `{name}`: it is not registered; put #[multiproc::task] on the function (or #[multiproc::target] on its `impl Target` block)"
-    )]
+    #[error("{}", unregistered(name))]
     UnregisteredTask { name: &'static str },
     /// The worker has no task by that name and signature.
     #[error("run task `{name}` in the worker: {reason}")]
@@ -157,6 +155,22 @@ pub enum Error {
          #[tokio::test] or Runtime::block_on)"
     )]
     NoRuntime { what: &'static str },
+}
+
+/// What to write instead of passing `name`, which no macro registered.
+fn unregistered(name: &str) -> String {
+    if name.contains("{{closure}}") {
+        format!(
+            "run `{name}`: a closure cannot run in another process (a worker finds code by its registered name); \
+             move its body into a `fn` with #[multiproc::task] and pass what it captured as arguments \
+             (`pool.starmap(scale, xs.map(|x| (x, factor)))` with `#[multiproc::task] fn scale(x: u64, factor: u64) -> u64`)"
+        )
+    } else {
+        format!(
+            "run `{name}`: it is not registered; put #[multiproc::task] on the function (or #[multiproc::target] on \
+             its `impl Target` block)"
+        )
+    }
 }
 
 /// ": caused by: a: b" for a task error's source chain.

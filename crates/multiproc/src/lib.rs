@@ -43,6 +43,7 @@ mod pool;
 mod process;
 mod queue;
 mod registry;
+mod runtime;
 mod shared_memory;
 mod sync;
 mod tree;

@@ -56,6 +56,7 @@ pub struct Manager {
 impl Manager {
     /// Starts the manager's server process (`Manager()`).
     pub async fn start() -> Result<Self> {
+        crate::runtime::require("a manager")?;
         Self::launch(None).await
     }
 
@@ -63,6 +64,7 @@ impl Manager {
     /// picks a free one; see [`address`](Self::address)) who know `authkey`
     /// (`BaseManager(address, authkey).start()`).
     pub async fn serve(address: SocketAddr, authkey: &[u8]) -> Result<Self> {
+        crate::runtime::require("a manager")?;
         if authkey.is_empty() {
             return Err(Error::Authentication("an empty authkey protects nothing".into()));
         }
@@ -77,6 +79,7 @@ impl Manager {
     /// (`BaseManager(address, authkey).connect()`); fails with
     /// `Error::Authentication` when either side does not know the key.
     pub async fn connect(address: SocketAddr, authkey: &[u8]) -> Result<Self> {
+        crate::runtime::require("a manager connection")?;
         let server = Arc::new(Server::new(Route::Tcp { address, authkey: ByteBuf::from(authkey.to_vec()) }));
         server.ensure_connected().await?;
         Ok(Self { server, process: None, address: Some(address) })

@@ -119,27 +119,16 @@ impl<'de> Deserialize<'de> for Ends {
     }
 }
 
-/// How one call ended in the worker.
+/// How one call ended in the worker. `Returned`: the task returned `Err`
+/// with a `std::error::Error` (its message, `source()` chain, and where the
+/// task is defined; issue 14).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Failure {
-    Panicked {
-        message: String,
-        location: String,
-    },
+    Panicked { message: String, location: String },
     Decode(String),
     Encode(String),
-    Unknown {
-        name: String,
-        reason: String,
-    },
-    /// The task returned `Err` with a `std::error::Error` (issue 14): its
-    /// message, its `source()` chain and where the task is defined.
-    Returned {
-        task: String,
-        message: String,
-        sources: Vec<String>,
-        location: String,
-    },
+    Unknown { name: String, reason: String },
+    Returned { task: String, message: String, sources: Vec<String>, location: String },
 }
 
 /// Worker → user process.
