@@ -43,7 +43,11 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     match expand_task(&func) {
         Ok(tokens) => tokens.into(),
-        Err(e) => e.to_compile_error().into(),
+        // Keep the function, so the only errors are the rule's own.
+        Err(e) => {
+            let error = e.to_compile_error();
+            quote!(#func #error).into()
+        }
     }
 }
 

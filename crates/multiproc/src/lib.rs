@@ -1,34 +1,4 @@
-//! Python's `multiprocessing` for async Rust.
-//!
-//! # Theory of operation
-//!
-//! Functions that run in other processes are *registered* with
-//! `#[multiproc::task]`: a child finds them by name, never by address. The
-//! first time a process starts a child, a supervisor thread re-executes the
-//! current binary as a **forkserver**, a single-threaded zygote that forks
-//! every child on request, reaps it, and reports how it ended. A constructor
-//! that runs before `main` recognises the forkserver and worker roles, so
-//! this works under `#[tokio::main]` and in `cargo test` alike.
-//!
-//! Parent and child talk over a Unix socketpair: length-prefixed msgpack
-//! frames, with file descriptors (pipe ends, shared memory) attached out of
-//! band by `SCM_RIGHTS`. Nothing started here outlives the program: children
-//! die with the forkserver, and the forkserver dies with its parent.
-//!
-//! ```no_run
-//! #[multiproc::task]
-//! fn square(x: u64) -> u64 {
-//!     x * x
-//! }
-//!
-//! #[tokio::main]
-//! async fn main() -> multiproc::Result<()> {
-//!     let mut p = multiproc::Process::new(square, (7,)).name("squarer");
-//!     p.start().await?;
-//!     assert_eq!(p.join().await?, 0);
-//!     Ok(())
-//! }
-//! ```
+#![doc = include_str!("../docs/front.md")]
 #![deny(unsafe_code)]
 
 // Lets the crate register its own tasks (the manager's server) with
@@ -37,6 +7,7 @@ extern crate self as multiproc;
 
 mod current;
 mod error;
+pub mod guide;
 mod manager;
 mod pipe;
 mod pool;
@@ -48,6 +19,10 @@ mod shared_memory;
 mod sync;
 mod tree;
 mod value;
+// The wire protocol is internal; `PassFd` is its one public type. Hidden
+// rather than private so the crate's own tests and sibling crates keep
+// their paths.
+#[doc(hidden)]
 pub mod wire;
 
 pub use current::{
@@ -55,7 +30,11 @@ pub use current::{
 };
 pub use error::{Error, ExitStatus, Result};
 pub use manager::{DictProxy, ListProxy, Manager, Namespace};
-pub use multiproc_macros::{target, task};
+/// Registers a `Target` impl (Python's `Process` subclass with `run`); see
+/// [`Process::from_target`].
+pub use multiproc_macros::target;
+/// Registers a function as a task; every rule: [`guide::tasks`].
+pub use multiproc_macros::task;
 pub use pipe::{Connection, Pipe, PipeBuilder};
 pub use pool::{AsyncResult, Imap, MapCall, MapResult, Pool, PoolBuilder, PoolStats};
 pub use process::{Process, StartMethod, get_start_method, set_start_method};
@@ -67,6 +46,7 @@ pub use sync::{
     SemaphoreGuard,
 };
 pub use value::{Array, Primitive, SharedString, Value};
+pub use wire::fds::PassFd;
 
 #[doc(hidden)]
 pub mod __private {
