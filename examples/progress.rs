@@ -29,8 +29,12 @@ fn factor_count(mut n: u64) -> u32 {
     let mut count = 0;
     let mut d = 2;
     while d * d <= n {
-        while n % d == 0 {
-            n /= d;
+        loop {
+            let (quotient, remainder) = (n / d, n % d);
+            if remainder != 0 {
+                break;
+            }
+            n = quotient;
             count += 1;
         }
         d += 1;

@@ -147,14 +147,27 @@ pub enum Error {
     /// `e.to_string()`, `sources` the messages of its `source()` chain,
     /// outermost first; `location` is where the task is defined.
     #[error("run task `{task}` (defined at {location}): it returned an error: {message}{}", causes(.sources))]
-    TaskFailed { task: String, message: String, sources: Vec<String>, location: String },
+    TaskFailed {
+        /// The task's registered name (module path and ident).
+        task: String,
+        /// The error's `Display`.
+        message: String,
+        /// The `Display` of each error in its `source()` chain, outermost
+        /// first (at most 32).
+        sources: Vec<String>,
+        /// `file:line:column` of the task's definition.
+        location: String,
+    },
     /// Called outside a tokio runtime: processes, pools and managers are
     /// driven by one. Call from `#[tokio::main]` (or inside `Runtime::block_on`).
     #[error(
         "start {what}: there is no tokio runtime here; call it from async code running on tokio (#[tokio::main], \
          #[tokio::test] or Runtime::block_on)"
     )]
-    NoRuntime { what: &'static str },
+    NoRuntime {
+        /// What was being started ("a pool").
+        what: &'static str,
+    },
 }
 
 /// What to write instead of passing `name`, which no macro registered.

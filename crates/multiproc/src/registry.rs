@@ -26,6 +26,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 /// How to call a registered item from msgpack arguments.
 #[derive(Debug, Clone, Copy)]
 pub enum Invoke {
+    /// Decodes its arguments, runs the body and encodes the result.
     Sync(fn(&[u8]) -> Outcome),
     /// Decodes its arguments at once and returns the future that runs the body.
     Async(fn(&[u8]) -> BoxFuture<'static, Outcome>),
@@ -34,9 +35,14 @@ pub enum Invoke {
 /// One registered task or target; built by the macros, never by hand.
 #[derive(Debug)]
 pub struct TaskEntry {
+    /// The registered name: module path and ident.
     pub name: &'static str,
+    /// The `TypeId` of the function item (or `Target` type): how the caller
+    /// finds the entry from the value it was given.
     pub key: fn() -> TypeId,
+    /// The Rust signature, compared by the worker with the caller's.
     pub signature: fn() -> &'static str,
+    /// How the worker calls it.
     pub invoke: Invoke,
 }
 
@@ -46,6 +52,7 @@ impl TaskEntry {
     }
 }
 
+/// Every entry the macros registered in this binary (a link-time slice).
 #[linkme::distributed_slice]
 pub static TASKS: [TaskEntry];
 
@@ -237,7 +244,31 @@ impl_task_fn!(A, B, C, D, E, G, H, I);
 /// The twin of a Python `Process` subclass that overrides `run`: a
 /// serializable value whose `run` executes in the child. Register the impl
 /// with `#[multiproc::target]`.
+///
+/// ```no_run
+/// // class Worker(Process):
+/// //     def __init__(self, n): super().__init__(); self.n = n
+/// //     def run(self): print("working on", self.n)
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Worker {
+///     n: u32,
+/// }
+///
+/// #[multiproc::target]
+/// impl multiproc::Target for Worker {
+///     fn run(self) {
+///         println!("working on {}", self.n);
+///     }
+/// }
+///
+/// # async fn demo() -> multiproc::Result<()> {
+/// let mut p = multiproc::Process::from_target(Worker { n: 7 });
+/// p.start().await?;
+/// assert_eq!(p.join().await?, 0);
+/// # Ok(()) }
+/// ```
 pub trait Target: Serialize + DeserializeOwned + Send + 'static {
+    /// The body of the child process (Python's `Process.run`).
     fn run(self);
 }
 
