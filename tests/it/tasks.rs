@@ -179,4 +179,7 @@ async fn closures_and_plain_fns_say_what_to_write() {
     let plain = pool.apply(not_a_task, (2,)).await;
     let shown = plain.map_err(|e| e.to_string()).expect_err("not registered");
     assert!(shown.contains("tasks::not_a_task`: it is not registered; put #[multiproc::task]"), "{shown}");
+    let mut p = Process::new(move || factor, ());
+    let shown = p.start().await.map_err(|e| e.to_string()).expect_err("a closure cannot be a Process target");
+    assert!(shown.contains("a closure cannot run in another process"), "{shown}");
 }
