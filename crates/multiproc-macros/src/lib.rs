@@ -15,12 +15,27 @@ mod rules;
 
 /// Registers a `fn` or `async fn` as a task that worker processes can run.
 ///
-/// Arguments must be owned values that implement `Deserialize`; the result
-/// must be `Serialize + Deserialize`, or `Result<T, E>` where `E` is an
-/// ordinary error (`std::error::Error`, `Box<dyn Error + Send + Sync>`).
-/// What the macro refuses, it refuses at compile time with a message that
-/// says what to write instead. The rules, with examples, are on the
-/// `multiproc::guide::tasks` page.
+/// ```ignore
+/// #[multiproc::task]
+/// fn resize(image: Vec<u8>, width: u32) -> Result<Vec<u8>, std::io::Error> { … }
+///
+/// let thumb = pool.apply(resize, (bytes, 64)).await?;
+/// ```
+///
+/// The rules in short (each with examples on the `multiproc::guide::tasks`
+/// page):
+/// - a free `fn` or `async fn`: no generics, no `impl Trait`, no `self`, no
+///   `unsafe fn`;
+/// - owned arguments that implement `serde::Deserialize` (`String`, not
+///   `&str`; `Vec<T>`, not `&[T]`);
+/// - a result that is `Serialize + Deserialize` (returned exactly), or
+///   `Result<T, E>` with `E: std::error::Error` or a boxed `dyn Error`
+///   (an `Err` arrives as `multiproc::Error::TaskFailed`);
+/// - closures cannot be tasks, and globals set by the parent are not seen
+///   in the worker: pass values as arguments.
+///
+/// What the macro can check, it refuses at compile time with a message that
+/// says what to write instead.
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {
