@@ -15,3 +15,4 @@ mod queue;
 mod shared_memory;
 mod sync;
 mod tree;
+mod tasks;

@@ -11,7 +11,9 @@ mod hosted;
 
 use proc_macro::TokenStream;
 use quote::{format_ident, quote};
-use syn::{FnArg, ItemFn, ItemImpl, ReturnType, Type, parse_macro_input};
+use syn::{FnArg, Item, ItemFn, ItemImpl, ReturnType, Type, parse_macro_input};
+
+mod rules;
 
 mod main_attr;
 
@@ -30,7 +32,27 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Registers a `fn` or `async fn` as a task that worker processes can run.
 ///
-/// Its arguments must implement `Deserialize` and its result `Serialize`.
+/// ```ignore
+/// #[multiproc::task]
+/// fn resize(image: Vec<u8>, width: u32) -> Result<Vec<u8>, std::io::Error> { … }
+///
+/// let thumb = pool.apply(resize, (bytes, 64)).await?;
+/// ```
+///
+/// The rules in short (each with examples on the `multiproc::guide::tasks`
+/// page):
+/// - a free `fn` or `async fn`: no generics, no `impl Trait`, no `self`, no
+///   `unsafe fn`;
+/// - owned arguments that implement `serde::Deserialize` (`String`, not
+///   `&str`; `Vec<T>`, not `&[T]`);
+/// - a result that is `Serialize + Deserialize` (returned exactly), or
+///   `Result<T, E>` with `E: std::error::Error` or a boxed `dyn Error`
+///   (an `Err` arrives as `multiproc::Error::TaskFailed`);
+/// - closures cannot be tasks, and globals set by the parent are not seen
+///   in the worker: pass values as arguments.
+///
+/// What the macro can check, it refuses at compile time with a message that
+/// says what to write instead.
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {
@@ -38,27 +60,38 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
             .to_compile_error()
             .into();
     }
-    let func = parse_macro_input!(item as ItemFn);
+    let func = match syn::parse::<Item>(item) {
+        Ok(Item::Fn(func)) => func,
+        Ok(other) => {
+            return syn::Error::new_spanned(
+                other,
+                "#[multiproc::task] goes on a free `fn` or `async fn` item (for a type with a `run` method, use \
+                 #[multiproc::target] on its `impl multiproc::Target` block)",
+            )
+            .to_compile_error()
+            .into();
+        }
+        Err(e) => return e.to_compile_error().into(),
+    };
     match expand_task(&func) {
         Ok(tokens) => tokens.into(),
-        Err(e) => e.to_compile_error().into(),
+        // Keep the function, so the only errors are the rule's own.
+        Err(e) => {
+            let error = e.to_compile_error();
+            quote!(#func #error).into()
+        }
     }
 }
 
 fn expand_task(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     let sig = &func.sig;
-    if !sig.generics.params.is_empty() {
-        return Err(syn::Error::new_spanned(
-            &sig.generics,
-            "a task cannot be generic: register one non-generic wrapper per type",
-        ));
-    }
+    rules::check_task_signature(sig)?;
     let ident = &sig.ident;
     let mut types: Vec<&Type> = Vec::new();
     for input in &sig.inputs {
         match input {
             FnArg::Typed(pat) => types.push(&pat.ty),
-            FnArg::Receiver(r) => return Err(syn::Error::new_spanned(r, "a task cannot take self")),
+            FnArg::Receiver(r) => return Err(syn::Error::new_spanned(r, "a task cannot take `self`")),
         }
     }
     let vars: Vec<_> = (0..types.len()).map(|i| format_ident!("__arg{}", i)).collect();
@@ -68,14 +101,29 @@ fn expand_task(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     };
     let static_name = format_ident!("__MULTIPROC_TASK_{}", ident.to_string().to_uppercase());
     let p = quote!(::multiproc::__private);
+    // Where the task is defined: the `location` of an error it returns.
+    let site = quote::quote_spanned! {ident.span()=>
+        #p::TaskSite {
+            name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
+            location: ::core::concat!(::core::file!(), ":", ::core::line!(), ":", ::core::column!()),
+        }
+    };
+    // Autoref specialisation picks how the result travels: a serde value
+    // as is, else a `Result` whose error is a `std::error::Error` (or a
+    // boxed one) as `Error::TaskFailed` (see `registry::encode`).
+    let encode_traits = quote! {
+        use #p::EncodeOutput as _;
+        const __SITE: #p::TaskSite = #site;
+    };
     let invoke = if sig.asyncness.is_some() {
         quote! {
             #p::Invoke::Async({
                 fn __call(__args: &[u8]) -> #p::BoxFuture<'static, #p::Outcome> {
+                    #encode_traits
                     let __decoded: ::core::result::Result<(#(#types,)*), #p::Failure> = #p::decode_args(__args);
                     ::std::boxed::Box::pin(async move {
                         let (#(#vars,)*) = __decoded?;
-                        #p::encode_result(&#ident(#(#vars),*).await)
+                        (&&&#p::Encode(&#ident(#(#vars),*).await)).encode(&__SITE)
                     })
                 }
                 __call
@@ -85,8 +133,9 @@ fn expand_task(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
         quote! {
             #p::Invoke::Sync({
                 fn __call(__args: &[u8]) -> #p::Outcome {
+                    #encode_traits
                     let (#(#vars,)*): (#(#types,)*) = #p::decode_args(__args)?;
-                    #p::encode_result(&#ident(#(#vars),*))
+                    (&&&#p::Encode(&#ident(#(#vars),*))).encode(&__SITE)
                 }
                 __call
             })

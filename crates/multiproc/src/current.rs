@@ -19,7 +19,9 @@ pub(crate) fn enter_child(info: ProcessInfo) {
 pub struct CurrentProcess {
     /// `"MainProcess"` in the process that was not started by multiproc.
     pub name: String,
+    /// This process's pid (`os.getpid()`).
     pub pid: u32,
+    /// Whether it was started as a daemon (it may not start children then).
     pub daemon: bool,
     /// Python's `_identity`: `[]` in the main process, `[2]` for its second
     /// child, `[2, 1]` for that child's first child.
@@ -29,18 +31,33 @@ pub struct CurrentProcess {
 /// The process that started this one (`multiprocessing.parent_process()`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParentProcess {
+    /// Its name (`"MainProcess"` for the program's main process).
     pub name: String,
+    /// Its pid (`os.getppid()` in the child).
     pub pid: u32,
 }
 
 /// A running child of this process (`multiprocessing.active_children()`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildProcess {
+    /// The name given with `Process::name` (or the default `Process-N`).
     pub name: String,
+    /// Its pid.
     pub pid: u32,
+    /// Whether it is daemonic.
     pub daemon: bool,
 }
 
+/// This process: its name, pid, daemon flag and identity
+/// (`multiprocessing.current_process()`).
+///
+/// ```no_run
+/// #[multiproc::task]
+/// fn who() -> String {
+///     // print(current_process().name)
+///     multiproc::current_process().name
+/// }
+/// ```
 pub fn current_process() -> CurrentProcess {
     match ME.get() {
         Some(info) => CurrentProcess {

@@ -6,7 +6,9 @@ use std::io;
 /// into a number: the exit code, or `-N` when signal `N` killed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExitStatus {
+    /// It exited with this code (`exit(code)`, or returning from `main`).
     Code(i32),
+    /// This signal killed it (9 for SIGKILL, 15 for SIGTERM, …).
     Signal(i32),
 }
 
@@ -35,44 +37,85 @@ impl std::fmt::Display for ExitStatus {
 #[non_exhaustive]
 pub enum Error {
     /// The function or type passed as a target was never registered.
-    #[error(
-        "run `{name}`: it is not registered; put #[multiproc::task] on the function (or #[multiproc::target] on its `impl Target` block)"
-    )]
-    UnregisteredTask { name: &'static str },
+    #[error("{}", unregistered(name))]
+    UnregisteredTask {
+        /// The Rust type name of what was passed (a closure's ends in
+        /// `{{closure}}`).
+        name: &'static str,
+    },
     /// The worker has no task by that name and signature.
     #[error("run task `{name}` in the worker: {reason}")]
-    TaskMismatch { name: String, reason: String },
+    TaskMismatch {
+        /// The task's registered name.
+        name: String,
+        /// Why the worker refused it.
+        reason: String,
+    },
     /// A peer speaks another protocol version or runs another build.
     #[error("handshake with a peer: {0}")]
     Handshake(String),
+    /// `start` called twice on one `Process` (Python: "cannot start a process twice").
     #[error("start a process that was already started")]
     AlreadyStarted,
+    /// `join`, `terminate`, … on a `Process` before `start`.
     #[error("use a process that has not been started")]
     NotStarted,
+    /// `Process::close` while the child still runs.
     #[error("close a process that is still running")]
     StillRunning,
+    /// A daemonic process tried to start a child (Python forbids it too).
     #[error("start a child from a daemonic process: daemonic processes are not allowed to have children")]
     DaemonicChildren,
     /// The forkserver died; the processes it had started died with it.
     #[error("follow process {pid}: the forkserver died and took it down; the next start restarts the forkserver")]
-    ForkserverLost { pid: u32 },
+    ForkserverLost {
+        /// The process that died with the forkserver.
+        pid: u32,
+    },
     /// A worker died while it held work.
     #[error("finish the task: worker {pid} died ({status})")]
-    WorkerLost { pid: u32, status: ExitStatus },
+    WorkerLost {
+        /// The worker's pid.
+        pid: u32,
+        /// How it ended (`Signal(9)` for SIGKILL, `Signal(6)` for `abort`).
+        status: ExitStatus,
+    },
     /// A task panicked; its message and source location.
     #[error("run the task: it panicked at {location}: {message}")]
-    TaskPanicked { message: String, location: String },
+    TaskPanicked {
+        /// The panic's message.
+        message: String,
+        /// `file:line:column` of the panic.
+        location: String,
+    },
+    /// A deadline passed: `get_timeout`, `join_timeout`, a pool's
+    /// `task_timeout` (Python's `TimeoutError`).
     #[error("wait: the operation timed out")]
     Timeout,
     /// A value could not be encoded for another process.
     #[error("encode {what}: {reason}")]
-    Encode { what: &'static str, reason: String },
+    Encode {
+        /// What was being encoded ("the task's arguments").
+        what: &'static str,
+        /// The encoder's message.
+        reason: String,
+    },
     /// Bytes from another process could not be decoded.
     #[error("decode {what}: {reason}")]
-    Decode { what: &'static str, reason: String },
+    Decode {
+        /// What was being decoded.
+        what: &'static str,
+        /// The decoder's message.
+        reason: String,
+    },
     /// A frame announced more bytes than the connection allows.
     #[error("receive a frame of {len} bytes: the limit is {max}")]
-    FrameTooLarge { len: usize, max: usize },
+    FrameTooLarge {
+        /// The announced length.
+        len: usize,
+        /// The connection's limit.
+        max: usize,
+    },
     /// The peer broke the framing rules; the connection is closed.
     #[error("read a frame: {0}")]
     Malformed(String),
@@ -107,17 +150,32 @@ pub enum Error {
     #[error(
         "put an item of {len} bytes: the queue holds items of at most {max} bytes (see Queue::builder().capacity_bytes)"
     )]
-    ItemTooLarge { len: usize, max: usize },
+    ItemTooLarge {
+        /// The encoded item's length.
+        len: usize,
+        /// The largest item the queue holds.
+        max: usize,
+    },
     /// `JoinableQueue.task_done` called more often than items were put.
     #[error("mark a task done: task_done() called too many times")]
     TaskDoneTooManyTimes,
     /// A byte range outside its buffer (`send_bytes(buf, offset, size)`).
     #[error("send bytes {offset}..{offset}+{size} of a {len}-byte buffer: out of range")]
-    BadRange { offset: usize, size: usize, len: usize },
+    BadRange {
+        /// The requested start.
+        offset: usize,
+        /// The requested length.
+        size: usize,
+        /// The buffer's length.
+        len: usize,
+    },
     /// The previous holder of a lock died holding it; the data it guards may
     /// be half-updated. The lock is free again: repair, then acquire.
     #[error("acquire the lock: its holder (pid {pid}) died holding it")]
-    OwnerDied { pid: u32 },
+    OwnerDied {
+        /// The dead holder's pid.
+        pid: u32,
+    },
     /// An `RLock` released by a thread, task or process that does not own it.
     #[error("release the lock: it is not owned by the caller")]
     NotOwner,
@@ -129,16 +187,26 @@ pub enum Error {
     BrokenBarrier,
     /// More simultaneous waiters than a condition has slots for.
     #[error("wait on the condition: more than {max} waiters at once")]
-    TooManyWaiters { max: usize },
+    TooManyWaiters {
+        /// The number of slots.
+        max: usize,
+    },
     /// An argument outside what the call accepts.
     #[error("accept the argument: {0}")]
     InvalidArgument(String),
     /// A shared memory segment of that name already exists.
     #[error("create shared memory {name:?}: the name is taken")]
-    ShmExists { name: String },
+    ShmExists {
+        /// The segment's name.
+        name: String,
+    },
     /// No shared memory segment of that name (or it was unlinked already).
     #[error("open shared memory {name:?}: no such segment")]
-    ShmNotFound { name: String },
+    ShmNotFound {
+        /// The segment's name.
+        name: String,
+    },
+    /// An operating-system call failed.
     #[error(transparent)]
     Io(#[from] io::Error),
     // --- issue 8 (crash-proof shared state) ---
@@ -175,6 +243,56 @@ pub enum Error {
     /// A named manager object exists with another type.
     #[error("open the manager object {name:?}: it is a {found}, not a {wanted}")]
     WrongKind { name: String, found: String, wanted: String },
+
+    // Issue 14 (the newcomer's path): errors a task returns, misuse outside
+    // a runtime.
+    /// A task returned `Err(e)` with `e` an ordinary `std::error::Error` (not
+    /// a serde type): Python's exception raised in the worker. `message` is
+    /// `e.to_string()`, `sources` the messages of its `source()` chain,
+    /// outermost first; `location` is where the task is defined.
+    #[error("run task `{task}` (defined at {location}): it returned an error: {message}{}", causes(.sources))]
+    TaskFailed {
+        /// The task's registered name (module path and ident).
+        task: String,
+        /// The error's `Display`.
+        message: String,
+        /// The `Display` of each error in its `source()` chain, outermost
+        /// first (at most 32).
+        sources: Vec<String>,
+        /// `file:line:column` of the task's definition.
+        location: String,
+    },
+    /// Called outside a tokio runtime: processes, pools and managers are
+    /// driven by one. Call from `#[tokio::main]` (or inside `Runtime::block_on`).
+    #[error(
+        "start {what}: there is no tokio runtime here; call it from async code running on tokio (#[tokio::main], \
+         #[tokio::test] or Runtime::block_on)"
+    )]
+    NoRuntime {
+        /// What was being started ("a pool").
+        what: &'static str,
+    },
+}
+
+/// What to write instead of passing `name`, which no macro registered.
+fn unregistered(name: &str) -> String {
+    if name.contains("{{closure}}") {
+        format!(
+            "run `{name}`: a closure cannot run in another process (a worker finds code by its registered name); \
+             move its body into a `fn` with #[multiproc::task] and pass what it captured as arguments \
+             (`pool.starmap(scale, xs.map(|x| (x, factor)))` with `#[multiproc::task] fn scale(x: u64, factor: u64) -> u64`)"
+        )
+    } else {
+        format!(
+            "run `{name}`: it is not registered; put #[multiproc::task] on the function (or #[multiproc::target] on \
+             its `impl Target` block)"
+        )
+    }
+}
+
+/// ": caused by: a: b" for a task error's source chain.
+fn causes(sources: &[String]) -> String {
+    sources.iter().map(|s| format!(": {s}")).collect()
 }
 
 impl From<nix::Error> for Error {

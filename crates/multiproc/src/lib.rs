@@ -1,34 +1,4 @@
-//! Python's `multiprocessing` for async Rust.
-//!
-//! # Theory of operation
-//!
-//! Functions that run in other processes are *registered* with
-//! `#[multiproc::task]`: a child finds them by name, never by address. The
-//! first time a process starts a child, a supervisor thread re-executes the
-//! current binary as a **forkserver**, a single-threaded zygote that forks
-//! every child on request, reaps it, and reports how it ended. A constructor
-//! that runs before `main` recognises the forkserver and worker roles, so
-//! this works under `#[tokio::main]` and in `cargo test` alike.
-//!
-//! Parent and child talk over a Unix socketpair: length-prefixed msgpack
-//! frames, with file descriptors (pipe ends, shared memory) attached out of
-//! band by `SCM_RIGHTS`. Nothing started here outlives the program: children
-//! die with the forkserver, and the forkserver dies with its parent.
-//!
-//! ```no_run
-//! #[multiproc::task]
-//! fn square(x: u64) -> u64 {
-//!     x * x
-//! }
-//!
-//! #[tokio::main]
-//! async fn main() -> multiproc::Result<()> {
-//!     let mut p = multiproc::Process::new(square, (7,)).name("squarer");
-//!     p.start().await?;
-//!     assert_eq!(p.join().await?, 0);
-//!     Ok(())
-//! }
-//! ```
+#![doc = include_str!("../docs/front.md")]
 #![deny(unsafe_code)]
 
 // Lets the crate register its own tasks (the manager's server) with
@@ -38,12 +8,14 @@ extern crate self as multiproc;
 mod current;
 mod error;
 mod fleet;
+pub mod guide;
 mod manager;
 mod pipe;
 mod pool;
 mod process;
 mod queue;
 mod registry;
+mod runtime;
 mod shared_memory;
 mod shutdown;
 mod sync;
@@ -66,7 +38,12 @@ pub use manager::{
     ArrayProxy, BarrierProxy, ConditionProxy, DictProxy, EventProxy, Hosted, HostedObject, HostedProxy, ListProxy,
     LockProxy, Manager, Namespace, QueueProxy, RLockProxy, SemaphoreProxy, ValueProxy,
 };
-pub use multiproc_macros::{hosted, main, target, task};
+pub use multiproc_macros::{hosted, main};
+/// Registers a `Target` impl (Python's `Process` subclass with `run`); see
+/// [`Process::from_target`].
+pub use multiproc_macros::target;
+/// Registers a function as a task; every rule: [`guide::tasks`].
+pub use multiproc_macros::task;
 pub use pipe::{Connection, Pipe, PipeBuilder};
 pub use pool::{
     AsyncResult, FromStream, Imap, MAX_CALL_BYTES, MAX_RESULT_BYTES, MapCall, MapResult, Pool, PoolBuilder, PoolStats,
@@ -74,7 +51,7 @@ pub use pool::{
 };
 pub use process::{GroupSignals, Process, StartMethod, get_start_method, set_start_method};
 pub use queue::{JoinableQueue, Leased, Queue, QueueBuilder, SimpleQueue};
-pub use registry::{Async, Plain, Target, TaskFn};
+pub use registry::{Async, BoxedErrorResult, DynError, ErrorResult, Plain, Target, TaskFn};
 pub use shared_memory::SharedMemory;
 pub use shutdown::{heartbeat, request_recycle, shutdown_on_signals, stop_requested, stopped};
 pub use sync::{
@@ -90,7 +67,8 @@ pub mod __private {
         HOSTED, HostedEntry, decode_args as hosted_decode_args, decode_init, encode_result as hosted_encode_result,
     };
     pub use crate::registry::{
-        BoxFuture, Invoke, Outcome, TASKS, TaskEntry, decode_args, encode_result, type_id_of_val,
+        BoxFuture, Encode, EncodeOutput, Invoke, Outcome, TASKS, TaskEntry, TaskSite, decode_args, encode_result,
+        type_id_of_val,
     };
     pub use crate::wire::Failure;
 

@@ -198,6 +198,7 @@ impl Process {
 
     /// Starts the child and waits until it has accepted its target.
     pub async fn start(&mut self) -> Result<()> {
+        crate::runtime::require("a process")?;
         match self.state {
             State::Idle => {}
             State::Started { .. } => return Err(Error::AlreadyStarted),

@@ -4,7 +4,10 @@
 
 use std::any::TypeId;
 use std::collections::HashMap;
+use std::error::Error as StdError;
 use std::future::Future;
+use std::marker::PhantomData;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::OnceLock;
 
@@ -23,6 +26,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 /// How to call a registered item from msgpack arguments.
 #[derive(Debug, Clone, Copy)]
 pub enum Invoke {
+    /// Decodes its arguments, runs the body and encodes the result.
     Sync(fn(&[u8]) -> Outcome),
     /// Decodes its arguments at once and returns the future that runs the body.
     Async(fn(&[u8]) -> BoxFuture<'static, Outcome>),
@@ -31,9 +35,14 @@ pub enum Invoke {
 /// One registered task or target; built by the macros, never by hand.
 #[derive(Debug)]
 pub struct TaskEntry {
+    /// The registered name: module path and ident.
     pub name: &'static str,
+    /// The `TypeId` of the function item (or `Target` type): how the caller
+    /// finds the entry from the value it was given.
     pub key: fn() -> TypeId,
+    /// The Rust signature, compared by the worker with the caller's.
     pub signature: fn() -> &'static str,
+    /// How the worker calls it.
     pub invoke: Invoke,
 }
 
@@ -43,6 +52,7 @@ impl TaskEntry {
     }
 }
 
+/// Every entry the macros registered in this binary (a link-time slice).
 #[linkme::distributed_slice]
 pub static TASKS: [TaskEntry];
 
@@ -87,10 +97,34 @@ pub(crate) fn resolve(task: &TaskRef) -> std::result::Result<&'static TaskEntry,
 
 /// Implemented by every function a pool or process can run: `fn` items (and,
 /// through the `Async` marker, `async fn` items) whose arguments form the
-/// tuple `Args`. `Marker` only tells the two apart during inference.
+/// tuple `Args`. You never name it: `Marker` only tells the kinds of task
+/// apart during inference.
+///
+/// What the caller receives, [`Output`](Self::Output), depends on what the
+/// task returns:
+///
+/// | the task returns | the caller gets | marker |
+/// | --- | --- | --- |
+/// | `R: Serialize + DeserializeOwned` (including `Result<T, E>` with a serde `E`) | `Ok(R)`, the exact value | [`Plain`] / [`Async`] |
+/// | `Result<T, E>` with `E: std::error::Error` | `Ok(T)`, or `Err(Error::TaskFailed { .. })` | [`ErrorResult`] |
+/// | `Result<T, Box<dyn Error + Send + Sync>>` (or anything that derefs to `dyn Error`, such as `anyhow::Error`) | `Ok(T)`, or `Err(Error::TaskFailed { .. })` | [`BoxedErrorResult`] |
+///
+/// An error type that is both `std::error::Error` and
+/// `Serialize + DeserializeOwned` fits two rows: the call does not compile
+/// ("type annotations needed"). Pick one: drop the serde derives to get
+/// `TaskFailed`, or return `Result<T, String>` (or a serde-only error type)
+/// for the exact round trip.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot run in a worker process with these arguments",
+    label = "not a task for the arguments `{Args}`",
+    note = "a task is a `fn` or `async fn` with #[multiproc::task]; its arguments must be `Deserialize` and owned; \
+            it returns a `Serialize + Deserialize` value, or `Result<T, E>` with `E: std::error::Error` \
+            (see the `multiproc::guide::tasks` page)"
+)]
 pub trait TaskFn<Args, Marker>: Copy + Send + Sync + 'static {
     /// What the caller receives: the function's return value (for an
-    /// `async fn`, what its future resolves to).
+    /// `async fn`, what its future resolves to); for a task returning
+    /// `Result<T, E>` with a non-serde error, `T`.
     type Output: DeserializeOwned + Send + 'static;
 }
 
@@ -100,6 +134,41 @@ pub enum Plain {}
 /// Marker for `async fn` tasks.
 #[derive(Debug)]
 pub enum Async {}
+/// Marker for tasks returning `Result<T, E>` with `E: std::error::Error`
+/// ([`Plain`] or [`Async`] inside): the error arrives as
+/// [`Error::TaskFailed`].
+#[derive(Debug)]
+pub struct ErrorResult<M>(PhantomData<M>, std::convert::Infallible);
+/// Marker for tasks returning `Result<T, E>` where `E` derefs to
+/// `dyn std::error::Error` (`Box<dyn Error + Send + Sync>`, `anyhow::Error`):
+/// the error arrives as [`Error::TaskFailed`].
+#[derive(Debug)]
+pub struct BoxedErrorResult<M>(PhantomData<M>, std::convert::Infallible);
+
+/// The error types a task can return through the `std::error::Error`
+/// path when boxed: `dyn Error` with or without `Send`/`Sync`.
+pub trait DynError {
+    /// `self` as a plain `dyn Error`.
+    fn as_dyn_error(&self) -> &(dyn StdError + 'static);
+}
+
+impl DynError for dyn StdError + 'static {
+    fn as_dyn_error(&self) -> &(dyn StdError + 'static) {
+        self
+    }
+}
+
+impl DynError for dyn StdError + Send + 'static {
+    fn as_dyn_error(&self) -> &(dyn StdError + 'static) {
+        self
+    }
+}
+
+impl DynError for dyn StdError + Send + Sync + 'static {
+    fn as_dyn_error(&self) -> &(dyn StdError + 'static) {
+        self
+    }
+}
 
 macro_rules! impl_task_fn {
     ($($arg:ident),*) => {
@@ -119,6 +188,46 @@ macro_rules! impl_task_fn {
         {
             type Output = Fut::Output;
         }
+
+        impl<F, Ok0, Err0, $($arg,)*> TaskFn<($($arg,)*), ErrorResult<Plain>> for F
+        where
+            F: Fn($($arg),*) -> std::result::Result<Ok0, Err0> + Copy + Send + Sync + 'static,
+            Ok0: Serialize + DeserializeOwned + Send + 'static,
+            Err0: StdError,
+        {
+            type Output = Ok0;
+        }
+
+        impl<F, Fut, Ok0, Err0, $($arg,)*> TaskFn<($($arg,)*), ErrorResult<Async>> for F
+        where
+            F: Fn($($arg),*) -> Fut + Copy + Send + Sync + 'static,
+            Fut: Future<Output = std::result::Result<Ok0, Err0>>,
+            Ok0: Serialize + DeserializeOwned + Send + 'static,
+            Err0: StdError,
+        {
+            type Output = Ok0;
+        }
+
+        impl<F, Ok0, Err0, $($arg,)*> TaskFn<($($arg,)*), BoxedErrorResult<Plain>> for F
+        where
+            F: Fn($($arg),*) -> std::result::Result<Ok0, Err0> + Copy + Send + Sync + 'static,
+            Ok0: Serialize + DeserializeOwned + Send + 'static,
+            Err0: Deref,
+            Err0::Target: DynError,
+        {
+            type Output = Ok0;
+        }
+
+        impl<F, Fut, Ok0, Err0, $($arg,)*> TaskFn<($($arg,)*), BoxedErrorResult<Async>> for F
+        where
+            F: Fn($($arg),*) -> Fut + Copy + Send + Sync + 'static,
+            Fut: Future<Output = std::result::Result<Ok0, Err0>>,
+            Ok0: Serialize + DeserializeOwned + Send + 'static,
+            Err0: Deref,
+            Err0::Target: DynError,
+        {
+            type Output = Ok0;
+        }
     };
 }
 
@@ -135,7 +244,31 @@ impl_task_fn!(A, B, C, D, E, G, H, I);
 /// The twin of a Python `Process` subclass that overrides `run`: a
 /// serializable value whose `run` executes in the child. Register the impl
 /// with `#[multiproc::target]`.
+///
+/// ```no_run
+/// // class Worker(Process):
+/// //     def __init__(self, n): super().__init__(); self.n = n
+/// //     def run(self): print("working on", self.n)
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Worker {
+///     n: u32,
+/// }
+///
+/// #[multiproc::target]
+/// impl multiproc::Target for Worker {
+///     fn run(self) {
+///         println!("working on {}", self.n);
+///     }
+/// }
+///
+/// # async fn demo() -> multiproc::Result<()> {
+/// let mut p = multiproc::Process::from_target(Worker { n: 7 });
+/// p.start().await?;
+/// assert_eq!(p.join().await?, 0);
+/// # Ok(()) }
+/// ```
 pub trait Target: Serialize + DeserializeOwned + Send + 'static {
+    /// The body of the child process (Python's `Process.run`).
     fn run(self);
 }
 
@@ -147,6 +280,82 @@ pub fn decode_args<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, 
 /// Used by the macros: encodes a task's result.
 pub fn encode_result<T: Serialize>(value: &T) -> Outcome {
     rmp_serde::to_vec(value).map_err(|e| Failure::Encode(format!("the task's result: {e}")))
+}
+
+/// Used by the macros: where a task is defined (its registered name and
+/// source location), for the errors it returns.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskSite {
+    /// The registered name (module path and ident).
+    pub name: &'static str,
+    /// `file:line:column` of the task's name.
+    pub location: &'static str,
+}
+
+/// Used by the macros: a task's return value on its way to the encoder
+/// that fits its type (see [`EncodeOutput`]).
+#[derive(Debug)]
+pub struct Encode<'a, R>(pub &'a R);
+
+/// Used by the macros, through autoref specialisation: the impl for
+/// `&&Encode<R>` (a serde value, kept exactly) wins over the one for
+/// `&Encode<Result<T, E>>` (`E: std::error::Error`), which wins over the one
+/// for `Encode<Result<T, E>>` (`E` derefs to `dyn Error`). The caller's
+/// [`TaskFn`] markers make the same choice, so both ends agree.
+pub trait EncodeOutput {
+    /// Encodes the result, or turns its error into a [`Failure`].
+    fn encode(&self, site: &TaskSite) -> Outcome;
+}
+
+impl<R: Serialize + DeserializeOwned> EncodeOutput for &&Encode<'_, R> {
+    fn encode(&self, _site: &TaskSite) -> Outcome {
+        encode_result(self.0)
+    }
+}
+
+impl<T: Serialize, E: StdError> EncodeOutput for &Encode<'_, std::result::Result<T, E>> {
+    fn encode(&self, site: &TaskSite) -> Outcome {
+        match self.0 {
+            Ok(value) => encode_result(value),
+            Err(e) => Err(returned(site, e)),
+        }
+    }
+}
+
+impl<T: Serialize, E> EncodeOutput for Encode<'_, std::result::Result<T, E>>
+where
+    E: Deref,
+    E::Target: DynError,
+{
+    fn encode(&self, site: &TaskSite) -> Outcome {
+        match self.0 {
+            Ok(value) => encode_result(value),
+            Err(e) => Err(returned(site, (**e).as_dyn_error())),
+        }
+    }
+}
+
+/// At most this many causes travel with a returned error (a cycle in a
+/// `source()` chain must not loop forever).
+const MAX_SOURCES: usize = 32;
+
+/// A task's returned error, with its chain of causes, for the caller.
+fn returned(site: &TaskSite, e: &dyn StdError) -> Failure {
+    let mut sources = Vec::new();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        if sources.len() == MAX_SOURCES {
+            break;
+        }
+        sources.push(cause.to_string());
+        next = cause.source();
+    }
+    Failure::Returned {
+        task: site.name.to_owned(),
+        message: e.to_string(),
+        sources,
+        location: site.location.to_owned(),
+    }
 }
 
 /// Used by the macros: the `TypeId` of a function item.

@@ -21,7 +21,9 @@ mod sealed {
 pub trait Primitive: sealed::Sealed + Copy + Send + Sync + std::fmt::Debug + 'static {
     /// Bytes per element (1, 2, 4 or 8).
     const SIZE: usize;
+    /// The value's bits, zero-extended to a `u64` (how it is stored).
     fn to_bits(self) -> u64;
+    /// The value stored as `bits` (the low [`SIZE`](Self::SIZE) bytes).
     fn from_bits(bits: u64) -> Self;
 }
 
@@ -219,10 +221,12 @@ impl<T: Primitive> Array<T> {
         Ok(Self { block, len, lock, _t: PhantomData })
     }
 
+    /// The number of elements (`len(arr)`).
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether it has no elements.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -303,6 +307,7 @@ impl SharedString {
         Ok(s)
     }
 
+    /// The most bytes the string can hold.
     pub fn capacity(&self) -> usize {
         self.capacity
     }

@@ -96,6 +96,7 @@ impl std::fmt::Debug for Manager {
 impl Manager {
     /// Starts the manager's server process (`Manager()`).
     pub async fn start() -> Result<Self> {
+        crate::runtime::require("a manager")?;
         Self::launch(None).await
     }
 
@@ -103,6 +104,7 @@ impl Manager {
     /// picks a free one; see [`address`](Self::address)) who know `authkey`
     /// (`BaseManager(address, authkey).start()`).
     pub async fn serve(address: SocketAddr, authkey: &[u8]) -> Result<Self> {
+        crate::runtime::require("a manager")?;
         if authkey.is_empty() {
             return Err(Error::Authentication("an empty authkey protects nothing".into()));
         }
@@ -118,6 +120,7 @@ impl Manager {
     /// `Error::Authentication` when either side does not know the key, and
     /// `Error::ManagerUnreachable` (naming the address) when nothing answers.
     pub async fn connect(address: SocketAddr, authkey: &[u8]) -> Result<Self> {
+        crate::runtime::require("a manager connection")?;
         let route = Route::Tcp { address, authkey: ByteBuf::from(authkey.to_vec()) };
         let server = Server::intern(Address { manager: auth::random_u64()?, route })?;
         server.ensure_connected().await?;

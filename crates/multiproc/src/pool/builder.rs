@@ -114,6 +114,7 @@ impl PoolBuilder {
     /// Starts the workers and waits until each is ready (its initializer
     /// ran).
     pub async fn build(self) -> Result<Pool> {
+        crate::runtime::require("a pool")?;
         let processes = self.processes.unwrap_or_else(crate::current::cpu_count);
         if processes == 0 {
             return Err(Error::InvalidArgument("Number of processes must be at least 1".into()));

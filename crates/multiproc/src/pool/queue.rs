@@ -168,6 +168,12 @@ pub(crate) fn failure_to_error(f: &Failure) -> Error {
             len: usize::try_from(*len).unwrap_or(usize::MAX),
             max: usize::try_from(*max).unwrap_or(usize::MAX),
         },
+        Failure::Returned { task, message, sources, location } => Error::TaskFailed {
+            task: task.clone(),
+            message: message.clone(),
+            sources: sources.clone(),
+            location: location.clone(),
+        },
     }
 }
 

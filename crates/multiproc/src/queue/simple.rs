@@ -14,10 +14,12 @@ pub struct SimpleQueue<T> {
 }
 
 impl<T> SimpleQueue<T> {
+    /// A new, empty queue (`SimpleQueue()`).
     pub fn new() -> Result<Self> {
         Ok(Self { queue: Queue::new()? })
     }
 
+    /// Whether no item is queued right now (`q.empty()`).
     pub fn empty(&self) -> bool {
         self.queue.empty()
     }
@@ -29,20 +31,24 @@ impl<T> SimpleQueue<T> {
 }
 
 impl<T: Serialize> SimpleQueue<T> {
+    /// Adds an item, waiting for room (`q.put(item)`).
     pub async fn put(&self, item: T) -> Result<()> {
         self.queue.put(item).await
     }
 
+    /// [`put`](Self::put) for sync code.
     pub fn blocking_put(&self, item: T) -> Result<()> {
         self.queue.blocking_put(item)
     }
 }
 
 impl<T: DeserializeOwned> SimpleQueue<T> {
+    /// Takes an item, waiting for one (`q.get()`).
     pub async fn get(&self) -> Result<T> {
         self.queue.get().await
     }
 
+    /// [`get`](Self::get) for sync code.
     pub fn blocking_get(&self) -> Result<T> {
         self.queue.blocking_get()
     }

@@ -125,7 +125,9 @@ impl<'de> Deserialize<'de> for Ends {
     }
 }
 
-/// How one call ended in the worker.
+/// How one call ended in the worker. `Returned`: the task returned `Err`
+/// with a `std::error::Error` (its message, `source()` chain, and where the
+/// task is defined; issue 14).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Failure {
     Panicked {
@@ -143,6 +145,7 @@ pub enum Failure {
         len: u64,
         max: u64,
     },
+    Returned { task: String, message: String, sources: Vec<String>, location: String },
 }
 
 /// Worker → user process.
