@@ -141,6 +141,18 @@ pub enum Error {
     ShmNotFound { name: String },
     #[error(transparent)]
     Io(#[from] io::Error),
+    // Issue 12, the cluster (`multiproc-cluster`): added at the end.
+    /// A cluster task killed its worker on each of its `deliveries`
+    /// deliveries; it was moved to the dead-letter stream.
+    #[error("run the task: it killed its worker on each of {deliveries} deliveries and was dead-lettered")]
+    TaskPoisoned { deliveries: u32 },
+    /// The cluster's Redis could not be reached, or kept failing, until the
+    /// reconnect deadline passed.
+    #[error("reach the cluster's Redis: {0}")]
+    ClusterUnavailable(String),
+    /// No live cluster agent runs this build of the program.
+    #[error("find a cluster agent: {0}")]
+    NoClusterWorkers(String),
 }
 
 impl From<nix::Error> for Error {
