@@ -346,11 +346,8 @@ impl Agent {
             tracing::debug!(id = %d.entry_id, task = %h.msg.name, deliveries = h.deliveries, "chunk lost its worker; handing it back");
             return self.hand_back(&d.entry_id, h.msg, prior).await;
         }
-        let items = d
-            .results
-            .into_iter()
-            .map(|r| r.map(ByteBuf::from).map_err(|e| RemoteError::from_local(&e)))
-            .collect();
+        let items =
+            d.results.into_iter().map(|r| r.map(ByteBuf::from).map_err(|e| RemoteError::from_local(&e))).collect();
         self.reply(&d.entry_id, &h.msg, ReplyMsg { call: h.msg.call, items }, None).await
     }
 

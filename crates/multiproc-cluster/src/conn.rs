@@ -134,10 +134,7 @@ impl Conn {
             self.conn = None;
             let now = Instant::now();
             if now >= give_up {
-                return Err(QueryError::Unreachable(format!(
-                    "no answer for {:.1?} ({e})",
-                    self.deadline
-                )));
+                return Err(QueryError::Unreachable(format!("no answer for {:.1?} ({e})", self.deadline)));
             }
             tracing::debug!(error = %e, "Redis request failed; reconnecting");
             tokio::time::sleep(backoff.min(give_up - now)).await;

@@ -292,7 +292,8 @@ impl Dispatcher {
     /// Before taking a submission: a caller with no live agent of its
     /// build gets an error now rather than a wait with no end.
     async fn require_agents(&mut self) -> Result<(), RemoteError> {
-        let fresh = self.checked.is_some_and(|t| t.elapsed() < LIVENESS_TICK);
+        // A recent count of live agents stands; "none" is always checked again.
+        let fresh = self.live > 0 && self.checked.is_some_and(|t| t.elapsed() < LIVENESS_TICK);
         let live = if fresh { self.live } else { self.count_agents().await.map_err(unavailable)? };
         if live == 0 { Err(no_workers(&self.keys)) } else { Ok(()) }
     }

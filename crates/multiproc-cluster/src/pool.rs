@@ -13,9 +13,9 @@ use tokio::sync::mpsc;
 
 use crate::conn::{self, Conn};
 use crate::dispatch::{self, Chunk, Cmd, Counters, Dispatcher};
+use crate::imap::Imap;
 use crate::keys::{self, Keys};
 use crate::result::{AsyncResult, MapCall, MapResult};
-use crate::imap::Imap;
 use crate::wire::{self, PROTOCOL, TaskMsg};
 
 /// Default: chunks of one caller in Redis at a time.

@@ -55,13 +55,24 @@ pub(crate) struct ReplyMsg {
 /// Why an item has no result, as it crosses hosts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum RemoteError {
-    Panicked { message: String, location: String },
-    Mismatch { name: String, reason: String },
+    Panicked {
+        message: String,
+        location: String,
+    },
+    Mismatch {
+        name: String,
+        reason: String,
+    },
     Decode(String),
     Encode(String),
-    WorkerLost { pid: u32, status: ExitStatus },
+    WorkerLost {
+        pid: u32,
+        status: ExitStatus,
+    },
     Timeout,
-    Poisoned { deliveries: u32 },
+    Poisoned {
+        deliveries: u32,
+    },
     /// Caller side only: Redis is gone past the deadline.
     Unavailable(String),
     /// Caller side only: no live agent of this build.
