@@ -352,7 +352,7 @@ pub(crate) async fn read_replies(mut conn: Conn, key: String, tx: mpsc::Sender<V
         let mut ids = Vec::new();
         for entry in read.keys.into_iter().flat_map(|k| k.ids) {
             last.clone_from(&entry.id);
-            match entry.map.get(FIELD).map(|v| redis::from_redis_value::<Vec<u8>>(v)) {
+            match entry.map.get(FIELD).map(redis::from_redis_value::<Vec<u8>>) {
                 Some(Ok(bytes)) => match wire::decode::<ReplyMsg>("a reply entry", &bytes) {
                     Ok(reply) => batch.push(reply),
                     Err(e) => tracing::warn!(id = %entry.id, error = %e, "dropping a malformed reply entry"),

@@ -103,7 +103,11 @@ impl<T: DeserializeOwned, I: Iterator> Imap<T, I> {
         let spec = match &self.spec {
             Ok(s) => s.clone(),
             Err(_) => {
-                return Err(std::mem::replace(&mut self.spec, Err(Error::PoolTerminated)).err().expect("checked"));
+                // Reported once; a later poll sees the stream as ended.
+                return Err(match std::mem::replace(&mut self.spec, Err(Error::PoolTerminated)) {
+                    Err(e) => e,
+                    Ok(_) => Error::PoolTerminated,
+                });
             }
         };
         let mut chunks = Vec::new();
