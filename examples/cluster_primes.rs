@@ -125,7 +125,9 @@ async fn demo() -> multiproc::Result<()> {
         .arg(&dir)
         .stdout(Stdio::null())
         .spawn()
-        .map_err(|e| std::io::Error::new(e.kind(), format!("start redis-server (apt-get install redis-server): {e}")))?;
+        .map_err(|e| {
+            std::io::Error::new(e.kind(), format!("start redis-server (apt-get install redis-server): {e}"))
+        })?;
     let redis = Stopped(redis);
     // Connecting retries until Redis answers PING (or 10 s pass).
     drop(ClusterPool::builder(&url).reconnect_deadline(Duration::from_secs(10)).connect().await?);

@@ -94,6 +94,10 @@ async fn agent_role() {
 struct Redis {
     dir: PathBuf,
     persist: bool,
+    /// Extra `redis-server` arguments (ACL users).
+    args: Vec<String>,
+    /// What to add to the socket URL (`?user=…&pass=…`).
+    auth: String,
     child: Option<Child>,
 }
 
@@ -101,6 +105,10 @@ impl Redis {
     /// Starts one; with `persist`, every write is fsynced to an AOF first,
     /// so a SIGKILLed server comes back with everything it acknowledged.
     fn start(persist: bool) -> Self {
+        Self::start_with(persist, &[], "")
+    }
+
+    fn start_with(persist: bool, args: &[&str], auth: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "mp-it-redis-{}-{}",
@@ -109,7 +117,8 @@ impl Redis {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the redis dir");
-        let mut r = Self { dir, persist, child: None };
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        let mut r = Self { dir, persist, args, auth: auth.to_owned(), child: None };
         r.spawn();
         r
     }
@@ -119,7 +128,7 @@ impl Redis {
     }
 
     fn url(&self) -> String {
-        format!("redis+unix://{}", self.socket().display())
+        format!("redis+unix://{}{}", self.socket().display(), self.auth)
     }
 
     fn spawn(&mut self) {
@@ -136,6 +145,7 @@ impl Redis {
             .arg("--dir")
             .arg(&self.dir)
             .args(persist)
+            .args(&self.args)
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
             .spawn()
@@ -174,15 +184,16 @@ impl Drop for Redis {
     }
 }
 
-/// One `PING` on a fresh socket connection.
+/// One `PING` on a fresh socket connection: whether the server answers.
 fn ping(socket: &Path) -> bool {
     let Ok(mut s) = UnixStream::connect(socket) else { return false };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
     if s.write_all(b"PING\r\n").is_err() {
         return false;
     }
+    // A server whose default user is off answers NOAUTH: it is up too.
     let mut buf = [0u8; 7];
-    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    s.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || buf.starts_with(b"-NOAUTH"))
 }
 
 /// Polls `cond` every 10 ms; panics with `what` after `limit`.
@@ -458,7 +469,14 @@ async fn redis_killed_and_restarted_mid_run_is_survived() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_an_agent() {
     let redis = Redis::start(false);
-    let pool = pool(&redis).await;
+    // Between the drained agent and the next, no agent is live for a while:
+    // the caller waits (a long lease) rather than failing its calls.
+    let pool = ClusterPool::builder(&redis.url())
+        .prefix(PREFIX)
+        .lease(Duration::from_secs(30))
+        .connect()
+        .await
+        .expect("connect");
     let mut conn = redis.conn().await;
     let tasks = pool.task_stream().to_owned();
 
@@ -684,4 +702,31 @@ async fn results_of_a_caller_that_went_away_expire() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_is_required_and_enough() {
+    // The default user is off: only `agent` with its password gets in.
+    let acl = ["--user", "default", "off", "--user", "agent", "on", ">s3cret", "~*", "&*", "+@all"];
+    let redis = Redis::start_with(false, &acl, "?user=agent&pass=s3cret");
+    let anonymous = format!("redis+unix://{}", redis.socket().display());
+    let r = ClusterPool::builder(&anonymous).reconnect_deadline(Duration::from_millis(300)).connect().await;
+    assert!(matches!(r, Err(Error::ClusterUnavailable(_))), "{r:?}");
+    let wrong = format!("{anonymous}?user=agent&pass=wrong");
+    let r = ClusterPool::builder(&wrong).reconnect_deadline(Duration::from_millis(300)).connect().await;
+    assert!(matches!(r, Err(Error::ClusterUnavailable(_))), "{r:?}");
+
+    let _agent = Agent::start(&redis, &[]);
+    let pool = pool(&redis).await;
+    wait_agents(&pool, 1).await;
+    assert_eq!(pool.apply(square, (9,)).await.expect("apply as the ACL user"), 81);
+}
+
+#[tokio::test]
+async fn a_tls_url_needs_the_tls_feature() {
+    let r = ClusterPool::connect("rediss://user:secret@127.0.0.1:1/").await;
+    match r {
+        Err(Error::InvalidArgument(why)) => assert!(why.contains("tls") && !why.contains("secret"), "{why}"),
+        other => panic!("rediss:// without the tls feature: InvalidArgument, got {other:?}"),
+    }
 }

@@ -434,9 +434,8 @@ impl Agent {
     /// Heartbeat, lease renewal of held entries, and claiming of entries
     /// whose holder stopped renewing.
     async fn tick(&mut self, draining: bool, done: &mpsc::UnboundedSender<Done>) -> Result<()> {
-        if !draining {
-            self.heartbeat().await?;
-        }
+        // A draining agent still beats: its callers wait for what it holds.
+        self.heartbeat().await?;
         if !self.held.is_empty() {
             let mut cmd = redis::cmd("XCLAIM");
             cmd.arg(&self.keys.tasks).arg(GROUP).arg(&self.consumer).arg(0);

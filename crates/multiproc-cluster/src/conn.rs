@@ -16,6 +16,18 @@ const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// Opens a client for `url` (`redis://`, `rediss://` with the `tls`
 /// feature, `redis+unix://`, with `user:password@` for ACL users).
 pub(crate) fn client(url: &str) -> multiproc::Result<Client> {
+    #[cfg(feature = "tls")]
+    {
+        // rustls needs a process-wide crypto provider; keep one the
+        // application installed, else install ring's.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    if url.starts_with("rediss://") && !cfg!(feature = "tls") {
+        return Err(Error::InvalidArgument(format!(
+            "the Redis URL {}: TLS needs multiproc-cluster's `tls` feature",
+            redact(url)
+        )));
+    }
     Client::open(url).map_err(|e| Error::InvalidArgument(format!("the Redis URL {}: {e}", redact(url))))
 }
 

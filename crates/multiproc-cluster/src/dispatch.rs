@@ -92,10 +92,12 @@ pub(crate) struct Dispatcher {
     queued: VecDeque<(u64, Chunk)>,
     flights: HashMap<u64, Flight>,
     subs: HashMap<u64, Sink>,
-    /// When agents were last counted, and last seen alive.
+    /// When agents were last counted, how many were live, and since when
+    /// every count found none (counted from a successful request, so time
+    /// Redis was unreachable does not count as time without agents).
     checked: Option<Instant>,
     live: u64,
-    last_live: Instant,
+    none_since: Option<Instant>,
 }
 
 impl Dispatcher {
@@ -111,7 +113,7 @@ impl Dispatcher {
             subs: HashMap::new(),
             checked: None,
             live: 0,
-            last_live: Instant::now(),
+            none_since: None,
         }
     }
 
@@ -215,6 +217,8 @@ impl Dispatcher {
             let failed = items.iter().filter(|r| r.is_err()).count() as u64;
             self.stats.failed.fetch_add(failed, Ordering::Relaxed);
             self.stats.completed.fetch_add(f.len as u64 - failed, Ordering::Relaxed);
+            // Counters first: a caller that sees its result sees them too.
+            self.stats.in_flight.store(self.flights.len() as u64, Ordering::Relaxed);
             let _ = sink.send(Outcome { base: f.base, items });
         }
     }
@@ -260,9 +264,11 @@ impl Dispatcher {
     /// Fails everything queued and in flight.
     async fn fail_all(&mut self, why: &RemoteError) {
         let queued: Vec<_> = self.queued.drain(..).collect();
+        let flights: Vec<Flight> = self.flights.drain().map(|(_, f)| f).collect();
+        self.publish();
         self.fail(queued, why);
         let mut ids = Vec::new();
-        for (_, f) in self.flights.drain() {
+        for f in flights {
             self.stats.failed.fetch_add(f.len as u64, Ordering::Relaxed);
             if let Some(sink) = self.subs.get(&f.sub) {
                 let _ = sink.send(Outcome::failed(f.base, f.len, why));
@@ -284,7 +290,9 @@ impl Dispatcher {
         self.checked = Some(Instant::now());
         self.live = live;
         if live > 0 {
-            self.last_live = Instant::now();
+            self.none_since = None;
+        } else if self.none_since.is_none() {
+            self.none_since = Some(Instant::now());
         }
         Ok(live)
     }
@@ -298,13 +306,14 @@ impl Dispatcher {
         if live == 0 { Err(no_workers(&self.keys)) } else { Ok(()) }
     }
 
-    /// While work is out: fail it once no agent has been alive for a lease.
+    /// While work is out: fail it once every count for a lease found no
+    /// live agent.
     async fn check_agents(&mut self) {
         if self.flights.is_empty() && self.queued.is_empty() {
             return;
         }
         match self.count_agents().await {
-            Ok(0) if self.last_live.elapsed() >= self.lease => {
+            Ok(0) if self.none_since.is_some_and(|t| t.elapsed() >= self.lease) => {
                 let why = no_workers(&self.keys);
                 tracing::warn!(%self.keys.tasks, "no live cluster agent: failing the work in flight");
                 self.fail_all(&why).await;

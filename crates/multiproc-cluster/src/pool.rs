@@ -169,7 +169,7 @@ pub struct ClusterStats {
     /// Chunks waiting here for room in the window.
     pub queued: u64,
     /// Replies dropped because their chunk was already answered (it ran
-    /// twice after a lease expired).
+    /// twice after a lease expired) or cancelled.
     pub duplicates: u64,
 }
 
