@@ -496,7 +496,10 @@ async fn sigterm_drains_an_agent() {
     assert_eq!(agent.wait_exit(Duration::from_secs(20)), Some(0), "a drained agent exits cleanly");
     // No agent runs now: these results were written by the drained one.
     for (x, r) in (0..).zip(held) {
-        assert_eq!(get(r, Duration::from_secs(10)).await.expect("drained task"), x * x);
+        let got = get(r, Duration::from_secs(10)).await;
+        let (len, held) = (xlen(&mut conn, &tasks).await, pending(&mut conn, &tasks).await);
+        let value = got.unwrap_or_else(|e| panic!("drained task {x}: {e} (task stream: {len} entries, {held} held)"));
+        assert_eq!(value, x * x);
     }
     assert_eq!(pool.agents().await.expect("agents"), 0, "a stopped agent leaves the live set");
 

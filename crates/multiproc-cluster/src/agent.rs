@@ -157,7 +157,6 @@ impl Worker {
             permits: Arc::new(Semaphore::new(capacity)),
             max_deliveries: self.max_deliveries,
             lease: self.lease,
-            claim_cursor: "0-0".to_owned(),
         };
         agent.heartbeat().await?;
         tracing::info!(consumer = %agent.consumer, tasks = %agent.keys.tasks, processes, "cluster agent ready");
@@ -195,7 +194,8 @@ struct Held {
 
 /// What the fetcher hands over.
 enum Fetched {
-    Entries(Vec<(StreamId, OwnedSemaphorePermit)>),
+    /// Entries with their delivery counts in Redis.
+    Entries(Vec<(StreamId, u32, OwnedSemaphorePermit)>),
     Failed(Error),
 }
 
@@ -214,7 +214,6 @@ struct Agent {
     permits: Arc<Semaphore>,
     max_deliveries: u32,
     lease: Duration,
-    claim_cursor: String,
 }
 
 impl Agent {
@@ -226,6 +225,7 @@ impl Agent {
             self.keys.clone(),
             self.consumer.clone(),
             Arc::clone(&self.permits),
+            self.lease,
             fetched_tx,
             stop_rx,
         ));
@@ -251,8 +251,8 @@ impl Agent {
                 got = fetched.recv(), if fetching => match got {
                     Some(Fetched::Entries(entries)) => {
                         let mut failed = None;
-                        for (entry, permit) in entries {
-                            if let Err(e) = self.take(entry, 1, permit, draining, &done_tx).await {
+                        for (entry, deliveries, permit) in entries {
+                            if let Err(e) = self.take(entry, deliveries, permit, draining, &done_tx).await {
                                 failed = Some(e);
                                 break;
                             }
@@ -270,7 +270,7 @@ impl Agent {
                     }
                 }
                 _ = beat.tick() => {
-                    if let Err(e) = self.tick(draining, &done_tx).await {
+                    if let Err(e) = self.tick().await {
                         break Err(e);
                     }
                 }
@@ -431,9 +431,8 @@ impl Agent {
         Ok(self.conn.query::<()>(&pipe).await?)
     }
 
-    /// Heartbeat, lease renewal of held entries, and claiming of entries
-    /// whose holder stopped renewing.
-    async fn tick(&mut self, draining: bool, done: &mpsc::UnboundedSender<Done>) -> Result<()> {
+    /// Heartbeat and lease renewal of held entries.
+    async fn tick(&mut self) -> Result<()> {
         // A draining agent still beats: its callers wait for what it holds.
         self.heartbeat().await?;
         if !self.held.is_empty() {
@@ -444,9 +443,6 @@ impl Agent {
             }
             cmd.arg("JUSTID");
             let _: Vec<String> = self.conn.query(&cmd).await?;
-        }
-        if !draining {
-            self.claim(done).await?;
         }
         Ok(())
     }
@@ -459,46 +455,6 @@ impl Agent {
         let forgotten = now.saturating_sub(10 * self.lease.as_millis() as u64);
         pipe.cmd("ZREMRANGEBYSCORE").arg(&self.keys.agents).arg("-inf").arg(forgotten).ignore();
         Ok(self.conn.query::<()>(&pipe).await?)
-    }
-
-    /// Claims entries idle longer than the lease (their agent is gone).
-    async fn claim(&mut self, done: &mpsc::UnboundedSender<Done>) -> Result<()> {
-        let mut permits = Vec::new();
-        while let Ok(p) = Arc::clone(&self.permits).try_acquire_owned() {
-            permits.push(p);
-        }
-        if permits.is_empty() {
-            return Ok(());
-        }
-        let mut cmd = redis::cmd("XAUTOCLAIM");
-        cmd.arg(&self.keys.tasks)
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg(self.lease.as_millis() as u64)
-            .arg(&self.claim_cursor)
-            .arg("COUNT")
-            .arg(permits.len());
-        let claimed: StreamAutoClaimReply = match self.conn.query(&cmd).await {
-            Ok(c) => c,
-            Err(e) if e.code() == Some("NOGROUP") => return ensure_group(&mut self.conn, &self.keys).await,
-            Err(e) => return Err(e.into()),
-        };
-        self.claim_cursor = claimed.next_stream_id;
-        if claimed.claimed.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for e in &claimed.claimed {
-            pipe.cmd("XPENDING").arg(&self.keys.tasks).arg(GROUP).arg(&e.id).arg(&e.id).arg(1);
-        }
-        let counts: Vec<StreamPendingCountReply> = self.conn.query(&pipe).await?;
-        for (entry, count) in claimed.claimed.into_iter().zip(counts) {
-            let times = count.ids.first().map_or(2, |p| p.times_delivered);
-            tracing::info!(id = %entry.id, deliveries = times, "claimed a task whose lease expired");
-            let Some(permit) = permits.pop() else { break };
-            self.take(entry, u32::try_from(times).unwrap_or(u32::MAX), permit, false, done).await?;
-        }
-        Ok(())
     }
 
     /// Leaves the live set; drops the consumer when it holds nothing.
@@ -539,15 +495,61 @@ fn raw_field(entry: &StreamId) -> Vec<u8> {
     entry.map.get(FIELD).and_then(|v| redis::from_redis_value::<Vec<u8>>(v).ok()).unwrap_or_default()
 }
 
-/// Reads new entries for this consumer while it has capacity.
+/// Claims up to `count` entries idle longer than the lease (their agent
+/// is gone), with their delivery counts.
+async fn claim(
+    conn: &mut Conn,
+    keys: &Keys,
+    consumer: &str,
+    lease: Duration,
+    cursor: &mut String,
+    count: usize,
+) -> std::result::Result<Vec<(StreamId, u32)>, QueryError> {
+    let mut cmd = redis::cmd("XAUTOCLAIM");
+    cmd.arg(&keys.tasks)
+        .arg(GROUP)
+        .arg(consumer)
+        .arg(lease.as_millis() as u64)
+        .arg(cursor.as_str())
+        .arg("COUNT")
+        .arg(count);
+    let claimed: StreamAutoClaimReply = conn.query(&cmd).await?;
+    *cursor = claimed.next_stream_id;
+    if claimed.claimed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for e in &claimed.claimed {
+        pipe.cmd("XPENDING").arg(&keys.tasks).arg(GROUP).arg(&e.id).arg(&e.id).arg(1);
+    }
+    let counts: Vec<StreamPendingCountReply> = conn.query(&pipe).await?;
+    Ok(claimed
+        .claimed
+        .into_iter()
+        .zip(counts)
+        .map(|(entry, count)| {
+            let times = count.ids.first().map_or(2, |p| p.times_delivered);
+            tracing::info!(id = %entry.id, deliveries = times, "claimed a task whose lease expired");
+            (entry, u32::try_from(times).unwrap_or(u32::MAX))
+        })
+        .collect())
+}
+
+/// Takes work for this consumer while it has capacity: every `lease / 3`
+/// entries whose lease expired (`XAUTOCLAIM`), otherwise new entries
+/// (`XREADGROUP >`). One loop holds the capacity permits for both, so
+/// neither can starve the other.
 async fn fetch(
     mut conn: Conn,
     keys: Keys,
     consumer: String,
     permits: Arc<Semaphore>,
+    lease: Duration,
     tx: mpsc::Sender<Fetched>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut cursor = "0-0".to_owned();
+    let mut next_claim = Instant::now() + lease / 3;
     loop {
         if *stop.borrow() {
             break;
@@ -563,20 +565,42 @@ async fn fetch(
         while let Ok(p) = Arc::clone(&permits).try_acquire_owned() {
             held.push(p);
         }
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(GROUP)
-            .arg(&consumer)
-            .arg("COUNT")
-            .arg(held.len())
-            .arg("BLOCK")
-            .arg(READ_BLOCK_MS)
-            .arg("STREAMS")
-            .arg(&keys.tasks)
-            .arg(">");
-        let read: Option<StreamReadReply> = match conn.query(&cmd).await {
-            Ok(r) => r,
-            Err(e) if e.code() == Some("NOGROUP") => {
+        let mut batch = Vec::new();
+        let mut failure = None;
+        if Instant::now() >= next_claim {
+            next_claim = Instant::now() + lease / 3;
+            match claim(&mut conn, &keys, &consumer, lease, &mut cursor, held.len()).await {
+                Ok(entries) => {
+                    batch.extend(entries.into_iter().filter_map(|(e, n)| held.pop().map(|p| (e, n, p))));
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        if failure.is_none() && batch.is_empty() {
+            // Block at most until the next claim is due.
+            let block =
+                next_claim.saturating_duration_since(Instant::now()).as_millis().clamp(1, u128::from(READ_BLOCK_MS));
+            let mut cmd = redis::cmd("XREADGROUP");
+            cmd.arg("GROUP")
+                .arg(GROUP)
+                .arg(&consumer)
+                .arg("COUNT")
+                .arg(held.len())
+                .arg("BLOCK")
+                .arg(block as u64)
+                .arg("STREAMS")
+                .arg(&keys.tasks)
+                .arg(">");
+            match conn.query::<Option<StreamReadReply>>(&cmd).await {
+                Ok(read) => {
+                    let entries = read.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>());
+                    batch.extend(entries.unwrap_or_default().into_iter().filter_map(|e| held.pop().map(|p| (e, 1, p))));
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        match failure {
+            Some(e) if e.code() == Some("NOGROUP") => {
                 // Redis came back without the group (no persistence).
                 tracing::warn!(stream = %keys.tasks, "the consumer group is gone; creating it again");
                 if let Err(e) = ensure_group(&mut conn, &keys).await {
@@ -585,21 +609,13 @@ async fn fetch(
                 }
                 continue;
             }
-            Err(e @ QueryError::Unreachable(_)) => {
+            Some(e) => {
                 let _ = tx.send(Fetched::Failed(e.into())).await;
                 break;
             }
-            Err(e) => {
-                let _ = tx.send(Fetched::Failed(e.into())).await;
-                break;
-            }
-        };
-        let entries: Vec<StreamId> = read.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect()).unwrap_or_default();
-        if entries.is_empty() {
-            continue;
+            None => {}
         }
-        let batch = entries.into_iter().filter_map(|e| held.pop().map(|p| (e, p))).collect();
-        if tx.send(Fetched::Entries(batch)).await.is_err() {
+        if !batch.is_empty() && tx.send(Fetched::Entries(batch)).await.is_err() {
             break;
         }
     }
