@@ -303,6 +303,11 @@ impl Agent {
         done: &mpsc::UnboundedSender<Done>,
     ) -> Result<()> {
         let id = entry.id.clone();
+        if self.held.contains_key(&id) {
+            // Our own entry, claimed back because a renewal came late: the
+            // claim renewed its lease; it is already running here.
+            return Ok(());
+        }
         let msg = match parse(&entry, &self.keys) {
             Ok(msg) => msg,
             Err(why) => {
