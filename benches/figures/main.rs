@@ -6,6 +6,7 @@
 //! prints the ratios.
 //! Each area of the library owns one module and lists its figures there.
 
+mod cluster;
 mod manager;
 mod pipe;
 mod pool;
@@ -33,10 +34,12 @@ fn all() -> Vec<(&'static str, Measure)> {
     v.extend(manager::FIGURES.iter().copied());
     v.extend(sync::FIGURES.iter().copied());
     v.extend(pipe::FIGURES.iter().copied());
+    v.extend(cluster::FIGURES.iter().copied());
     v
 }
 
 fn main() {
+    cluster::agent_role();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let json = args.iter().any(|a| a == "--json");
     let wanted: Vec<&str> = args.iter().filter(|a| !a.starts_with("--")).map(String::as_str).collect();

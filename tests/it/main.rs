@@ -1,6 +1,7 @@
 //! The integration suite: one test binary made of modules, one per area.
 //! Every test runs real processes.
 
+mod cluster;
 mod common;
 mod crash;
 mod faults;

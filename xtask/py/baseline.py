@@ -331,6 +331,26 @@ def manager_proxy_call_us(n=5_000):
         return (time.perf_counter() - t) / n * 1e6
 
 
+# ---- the cluster (issue 12): RQ on Redis is the Python peer; see cluster_peer.py ----
+
+def cluster_peer(name):
+    """Runs xtask/py/cluster_peer.py (its own redis-server and RQ workers)."""
+    import subprocess
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'cluster_peer.py')
+    out = subprocess.run([sys.executable, script, name], check=True, capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+@figure('us', 'lower')
+def cluster_apply_roundtrip_us():
+    return cluster_peer('cluster_apply_roundtrip_us')
+
+
+@figure('task/s', 'higher')
+def cluster_map_tasks_per_s():
+    return cluster_peer('cluster_map_tasks_per_s')
+
+
 def main(argv):
     flags = {a for a in argv if a.startswith('--')}
     if flags - {'--json', '--list'}:

@@ -46,6 +46,7 @@
 mod builder;
 mod imap;
 mod queue;
+mod raw;
 mod result;
 mod slot;
 pub(crate) mod worker;

@@ -1,0 +1,82 @@
+//! A door for `multiproc-cluster`'s agent (doc-hidden, not a public API):
+//! run a task named by its registered name on this pool, with its argument
+//! tuples already encoded as msgpack, and get each item's encoded result or
+//! typed error back. The agent never knows the task's Rust types.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::Pool;
+use super::queue::{ChunkDone, Delivery, Job, failure_to_error};
+use crate::error::{Error, Result};
+use crate::wire::TaskRef;
+
+impl Pool {
+    /// Runs task `name` (whose signature fingerprint must be `signature`) once
+    /// per argument tuple, as one chunk: tuple `i` is `args[ends[i-1]..ends[i]]`.
+    /// Returns one entry per tuple: the msgpack result, or why it has none
+    /// (`WorkerLost` for every item when the worker died mid-chunk).
+    #[doc(hidden)]
+    pub async fn __run_raw(
+        &self,
+        name: &str,
+        signature: &str,
+        args: Vec<u8>,
+        ends: Vec<u32>,
+        timeout: Option<Duration>,
+    ) -> Vec<Result<Vec<u8>>> {
+        let len = ends.len();
+        if ends.windows(2).any(|w| w[0] > w[1]) || ends.last().is_some_and(|&e| e as usize > args.len()) {
+            let why = "the item boundaries do not fit the arguments";
+            return (0..len).map(|_| Err(Error::Decode { what: "a raw call", reason: why.into() })).collect();
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = Arc::new(TaskRef { name: name.to_owned(), signature: signature.to_owned() });
+        let shared = &self.shared;
+        let job = Job {
+            batch: shared.next_batch(),
+            base: 0,
+            task,
+            args,
+            ends,
+            fds: Vec::new(),
+            timeout: timeout.or(shared.config.task_timeout),
+            attempts: 0,
+            sink: tx,
+        };
+        if let Err(e) = shared.submit(std::iter::once(job)) {
+            let why = e.to_string();
+            return (0..len).map(|_| Err(Error::PoolWorkerStart(why.clone()))).collect();
+        }
+        match rx.recv().await {
+            Some(d) => split(d, len),
+            None => (0..len).map(|_| Err(Error::PoolTerminated)).collect(),
+        }
+    }
+}
+
+/// One delivery as per-item raw results.
+fn split(d: Delivery, len: usize) -> Vec<Result<Vec<u8>>> {
+    match d.outcome {
+        Err(e) => (0..len).map(|_| Err(e.to_error())).collect(),
+        // Results carry no fds here: a cluster task's values are data only,
+        // and any fd that came along closes with `fds`.
+        Ok(ChunkDone { data, ends, failures, fds: _ }) => {
+            let mut failures = failures.into_iter().peekable();
+            let mut start = 0usize;
+            (0..len)
+                .map(|i| {
+                    let end = ends.get(i).map_or(start, |&e| e as usize).clamp(start, data.len());
+                    let bytes = data.get(start..end).unwrap_or_default();
+                    start = end;
+                    match failures.next_if(|(at, _)| *at as usize == i) {
+                        Some((_, f)) => Err(failure_to_error(&f)),
+                        None => Ok(bytes.to_vec()),
+                    }
+                })
+                .collect()
+        }
+    }
+}
