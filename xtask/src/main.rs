@@ -5,12 +5,14 @@
 //! - `cargo xtask e2e [NAME…]`: every example and fault scenario, checked for
 //!   output, exit status, hangs, leftover processes, leaked fds and new
 //!   `/dev/shm` entries.
-//! - `cargo xtask bench [--json] [NAME…]`: the benchmark figures beside
-//!   CPython's, measured in the same run, and the OS floor.
+//! - `cargo xtask bench [--json] [--runs N] [--compare BASE.json] [--svg FILE]
+//!   [NAME…]`: the benchmark figures beside CPython's and the OS floor, all
+//!   measured in the same run, as medians and ranges of several runs.
 //!
 //! See `xtask/README.md`.
 
 mod bench;
+mod chart;
 mod ci;
 mod e2e;
 mod json;
@@ -21,7 +23,8 @@ mod tidy;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-const USAGE: &str = "usage: cargo xtask ci | e2e [NAME…] | bench [--json] [NAME…]";
+const USAGE: &str =
+    "usage: cargo xtask ci | e2e [NAME…] | bench [--json] [--runs N] [--compare BASE.json] [--svg FILE] [NAME…]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
