@@ -11,7 +11,8 @@ pub const FIGURES: &[(&str, Measure)] = &[
     ("pipe_msgs_per_s", || Box::pin(pipe_msgs(300_000, true))),
     ("pipe_send_msgs_per_s", || Box::pin(pipe_msgs(300_000, false))),
     ("pipe_1mib_gib_per_s", || Box::pin(pipe_1mib(500))),
-    ("pipe_roundtrip_us", || Box::pin(pipe_roundtrip(20_000))),
+    ("pipe_roundtrip_us", || Box::pin(pipe_roundtrip(20_000, false))),
+    ("pipe_roundtrip_shm_us", || Box::pin(pipe_roundtrip(20_000, true))),
     ("queue_msgs_per_s", || Box::pin(queue_msgs(300_000))),
     ("joinable_queue_msgs_per_s", || Box::pin(joinable_queue_msgs(200_000))),
 ];
@@ -91,9 +92,11 @@ async fn pipe_1mib(n: u32) -> Figure {
 /// `conn.send(i); conn.recv()` to an echoing child, from a spawned task:
 /// where async code runs in a tokio program. (The main future of a
 /// multi-thread runtime's `block_on` does not poll the reactor itself, so
-/// each of its waits costs one more thread wake-up.)
-async fn pipe_roundtrip(n: u64) -> Figure {
-    let (a, mut b) = Pipe::new().expect("pipe");
+/// each of its waits costs one more thread wake-up.) `shm`: the pipe
+/// carries its bytes through shared memory (`pipe_roundtrip_shm_us`; its
+/// CPython twin is CPython's only pipe, the socket one).
+async fn pipe_roundtrip(n: u64, shm: bool) -> Figure {
+    let (a, mut b) = Pipe::builder().shared_memory(shm).build().expect("pipe");
     let p = started(echo, (a,)).await;
     let dt = tokio::spawn(async move {
         b.send(&Some(0u64)).await.expect("send");

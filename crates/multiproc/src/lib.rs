@@ -44,6 +44,7 @@ mod process;
 mod queue;
 mod registry;
 mod shared_memory;
+mod shmcall;
 mod sync;
 mod tree;
 mod value;
