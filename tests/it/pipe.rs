@@ -146,6 +146,9 @@ mod shm_path {
         // (Every child should still be waiting; in the whole suite another
         // test's fault injection has been seen to end some, which stops
         // their clocks and cannot hide a spinner among the others.)
+        for p in procs.iter().filter(|p| !p.is_alive()) {
+            eprintln!("child {:?} stopped waiting early: exit code {:?}", p.pid(), p.exitcode());
+        }
         let alive = procs.iter().filter(|p| p.is_alive()).count();
         assert!(alive >= procs.len() / 2, "only {alive} of {} children still waiting", procs.len());
         for p in &procs {
