@@ -242,6 +242,12 @@ def pipe_roundtrip_us(n=20_000):
     return dt / n * 1e6
 
 
+@figure('us', 'lower')
+def pipe_roundtrip_shm_us(n=20_000):
+    """CPython has no shared-memory Pipe: its twin is its only one."""
+    return pipe_roundtrip_us(n)
+
+
 @figure('msg/s', 'higher')
 def queue_msgs_per_s(n=300_000):
     q = mp.Queue()

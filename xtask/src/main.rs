@@ -6,8 +6,9 @@
 //! - `cargo xtask e2e [NAME…]`: every example and fault scenario, checked for
 //!   output, exit status, hangs, leftover processes, leaked fds and new
 //!   `/dev/shm` entries.
-//! - `cargo xtask bench [--json] [NAME…]`: the benchmark figures beside
-//!   CPython's, measured in the same run, and the OS floor.
+//! - `cargo xtask bench [--json] [--runs N] [--compare BASE.json] [--svg FILE]
+//!   [NAME…]`: the benchmark figures beside CPython's and the OS floor, all
+//!   measured in the same run, as medians and ranges of several runs.
 //! - `cargo xtask chaos [SCENARIO…] [--kills N]`: processes SIGKILLed at
 //!   random moments while they use shared state; one JSON line per scenario.
 //!
@@ -15,6 +16,7 @@
 
 mod bench;
 mod chaos;
+mod chart;
 mod ci;
 mod e2e;
 mod json;
@@ -25,7 +27,7 @@ mod tidy;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-const USAGE: &str = "usage: cargo xtask ci [--repeat N] | e2e [NAME…] | bench [--json] [NAME…] | chaos [SCENARIO…] [--kills N]";
+const USAGE: &str = "usage: cargo xtask ci [--repeat N] | e2e [NAME…] | bench [--json] [--runs N] [--compare BASE.json] [--svg FILE] [NAME…] | chaos [SCENARIO…] [--kills N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -12,3 +12,4 @@ pub mod pidlock;
 pub mod process;
 pub mod ring;
 pub mod shm;
+pub mod shmring;

@@ -17,6 +17,7 @@ mod queue;
 mod registry;
 mod runtime;
 mod shared_memory;
+mod shmcall;
 mod shutdown;
 mod sync;
 mod tree;

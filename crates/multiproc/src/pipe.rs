@@ -22,6 +22,7 @@ use tokio::io::Interest;
 use tokio::net::UnixStream;
 
 use crate::error::{Error, Result};
+use crate::shmcall::{self, Link, Parts, Want, Woke};
 use crate::wire::fds::{self, PassFd};
 use crate::wire::{DEFAULT_MAX_FRAME, FrameReader, FrameWriter, HEADER_LEN, header};
 
@@ -52,7 +53,7 @@ impl Pipe {
     }
 
     pub fn builder() -> PipeBuilder {
-        PipeBuilder { duplex: true, max_message: DEFAULT_MAX_FRAME }
+        PipeBuilder { duplex: true, max_message: DEFAULT_MAX_FRAME, shared_memory: false }
     }
 }
 
@@ -61,6 +62,7 @@ impl Pipe {
 pub struct PipeBuilder {
     duplex: bool,
     max_message: usize,
+    shared_memory: bool,
 }
 
 impl PipeBuilder {
@@ -78,6 +80,21 @@ impl PipeBuilder {
         self
     }
 
+    /// Carries the messages' bytes through shared memory instead of the
+    /// socket (off by default): a ring each way in one memfd mapping, where
+    /// a waiting end spins briefly while a core is idle before it sleeps, so
+    /// a round trip between two busy processes makes no system call. Both
+    /// ends must live in `multiproc` processes (they map the memory when
+    /// they receive the end). The API is the same: fds still travel, `poll`
+    /// works, and a closed or dead other end reads as [`Error::Eof`] once the
+    /// buffered messages are read. Each end may be used by one process at a
+    /// time (a second concurrent user gets an error, not mixed bytes).
+    /// See `shmcall` in ARCHITECTURE.md for when it spins.
+    pub fn shared_memory(&mut self, on: bool) -> &mut Self {
+        self.shared_memory = on;
+        self
+    }
+
     pub fn build(&self) -> Result<(Connection, Connection)> {
         use nix::sys::socket::{AddressFamily, Shutdown, SockFlag, SockType, shutdown, socketpair};
         if self.max_message > u32::MAX as usize {
@@ -92,6 +109,11 @@ impl PipeBuilder {
             shutdown(b.fd()?.as_raw_fd(), Shutdown::Read)?;
             a.writable = false;
             b.readable = false;
+        }
+        if self.shared_memory {
+            let (la, lb) = Link::pair(shmcall::DEFAULT_CAPACITY)?;
+            a.shm = Some(Box::new(la));
+            b.shm = Some(Box::new(lb));
         }
         Ok((a, b))
     }
@@ -195,7 +217,24 @@ pub struct Connection {
     max: usize,
     readable: bool,
     writable: bool,
+    /// The shared-memory path: bytes go through it, fds and the other end's
+    /// liveness through the socket.
+    shm: Option<Box<Link>>,
+    /// Shared-memory path: the socket may have something (fds, or its end).
+    socket_hint: bool,
+    /// Shared-memory path: the socket reached its end (the other end is
+    /// closed everywhere); what is left in the ring is all there is.
+    peer_gone: bool,
+    /// Shared-memory path: when a send last checked that the other end is
+    /// still there, and whether the last write attempt waits on the socket
+    /// (fds) rather than on room in the ring.
+    peer_checked: Option<Instant>,
+    blocked_on_socket: bool,
 }
+
+/// How often a send on the shared-memory path checks (one `poll(2)`) that
+/// the other end still exists, as a socket's send does on every call.
+const PEER_CHECK: Duration = Duration::from_millis(1);
 
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
@@ -274,6 +313,11 @@ impl Connection {
             max,
             readable: true,
             writable: true,
+            shm: None,
+            socket_hint: false,
+            peer_gone: false,
+            peer_checked: None,
+            blocked_on_socket: false,
         }
     }
 
@@ -292,7 +336,16 @@ impl Connection {
         let mut c = Self::with(fd, self.max);
         c.readable = self.readable;
         c.writable = self.writable;
+        if let Some(link) = &self.shm {
+            c.shm = Some(Box::new(link.try_clone()?));
+        }
         Ok(c)
+    }
+
+    /// Whether this end carries messages through shared memory
+    /// ([`PipeBuilder::shared_memory`]).
+    pub fn is_shared_memory(&self) -> bool {
+        self.shm.is_some()
     }
 
     /// Largest message this end sends or accepts.
@@ -354,6 +407,9 @@ impl Connection {
     /// One write attempt; `Ok(false)` when the socket is full. `via_runtime`:
     /// an async caller, whose `WouldBlock` must clear tokio's readiness.
     fn write_some(&mut self, via_runtime: bool) -> Result<bool> {
+        if self.shm.is_some() {
+            return self.shm_write_some(via_runtime);
+        }
         let Self { io, writer, .. } = self;
         let r = match io.as_ref().ok_or(Error::Closed("connection"))? {
             Io::Registered(s) if via_runtime => s.try_io(Interest::WRITABLE, || writer.write_to(s.as_fd())),
@@ -370,6 +426,9 @@ impl Connection {
     /// One read attempt; `Ok(false)` when nothing was there. `via_runtime`
     /// as for [`write_some`](Self::write_some).
     fn read_some(&mut self, via_runtime: bool) -> Result<bool> {
+        if self.shm.is_some() {
+            return self.shm_read_some(via_runtime);
+        }
         let Self { io, reader, .. } = self;
         let r = match io.as_ref().ok_or(Error::Closed("connection"))? {
             Io::Registered(s) if via_runtime => s.try_io(Interest::READABLE, || reader.read_from(s.as_fd())),
@@ -387,7 +446,7 @@ impl Connection {
     pub async fn flush(&mut self) -> Result<()> {
         while !self.writer.is_empty() {
             if !self.write_some(true)? {
-                ready_async(&mut self.io, true).await?;
+                self.wait_writable().await?;
             }
         }
         Ok(())
@@ -397,7 +456,7 @@ impl Connection {
     pub fn blocking_flush(&mut self) -> Result<()> {
         while !self.writer.is_empty() {
             if !self.write_some(false)? {
-                poll_fd(self.fd()?, true, None)?;
+                self.blocking_wait_writable()?;
             }
         }
         Ok(())
@@ -405,12 +464,23 @@ impl Connection {
 
     /// Whether a whole frame (or the end of the stream) is buffered.
     fn has_frame(&self) -> Result<bool> {
-        Ok(self.reader.has_frame()? || self.reader.is_eof())
+        // (On the shared-memory path a frame's fds come over the socket, on
+        // their own: the frame is whole once they are in too.)
+        Ok((self.reader.has_frame()? && self.reader.fds_missing()? == 0) || self.reader.is_eof())
     }
 
     async fn fill(&mut self, deadline: Option<Instant>) -> Result<bool> {
         while !self.has_frame()? {
             if !self.read_some(true)? {
+                if let Some(link) = self.shm.as_deref_mut() {
+                    let sock = registered(&mut self.io)?;
+                    match link.wait_async(Want::Data, sock, deadline).await? {
+                        Woke::Ready => {}
+                        Woke::Socket => self.socket_hint = true,
+                        Woke::TimedOut => return Ok(false),
+                    }
+                    continue;
+                }
                 let wait = ready_async(&mut self.io, false);
                 match deadline {
                     None => wait.await?,
@@ -426,11 +496,132 @@ impl Connection {
 
     fn blocking_fill(&mut self, deadline: Option<Instant>) -> Result<bool> {
         while !self.has_frame()? {
-            if !self.read_some(false)? && !poll_fd(self.fd()?, false, deadline)? {
+            if self.read_some(false)? {
+                continue;
+            }
+            if let Some(link) = self.shm.as_deref_mut() {
+                let sock = self.io.as_ref().map(Io::fd).ok_or(Error::Closed("connection"))?;
+                match link.wait_blocking(Want::Data, sock, deadline)? {
+                    Woke::Ready => {}
+                    Woke::Socket => self.socket_hint = true,
+                    Woke::TimedOut => return Ok(false),
+                }
+            } else if !poll_fd(self.fd()?, false, deadline)? {
                 return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// Waits (async) until a write may make progress.
+    async fn wait_writable(&mut self) -> Result<()> {
+        match self.shm.as_deref_mut() {
+            Some(link) if !self.blocked_on_socket => {
+                let sock = registered(&mut self.io)?;
+                if link.wait_async(Want::Room, sock, None).await? == Woke::Socket {
+                    self.check_peer(true)?;
+                    self.socket_hint = true;
+                }
+                Ok(())
+            }
+            _ => ready_async(&mut self.io, true).await,
+        }
+    }
+
+    /// [`wait_writable`](Self::wait_writable) for sync code.
+    fn blocking_wait_writable(&mut self) -> Result<()> {
+        match self.shm.as_deref_mut() {
+            Some(link) if !self.blocked_on_socket => {
+                let sock = self.io.as_ref().map(Io::fd).ok_or(Error::Closed("connection"))?;
+                if link.wait_blocking(Want::Room, sock, None)? == Woke::Socket {
+                    self.check_peer(true)?;
+                    self.socket_hint = true;
+                }
+                Ok(())
+            }
+            _ => poll_fd(self.fd()?, true, None).map(drop).map_err(Into::into),
+        }
+    }
+
+    /// Shared-memory path: fails with a broken pipe once the other end is
+    /// closed everywhere, as a socket's send does. Looks (one `poll(2)`) at
+    /// most every [`PEER_CHECK`] unless `now`.
+    fn check_peer(&mut self, now: bool) -> Result<()> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        if !now && self.peer_checked.is_some_and(|t| t.elapsed() < PEER_CHECK) {
+            return Ok(());
+        }
+        self.peer_checked = Some(Instant::now());
+        // A hang-up is reported whatever the events asked: the other end is
+        // closed everywhere. (Not POLLRDHUP: a simplex writing end has shut
+        // its own reading side.)
+        let mut fds = [PollFd::new(self.fd()?, PollFlags::empty())];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(io::Error::from(e).into()),
+        }
+        let gone = PollFlags::POLLHUP | PollFlags::POLLERR;
+        if self.peer_gone || fds[0].revents().is_some_and(|r| r.intersects(gone)) {
+            self.peer_gone = true;
+            return Err(io::Error::from(io::ErrorKind::BrokenPipe).into());
+        }
+        Ok(())
+    }
+
+    /// [`write_some`](Self::write_some) on the shared-memory path: queued fds
+    /// first, over the socket, then as many bytes as the ring takes.
+    fn shm_write_some(&mut self, via_runtime: bool) -> Result<bool> {
+        self.check_peer(false)?;
+        let Self { io, writer, shm, blocked_on_socket, .. } = self;
+        let link = shm.as_deref().ok_or(Error::Closed("connection"))?;
+        let sent = match io.as_ref().ok_or(Error::Closed("connection"))? {
+            Io::Registered(s) if via_runtime => s.try_io(Interest::WRITABLE, || writer.send_fds(s.as_fd())),
+            other => writer.send_fds(other.fd()),
+        };
+        match sent {
+            Ok(()) => *blocked_on_socket = false,
+            Err(e) if would_block(&e) => {
+                *blocked_on_socket = true;
+                return Ok(false);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+            Err(e) => return Err(e.into()),
+        }
+        let n = writer.write_with(|bytes| link.write(bytes))?;
+        Ok(n > 0 || writer.is_empty())
+    }
+
+    /// [`read_some`](Self::read_some) on the shared-memory path: bytes from
+    /// the ring; fds, or the end of the stream, from the socket when a frame
+    /// waits for fds or a wait saw the socket readable.
+    fn shm_read_some(&mut self, via_runtime: bool) -> Result<bool> {
+        let Self { io, reader, shm, socket_hint, peer_gone, .. } = self;
+        let link = shm.as_deref().ok_or(Error::Closed("connection"))?;
+        let mut progress = reader.fill_with(|buf| link.read(buf))? > 0;
+        if *socket_hint || reader.fds_missing()? > 0 {
+            *socket_hint = false;
+            let r = match io.as_ref().ok_or(Error::Closed("connection"))? {
+                Io::Registered(s) if via_runtime => s.try_io(Interest::READABLE, || reader.recv_fds(s.as_fd())),
+                other => reader.recv_fds(other.fd()),
+            };
+            match r {
+                Ok(0) => *peer_gone = true,
+                Ok(_) => progress = true,
+                Err(e) if would_block(&e) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if *peer_gone && !progress {
+            // Whatever the other end wrote before it went is in the ring:
+            // take it all, then report the end.
+            progress = reader.fill_with(|buf| link.read(buf))? > 0;
+            if !progress {
+                reader.set_eof();
+                progress = true;
+            }
+        }
+        Ok(progress)
     }
 
     fn decode_next<T: DeserializeOwned>(&mut self) -> Result<T> {
@@ -482,7 +673,7 @@ impl Connection {
     /// Sends raw bytes as one message (`conn.send_bytes(buf)`). Cancel-safe
     /// like [`send`](Self::send).
     pub async fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
-        if buf.len() < DIRECT_BYTES {
+        if buf.len() < DIRECT_BYTES || self.shm.is_some() {
             self.feed_bytes(buf)?;
             return self.flush().await;
         }
@@ -500,7 +691,7 @@ impl Connection {
 
     /// [`send_bytes`](Self::send_bytes) for sync code.
     pub fn blocking_send_bytes(&mut self, buf: &[u8]) -> Result<()> {
-        if buf.len() < DIRECT_BYTES {
+        if buf.len() < DIRECT_BYTES || self.shm.is_some() {
             self.feed_bytes(buf)?;
             return self.blocking_flush();
         }
@@ -587,8 +778,13 @@ impl Connection {
             if self.write_some(true)? {
                 continue;
             }
-            // As in `ready_async`: the failed attempt cleared readiness.
-            std::task::ready!(registered(&mut self.io)?.poll_write_ready(cx))?;
+            match self.shm.as_deref_mut() {
+                Some(link) if !self.blocked_on_socket => {
+                    std::task::ready!(link.poll_room(cx))?;
+                }
+                // As in `ready_async`: the failed attempt cleared readiness.
+                _ => std::task::ready!(registered(&mut self.io)?.poll_write_ready(cx))?,
+            }
         }
     }
 }
@@ -644,17 +840,29 @@ impl Serialize for Connection {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let fd = self.fd().map_err(serde::ser::Error::custom)?;
         let fd = fd.try_clone_to_owned().map_err(serde::ser::Error::custom)?;
-        (PassFd(fd), self.max as u64, self.readable, self.writable).serialize(s)
+        let shm = match &self.shm {
+            None => None,
+            Some(link) => {
+                let p = link.parts().map_err(serde::ser::Error::custom)?;
+                Some((PassFd(p.ring), PassFd(p.bell), PassFd(p.peer_bell), p.end))
+            }
+        };
+        (PassFd(fd), self.max as u64, self.readable, self.writable, shm).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (fd, max, readable, writable) = <(PassFd, u64, bool, bool)>::deserialize(d)?;
+        type ShmParts = Option<(PassFd, PassFd, PassFd, u8)>;
+        let (fd, max, readable, writable, shm) = <(PassFd, u64, bool, bool, ShmParts)>::deserialize(d)?;
         set_nonblocking(fd.borrow()).map_err(serde::de::Error::custom)?;
         let mut c = Self::with(fd.0, usize::try_from(max).unwrap_or(usize::MAX));
         c.readable = readable;
         c.writable = writable;
+        if let Some((ring, bell, peer_bell, end)) = shm {
+            let parts = Parts { ring: ring.0, bell: bell.0, peer_bell: peer_bell.0, end };
+            c.shm = Some(Box::new(Link::from_parts(parts).map_err(serde::de::Error::custom)?));
+        }
         Ok(c)
     }
 }

@@ -180,6 +180,36 @@ impl FrameReader {
         if self.has_frame().unwrap_or(true) { 0 } else { self.end - self.start }
     }
 
+    // -- The shared-memory path of a `Connection` (issue 13): frame bytes
+    // come from a shared ring, fds from the socket, on their own.
+
+    /// Reads into the buffer with `read` (given the free space) instead of
+    /// from a socket.
+    pub fn fill_with(&mut self, read: impl FnOnce(&mut [u8]) -> io::Result<usize>) -> io::Result<usize> {
+        self.make_room();
+        let n = read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Fds the frame at the head announces and that have not arrived yet.
+    pub fn fds_missing(&self) -> Result<usize> {
+        Ok(self.pending()?.map_or(0, |(_, nfds)| nfds.saturating_sub(self.fds.len())))
+    }
+
+    /// One `recvmsg` of fds sent on their own (with a marker byte each),
+    /// keeping the fds and dropping the bytes; the bytes read (0: the
+    /// socket's end).
+    pub fn recv_fds(&mut self, sock: BorrowedFd<'_>) -> io::Result<usize> {
+        let mut markers = [0u8; 64];
+        fdpass::recv(sock, &mut markers, &mut self.cmsg, &mut self.fds)
+    }
+
+    /// No more bytes will come: what is buffered is all there is.
+    pub fn set_eof(&mut self) {
+        self.eof = true;
+    }
+
     /// Ensures free space to read into, compacting first: a chunk, or for a
     /// large frame as much as is already buffered of it (so the buffer at
     /// most doubles per read, following the bytes that arrive), never past
@@ -268,6 +298,33 @@ impl FrameWriter {
     /// Bytes buffered and not yet written.
     pub fn pending_len(&self) -> usize {
         self.buf.len() - self.sent
+    }
+
+    /// Hands what is pending to `write` (a shared ring, issue 13) and
+    /// forgets the bytes it took. Queued fds must have gone first
+    /// ([`send_fds`](Self::send_fds)).
+    pub fn write_with(&mut self, write: impl FnOnce(&[u8]) -> io::Result<usize>) -> io::Result<usize> {
+        debug_assert!(self.fds.is_empty(), "fds go before their frame's bytes");
+        let n = write(&self.buf[self.sent..])?;
+        self.sent += n;
+        if self.sent == self.buf.len() {
+            self.buf.clear();
+            self.sent = 0;
+        }
+        Ok(n)
+    }
+
+    /// Sends the queued fds on their own (one marker byte), ahead of the
+    /// bytes of their frames.
+    pub fn send_fds(&mut self, sock: BorrowedFd<'_>) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        if self.fds.is_empty() {
+            return Ok(());
+        }
+        let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(|f| f.as_fd()).collect();
+        fdpass::send(sock, &[io::IoSlice::new(&[0])], &fds)?;
+        self.fds.clear();
+        Ok(())
     }
 
     /// One `sendmsg` of what is pending; fds ride on the first write so they
