@@ -15,5 +15,5 @@ mod process;
 mod queue;
 mod shared_memory;
 mod sync;
-mod tree;
 mod tasks;
+mod tree;

@@ -272,6 +272,18 @@ pub enum Error {
         /// What was being started ("a pool").
         what: &'static str,
     },
+    // Issue 12, the cluster (`multiproc-cluster`): added at the end.
+    /// A cluster task killed its worker on each of its `deliveries`
+    /// deliveries; it was moved to the dead-letter stream.
+    #[error("run the task: it killed its worker on each of {deliveries} deliveries and was dead-lettered")]
+    TaskPoisoned { deliveries: u32 },
+    /// The cluster's Redis could not be reached, or kept failing, until the
+    /// reconnect deadline passed.
+    #[error("reach the cluster's Redis: {0}")]
+    ClusterUnavailable(String),
+    /// No live cluster agent runs this build of the program.
+    #[error("find a cluster agent: {0}")]
+    NoClusterWorkers(String),
 }
 
 /// What to write instead of passing `name`, which no macro registered.
@@ -293,18 +305,6 @@ fn unregistered(name: &str) -> String {
 /// ": caused by: a: b" for a task error's source chain.
 fn causes(sources: &[String]) -> String {
     sources.iter().map(|s| format!(": {s}")).collect()
-    // Issue 12, the cluster (`multiproc-cluster`): added at the end.
-    /// A cluster task killed its worker on each of its `deliveries`
-    /// deliveries; it was moved to the dead-letter stream.
-    #[error("run the task: it killed its worker on each of {deliveries} deliveries and was dead-lettered")]
-    TaskPoisoned { deliveries: u32 },
-    /// The cluster's Redis could not be reached, or kept failing, until the
-    /// reconnect deadline passed.
-    #[error("reach the cluster's Redis: {0}")]
-    ClusterUnavailable(String),
-    /// No live cluster agent runs this build of the program.
-    #[error("find a cluster agent: {0}")]
-    NoClusterWorkers(String),
 }
 
 impl From<nix::Error> for Error {

@@ -39,12 +39,12 @@ pub use manager::{
     ArrayProxy, BarrierProxy, ConditionProxy, DictProxy, EventProxy, Hosted, HostedObject, HostedProxy, ListProxy,
     LockProxy, Manager, Namespace, QueueProxy, RLockProxy, SemaphoreProxy, ValueProxy,
 };
-pub use multiproc_macros::{hosted, main};
 /// Registers a `Target` impl (Python's `Process` subclass with `run`); see
 /// [`Process::from_target`].
 pub use multiproc_macros::target;
 /// Registers a function as a task; every rule: [`guide::tasks`].
 pub use multiproc_macros::task;
+pub use multiproc_macros::{hosted, main};
 pub use pipe::{Connection, Pipe, PipeBuilder};
 pub use pool::{
     AsyncResult, FromStream, Imap, MAX_CALL_BYTES, MAX_RESULT_BYTES, MapCall, MapResult, Pool, PoolBuilder, PoolStats,

@@ -126,7 +126,12 @@ pub(crate) async fn start(spec: &ChildSpec, note: Ended, notes: mpsc::UnboundedS
                 parent_name: me.name,
             };
             let task = prepared.entry.task_ref();
-            let msg = ToWorker::Run { info, task: task.clone(), args: serde_bytes::ByteBuf::from(prepared.args) };
+            let msg = ToWorker::Run {
+                info,
+                task: task.clone(),
+                args: serde_bytes::ByteBuf::from(prepared.args),
+                shielded: false,
+            };
             let exec = crate::process::get_start_method() == crate::process::StartMethod::Spawn;
             // ...yet the program's exit terminates it like a daemon (a
             // supervisor dropped without `shutdown` must not hang the exit).
@@ -245,7 +250,7 @@ impl Watch {
             let signal_at = stopping.as_ref().map(|s| if s.termed { s.kill_at } else { s.term_at });
             let woke = tokio::select! {
                 biased;
-                state = self.exit.wait_for(Option::is_some) => Woke::Exit(match state.ok().and_then(|s| *s) {
+                state = self.exit.wait_for(Option::is_some) => Woke::Exit(match state.ok().and_then(|s| s.clone()) {
                     Some(ExitState::Exited(status)) => Some(status),
                     _ => None,
                 }),

@@ -145,7 +145,12 @@ pub enum Failure {
         len: u64,
         max: u64,
     },
-    Returned { task: String, message: String, sources: Vec<String>, location: String },
+    Returned {
+        task: String,
+        message: String,
+        sources: Vec<String>,
+        location: String,
+    },
 }
 
 /// Worker → user process.
