@@ -50,15 +50,29 @@ impl Pool {
             let why = e.to_string();
             return (0..len).map(|_| Err(Error::PoolWorkerStart(why.clone()))).collect();
         }
-        match rx.recv().await {
-            Some(d) => split(d, len),
-            None => (0..len).map(|_| Err(Error::PoolTerminated)).collect(),
+        // A chunk may come back in parts (finished items reported while the
+        // rest still runs), each placed at its `base`.
+        let mut out: Vec<Option<Result<Vec<u8>>>> = (0..len).map(|_| None).collect();
+        let mut missing = len;
+        while missing > 0 {
+            let Some(d) = rx.recv().await else { break };
+            let base = d.base;
+            for (i, r) in split(d).into_iter().enumerate() {
+                if let Some(slot) = out.get_mut(base + i)
+                    && slot.is_none()
+                {
+                    *slot = Some(r);
+                    missing -= 1;
+                }
+            }
         }
+        out.into_iter().map(|r| r.unwrap_or(Err(Error::PoolTerminated))).collect()
     }
 }
 
 /// One delivery as per-item raw results.
-fn split(d: Delivery, len: usize) -> Vec<Result<Vec<u8>>> {
+fn split(d: Delivery) -> Vec<Result<Vec<u8>>> {
+    let len = d.len;
     match d.outcome {
         Err(e) => (0..len).map(|_| Err(e.to_error())).collect(),
         // Results carry no fds here: a cluster task's values are data only,
