@@ -1,5 +1,5 @@
 //! `#[multiproc::task]` and `#[multiproc::target]`: register a function or a
-//! [`Target`] type under a stable name so a worker process can find it.
+//! `Target` type under a stable name so a worker process can find it.
 //!
 //! Each expands to the item unchanged plus one entry in the `TASKS`
 //! distributed slice of the `multiproc` crate: the name
@@ -34,7 +34,9 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// ```ignore
 /// #[multiproc::task]
-/// fn resize(image: Vec<u8>, width: u32) -> Result<Vec<u8>, std::io::Error> { … }
+/// fn resize(image: Vec<u8>, width: u32) -> Result<Vec<u8>, std::io::Error> {
+///     todo!()
+/// }
 ///
 /// let thumb = pool.apply(resize, (bytes, 64)).await?;
 /// ```

@@ -386,7 +386,7 @@ impl Ring {
 
     /// Waits until the ring may hold a record, or `deadline` passes; does
     /// not take it. While leases are outstanding it returns every
-    /// [`LEASE_WAIT`] so the caller looks for leases of dead consumers.
+    /// `LEASE_WAIT` so the caller looks for leases of dead consumers.
     /// `true` when a record was seen.
     pub fn wait_items(&self, deadline: Option<Instant>) -> io::Result<bool> {
         for _ in 0..YIELDS {

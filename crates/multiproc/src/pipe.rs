@@ -648,7 +648,7 @@ impl Connection {
         self.blocking_flush()
     }
 
-    /// Queues one value to be sent, writing only once [`BATCH_BYTES`] are
+    /// Queues one value to be sent, writing only once 64 KiB are
     /// queued: many small messages then cost one system call. Queued
     /// messages are sent by the next [`flush`](Self::flush) or `send`, in
     /// order; call `flush` when done, as with a buffered writer (dropping
