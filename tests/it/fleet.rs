@@ -105,6 +105,23 @@ fn started(name: &str) -> impl FnMut(&SupervisorEvent) -> Option<(Option<u32>, I
     }
 }
 
+/// The first exit of each of `names`, in whatever order they come; their
+/// causes in the order of `names`.
+async fn exits_of(events: &mut broadcast::Receiver<SupervisorEvent>, names: &[&str]) -> Vec<ExitCause> {
+    let mut causes: Vec<Option<ExitCause>> = vec![None; names.len()];
+    while causes.iter().any(Option::is_none) {
+        let (i, cause) = next_event(events, |e| match e {
+            SupervisorEvent::Exited { child, cause, .. } => {
+                names.iter().position(|n| n == child).filter(|&i| causes[i].is_none()).map(|i| (i, cause.clone()))
+            }
+            _ => None,
+        })
+        .await;
+        causes[i] = Some(cause);
+    }
+    causes.into_iter().flatten().collect()
+}
+
 fn exited(name: &str) -> impl FnMut(&SupervisorEvent) -> Option<(ExitCause, Instant)> + '_ {
     move |e| match e {
         SupervisorEvent::Exited { child, cause, at, .. } if child == name => Some((cause.clone(), *at)),
@@ -301,8 +318,7 @@ async fn restart_types_and_dynamic_children() {
     sup.add_child(ChildSpec::task("once", exit_with, (5,)).restart(Restart::Temporary)).await.expect("add");
     sup.add_child(ChildSpec::task("keep", until_stopped, ())).await.expect("add");
     assert!(matches!(sup.add_child(ChildSpec::task("keep", until_stopped, ())).await, Err(Error::InvalidArgument(_))));
-    next_event(&mut events, exited("done")).await;
-    next_event(&mut events, exited("once")).await;
+    exits_of(&mut events, &["done", "once"]).await;
     let stats = sup.stats().await.expect("stats");
     let names: Vec<&str> = stats.children.iter().map(|c| c.name.as_str()).collect();
     // A transient child that exited 0 stays, not running; a temporary one is gone.
@@ -328,10 +344,9 @@ async fn recycling_by_request_and_by_age() {
         .await
         .expect("start");
     let mut events = sup.subscribe();
-    let (cause, _) = next_event(&mut events, exited("asks")).await;
-    assert_eq!(cause, ExitCause::Recycled(RecycleReason::Requested));
-    let (cause, _) = next_event(&mut events, exited("ages")).await;
-    assert_eq!(cause, ExitCause::Recycled(RecycleReason::Age));
+    let causes = exits_of(&mut events, &["asks", "ages"]).await;
+    assert_eq!(causes[0], ExitCause::Recycled(RecycleReason::Requested));
+    assert_eq!(causes[1], ExitCause::Recycled(RecycleReason::Age));
     next_event(&mut events, started("ages")).await;
     let stats = sup.stats().await.expect("stats");
     assert_eq!(stats.restarts, 0, "recycles are not restarts");
