@@ -1,4 +1,4 @@
-// The Pipe suite, included twice by `pipe.rs`: over the socket and over
+// Included by `pipe.rs`, twice: the Pipe suite over the socket and over
 // shared memory (`SHM`). Both start methods, async in the parent and
 // blocking in the children.
 

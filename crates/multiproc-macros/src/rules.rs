@@ -335,9 +335,7 @@ mod tests {
             fn f(&self, x: u8) {}
         ));
         assert!(m.contains("cannot take `self`") && m.contains("#[multiproc::target]"), "{m}");
-        let m = one(syn::parse_quote!(
-            unsafe fn f(x: u8) {}
-        ));
+        let m = one(syn::parse_str("unsafe fn f(x: u8) {}").expect("an item"));
         assert!(m.contains("`unsafe fn`"), "{m}");
     }
 
