@@ -88,6 +88,12 @@ pub mod __private {
     pub fn pool_worker_write_raw(bytes: &[u8]) -> crate::Result<()> {
         crate::pool::worker::write_raw(bytes)
     }
+
+    /// Whether this pool worker takes its calls through shared memory
+    /// (issue 13). For tests.
+    pub fn pool_worker_on_shared_memory() -> bool {
+        crate::pool::worker::on_shared_memory()
+    }
 }
 
 /// Takes this process's role in the tree if it is a forkserver, worker or

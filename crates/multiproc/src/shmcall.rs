@@ -82,6 +82,9 @@ pub(crate) enum Want {
     Data,
     /// Room to write.
     Room,
+    /// Either (a pool's parent waits for results while a call waits for
+    /// room).
+    Either,
 }
 
 impl Want {
@@ -90,6 +93,7 @@ impl Want {
         match self {
             Want::Data => 1,
             Want::Room => 2,
+            Want::Either => 3,
         }
     }
 }
@@ -308,9 +312,9 @@ impl Link {
     /// take.
     fn notify(&self, made: Want) {
         let parked = self.ring.parked(1 - self.end);
-        let code = made.code();
-        if parked.load(Ordering::SeqCst) == code
-            && parked.compare_exchange(code, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        let now = parked.load(Ordering::SeqCst);
+        if (now == made.code() || now == Want::Either.code())
+            && parked.compare_exchange(now, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
         {
             ring_bell(self.peer_bell.as_fd());
         }
@@ -338,7 +342,37 @@ impl Link {
         Ok(match want {
             Want::Data => self.ring.readable(1 - self.end)? > 0,
             Want::Room => self.ring.writable(self.end)? > 0,
+            Want::Either => self.ring.readable(1 - self.end)? > 0 || self.ring.writable(self.end)? > 0,
         })
+    }
+
+    /// Bytes buffered from the other end, ready to read.
+    pub fn readable(&self) -> io::Result<usize> {
+        self.ring.readable(1 - self.end)
+    }
+
+    /// Whether `want` holds now, or comes within this end's spin budget
+    /// (spinning only while a core is idle; see the module docs).
+    pub fn ready_or_spin(&mut self, want: Want) -> io::Result<bool> {
+        Ok(self.ready(want)? || self.spin(want)?)
+    }
+
+    /// Sleeps until the other end rings this end's doorbell for `want`
+    /// (call [`ready_or_spin`](Self::ready_or_spin) first). For a
+    /// `select!` beside other wake-ups: dropping it leaves the parked word
+    /// set, so the caller calls [`unpark`](Self::unpark) after the select,
+    /// whichever branch won; a ring that comes later is drained by the next
+    /// sleep and costs one spurious look.
+    pub async fn sleep(&mut self, want: Want) -> io::Result<()> {
+        Self::registered_bell(&mut self.bell)?;
+        if self.park(want)? {
+            return Ok(());
+        }
+        let Bell::Registered(bell) = &self.bell else { unreachable!("registered above") };
+        bell.readable().await?;
+        Self::drain_registered(bell);
+        self.unpark();
+        Ok(())
     }
 
     /// Polls the counters for this end's spin budget (if a core is idle).
@@ -375,7 +409,8 @@ impl Link {
         ready
     }
 
-    fn unpark(&self) {
+    /// This end is not asleep (after a [`sleep`](Self::sleep) that was dropped).
+    pub fn unpark(&self) {
         self.ring.parked(self.end).store(0, Ordering::SeqCst);
     }
 

@@ -26,6 +26,7 @@ pub struct PoolBuilder {
     stop_cancelled: bool,
     max_memory_per_child: Option<u64>,
     stall_timeout: Option<Duration>,
+    shared_memory: Option<bool>,
 }
 
 impl PoolBuilder {
@@ -111,6 +112,17 @@ impl PoolBuilder {
         self
     }
 
+    /// Calls and replies through a shared-memory link per worker instead of
+    /// its socket (issue 13): the waiting side spins briefly while a core is
+    /// idle, then sleeps (see ARCHITECTURE.md, "The shared-memory call
+    /// path"). The socket still carries file descriptors and tells a dead
+    /// worker, so every crash rule is the same. Default: see
+    /// [`SHARED_MEMORY_DEFAULT`](super::SHARED_MEMORY_DEFAULT).
+    pub fn shared_memory(mut self, on: bool) -> Self {
+        self.shared_memory = Some(on);
+        self
+    }
+
     /// Starts the workers and waits until each is ready (its initializer
     /// ran).
     pub async fn build(self) -> Result<Pool> {
@@ -146,6 +158,7 @@ impl PoolBuilder {
             stop_cancelled: self.stop_cancelled,
             max_memory_per_child: self.max_memory_per_child,
             stall_timeout: self.stall_timeout.unwrap_or(Duration::from_secs(10)),
+            shared_memory: self.shared_memory.unwrap_or(super::SHARED_MEMORY_DEFAULT),
         };
         let shared = Arc::new(Shared::new(config));
         let started = futures::future::join_all((0..processes).map(|_| slot::start_worker(&shared))).await;

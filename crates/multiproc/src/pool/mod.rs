@@ -48,6 +48,7 @@ mod imap;
 mod queue;
 mod raw;
 mod result;
+mod shm;
 mod slot;
 pub(crate) mod worker;
 
@@ -74,6 +75,9 @@ pub const MAX_CALL_BYTES: usize = DEFAULT_MAX_FRAME - (64 << 10);
 pub const MAX_RESULT_BYTES: usize = MAX_CALL_BYTES / 2;
 /// A worker in a long chunk reports its finished items at least this often.
 pub(crate) const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+/// Whether a pool's workers take calls through shared memory unless
+/// [`PoolBuilder::shared_memory`] says otherwise.
+pub const SHARED_MEMORY_DEFAULT: bool = false;
 /// Arguments that encode to more than this are encoded again off the
 /// runtime's threads (the first attempt stops here).
 const INLINE_ENCODE_MAX: usize = 1 << 20;

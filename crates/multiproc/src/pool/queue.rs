@@ -45,6 +45,8 @@ pub(crate) struct Config {
     pub max_memory_per_child: Option<u64>,
     /// How long a partial reply may stop growing.
     pub stall_timeout: Duration,
+    /// Calls and replies through a shared-memory link per worker (issue 13).
+    pub shared_memory: bool,
 }
 
 /// The task every worker runs once before its first call.

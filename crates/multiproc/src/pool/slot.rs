@@ -20,8 +20,10 @@ use tracing::Instrument;
 
 use super::PROGRESS_EVERY;
 use super::queue::{ChunkDone, ChunkError, Delivery, Job, Phase, Shared};
+use super::shm::ParentRing;
 use crate::error::{Error, Result};
 use crate::process::StartMethod;
+use crate::shmcall;
 use crate::tree::spawn::handshake;
 use crate::tree::supervisor::{self, ExitState};
 use crate::value::Value;
@@ -53,6 +55,8 @@ pub(crate) struct Worker {
     exit: watch::Receiver<Option<ExitState>>,
     /// `id + 1` of the last call the worker started (see `worker.rs`).
     progress: Value<u64>,
+    /// The shared-memory link calls and replies take, when the pool uses one.
+    ring: Option<ParentRing>,
 }
 
 /// Starts one pool worker and waits until it is ready (initializer done).
@@ -76,9 +80,18 @@ pub(crate) async fn start_worker(shared: &Shared) -> Result<Worker> {
     fds.extend(progress_fds);
     let msg = ToWorker::Serve { info, init, progress: Some(ByteBuf::from(encoded?)) };
     let exec = shared.config.method == StartMethod::Spawn;
-    let (spawned, ch) = handshake(exec, name, true, &msg, fds, &task).await?;
-    tracing::debug!(pid = spawned.pid, "pool worker ready");
-    Ok(Worker { pid: spawned.pid, ch, exit: spawned.exit, progress })
+    let (spawned, mut ch) = handshake(exec, name, true, &msg, fds, &task).await?;
+    let ring = if shared.config.shared_memory {
+        // The worker reads this before any call, so every call can take the link.
+        let (ring, msg, fds) = ParentRing::create()?;
+        ch.feed_with(&msg, fds)?;
+        ch.flush().await?;
+        Some(ring)
+    } else {
+        None
+    };
+    tracing::debug!(pid = spawned.pid, shared_memory = ring.is_some(), "pool worker ready");
+    Ok(Worker { pid: spawned.pid, ch, exit: spawned.exit, progress, ring })
 }
 
 /// Runs slot `index` until the pool closes or terminates.
@@ -169,6 +182,8 @@ struct Owner<'a> {
     rss_checked: Option<Instant>,
     /// Over `max_memory_per_child`: take no more work, retire when idle.
     recycle: bool,
+    /// Calls and replies go through this link instead of `ch` (issue 13).
+    ring: Option<ParentRing>,
 }
 
 impl<'a> Owner<'a> {
@@ -191,6 +206,7 @@ impl<'a> Owner<'a> {
             stall: (0, Instant::now()),
             rss_checked: None,
             recycle: false,
+            ring: w.ring,
         }
     }
 
@@ -243,6 +259,27 @@ impl<'a> Owner<'a> {
                 // (dropping a notified waiter passes its wake-up on).
                 work.as_mut().set(None);
             }
+            // The shared-memory link: take the replies there, else spin for
+            // them a while if that can pay (see `shmcall`), then sleep below.
+            let mut ring_wait = None;
+            if !self.in_flight.is_empty() {
+                match self.ring_replies() {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(pid = self.pid, error = %e, "a pool worker's shared-memory link failed; replacing it");
+                        return self.lost().await;
+                    }
+                }
+                if let Some(ring) = &mut self.ring {
+                    let want = ring.want();
+                    match ring.link().ready_or_spin(want) {
+                        Ok(true) => continue,
+                        Ok(false) => ring_wait = Some(want),
+                        Err(_) => return self.lost().await,
+                    }
+                }
+            }
             if self.in_flight.is_empty() {
                 if self.budget() == 0 {
                     return self.retire(End::Replace).await;
@@ -257,7 +294,7 @@ impl<'a> Owner<'a> {
                 self.in_flight.front().and_then(|s| s.job.timeout).map(|t| self.head_since + t + DEADLINE_SLACK);
             // A partial frame must keep growing (a worker that wrote half a
             // reply and stopped would hold its call forever).
-            let partial = self.ch.partial_len();
+            let partial = self.partial_len();
             if partial != self.stall.0 {
                 self.stall = (partial, Instant::now());
             }
@@ -268,7 +305,12 @@ impl<'a> Owner<'a> {
             tokio::select! {
                 biased;
                 r = self.ch.recv_flushing::<FromWorker>() => match r {
-                    Ok((FromWorker::Done { id, data, ends, failures, more }, fds)) => {
+                    Ok((FromWorker::Fds, fds)) if self.ring.is_some() => {
+                        if self.ring.as_mut().is_some_and(|r| r.add_fds(fds).is_err()) {
+                            return self.lost().await;
+                        }
+                    }
+                    Ok((FromWorker::Done { id, data, ends, failures, more }, fds)) if self.ring.is_none() => {
                         let done = ChunkDone { data: data.into_vec(), ends: ends.0, failures, fds };
                         if !self.on_done(id, done, more) {
                             return self.lost().await;
@@ -280,10 +322,15 @@ impl<'a> Owner<'a> {
                     }
                     Err(_) => return self.lost().await,
                 },
+                r = ring_sleep(self.ring.as_mut(), ring_wait) => {
+                    if r.is_err() {
+                        return self.lost().await;
+                    }
+                }
                 _ = self.exit.changed() => return self.lost().await,
                 () = sleep_until(deadline) => return self.timed_out().await,
                 () = sleep_until(stall_deadline) => {
-                    let partial = self.ch.partial_len();
+                    let partial = self.partial_len();
                     if partial > 0 && partial == self.stall.0 {
                         return self.stalled().await;
                     }
@@ -294,6 +341,36 @@ impl<'a> Owner<'a> {
                 }
                 () = async { if let Some(w) = work.as_mut().as_pin_mut() { w.await } }, if self.in_flight.is_empty() => {}
                 _ = phase.changed() => {}
+            }
+            if let Some(ring) = &mut self.ring {
+                ring.link().unpark();
+            }
+        }
+    }
+
+    /// Bytes of a reply not yet whole (socket and link).
+    fn partial_len(&self) -> usize {
+        self.ch.partial_len() + self.ring.as_ref().map_or(0, ParentRing::partial_len)
+    }
+
+    /// Moves queued calls into the link and delivers the replies waiting
+    /// there; whether any was delivered. An error (or a reply that answers
+    /// no call) means the worker broke the protocol.
+    fn ring_replies(&mut self) -> Result<bool> {
+        let mut any = false;
+        loop {
+            let Some(ring) = &mut self.ring else { return Ok(any) };
+            ring.pump()?;
+            match ring.next()? {
+                Some((FromWorker::Done { id, data, ends, failures, more }, fds)) => {
+                    let done = ChunkDone { data: data.into_vec(), ends: ends.0, failures, fds };
+                    if !self.on_done(id, done, more) {
+                        return Err(Error::Malformed("a reply that answers no call".into()));
+                    }
+                    any = true;
+                }
+                Some(_) => return Err(Error::Malformed("expected a reply on the ring".into())),
+                None => return Ok(any),
             }
         }
     }
@@ -382,7 +459,10 @@ impl<'a> Owner<'a> {
             args: ByteBuf::from(std::mem::take(&mut job.args)),
             ends: Ends(std::mem::take(&mut job.ends)),
         };
-        let fed = self.ch.feed_with(&msg, fds);
+        let fed = match &mut self.ring {
+            Some(ring) => ring.send(&mut self.ch, &msg, fds),
+            None => self.ch.feed_with(&msg, fds),
+        };
         if let ToWorker::Call { args, ends, .. } = msg {
             job.args = args.into_vec();
             job.ends = ends.0;
@@ -463,11 +543,24 @@ impl<'a> Owner<'a> {
     /// Reads what the dead worker managed to send, then learns how it ended.
     async fn drain_and_reap(&mut self) -> ChunkError {
         self.unmark_idle();
-        while let Ok(Ok((FromWorker::Done { id, data, ends, failures, more }, fds))) =
-            tokio::time::timeout(Duration::from_millis(100), self.ch.recv_flushing::<FromWorker>()).await
-        {
-            if !self.on_done(id, ChunkDone { data: data.into_vec(), ends: ends.0, failures, fds }, more) {
+        loop {
+            // Whole replies on the link first (their fds may still be on
+            // the socket: then read it and look again).
+            if self.ring_replies().is_err() {
                 break;
+            }
+            match tokio::time::timeout(Duration::from_millis(100), self.ch.recv_flushing::<FromWorker>()).await {
+                Ok(Ok((FromWorker::Done { id, data, ends, failures, more }, fds))) if self.ring.is_none() => {
+                    if !self.on_done(id, ChunkDone { data: data.into_vec(), ends: ends.0, failures, fds }, more) {
+                        break;
+                    }
+                }
+                Ok(Ok((FromWorker::Fds, fds))) if self.ring.is_some() => {
+                    if self.ring.as_mut().is_some_and(|r| r.add_fds(fds).is_err()) {
+                        break;
+                    }
+                }
+                _ => break,
             }
         }
         self.reap(EXIT_WAIT).await
@@ -649,6 +742,14 @@ async fn head_cancelled(head: Option<&Sent>) {
     match head {
         Some(s) => s.job.sink.closed().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Sleeps on the link until the worker rings for `want` (never without one).
+async fn ring_sleep(ring: Option<&mut ParentRing>, want: Option<shmcall::Want>) -> std::io::Result<()> {
+    match (ring, want) {
+        (Some(r), Some(want)) => r.link().sleep(want).await,
+        _ => std::future::pending().await,
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_bytes::ByteBuf;
 
+use super::shm::WorkerRing;
 use super::{MAX_RESULT_BYTES, PROGRESS_EVERY};
 use crate::error::{Error, Result};
 use crate::registry::{TaskEntry, resolve};
@@ -32,9 +33,17 @@ const SLOW_ITEM: Duration = Duration::from_millis(1);
 /// misbehave on it.
 static CONTROL: OnceLock<OwnedFd> = OnceLock::new();
 
+/// Whether this pool worker takes its calls through shared memory (tests).
+pub(crate) fn on_shared_memory() -> bool {
+    super::shm::on_link()
+}
+
 /// Writes raw bytes on this pool worker's control socket, bypassing the
-/// framing (tests only).
+/// framing (tests only); on the shared-memory path (issue 13), on its link.
 pub(crate) fn write_raw(bytes: &[u8]) -> Result<()> {
+    if let Some(written) = super::shm::write_raw(bytes) {
+        return written;
+    }
     let fd = CONTROL.get().ok_or(Error::Closed("pool worker control socket (not in a pool worker)"))?;
     nix::unistd::write(fd, bytes)?;
     Ok(())
@@ -76,14 +85,27 @@ pub(crate) fn serve_pool(
     let mut current: std::result::Result<&'static TaskEntry, (String, String)> =
         Err((String::new(), "no task was named yet".to_owned()));
     let mut reply = Reply::default();
+    // Set when the parent hands over a shared-memory link (issue 13).
+    let mut ring: Option<WorkerRing> = None;
     loop {
-        let (msg, fds) = match ch.recv_raw::<ToWorker>() {
-            Ok(m) => m,
-            Err(Error::Eof) => return Ok(0),
-            Err(e) => return Err(e),
+        let received = match &mut ring {
+            Some(r) => r.recv(&mut ch).transpose(),
+            None => match ch.recv_raw::<ToWorker>() {
+                Err(Error::Eof) => None,
+                other => Some(other),
+            },
         };
-        let ToWorker::Call { id, task, args, ends: arg_ends } = msg else {
-            return Err(Error::Malformed("expected a call".into()));
+        let (msg, fds) = match received {
+            Some(m) => m?,
+            None => return Ok(0),
+        };
+        let (id, task, args, arg_ends) = match msg {
+            ToWorker::Call { id, task, args, ends } => (id, task, args, ends),
+            ToWorker::Shm { end } if ring.is_none() => {
+                ring = Some(WorkerRing::open(end, fds)?);
+                continue;
+            }
+            _ => return Err(Error::Malformed("expected a call".into())),
         };
         if let Some(p) = &progress {
             p.set(id + 1);
@@ -123,11 +145,12 @@ pub(crate) fn serve_pool(
                     }
                 });
                 let more = i < n;
-                reply.send(&mut ch, id, i - first, out_fds, more)?;
+                reply.send(&mut ch, ring.as_mut(), id, i - first, out_fds, more)?;
                 if !more {
                     return Ok(());
                 }
-                // Progress goes out now: the next item may be the one that never ends.
+                // Progress goes out now: the next item may be the one that
+                // never ends. (On the ring it is out already.)
                 ch.flush()?;
             }
         })?;
@@ -161,8 +184,17 @@ impl Reply {
         self.ends.push(u32::try_from(self.data.len()).unwrap_or(u32::MAX));
     }
 
-    /// Queues the reply for `items` items and clears the buffers.
-    fn send(&mut self, ch: &mut BlockingChannel, id: u64, items: usize, fds: Vec<OwnedFd>, more: bool) -> Result<()> {
+    /// Queues the reply for `items` items (on the socket, or writes it to
+    /// the shared-memory link when there is one) and clears the buffers.
+    fn send(
+        &mut self,
+        ch: &mut BlockingChannel,
+        ring: Option<&mut WorkerRing>,
+        id: u64,
+        items: usize,
+        fds: Vec<OwnedFd>,
+        more: bool,
+    ) -> Result<()> {
         let done = FromWorker::Done {
             id,
             data: ByteBuf::from(std::mem::take(&mut self.data)),
@@ -170,12 +202,24 @@ impl Reply {
             failures: std::mem::take(&mut self.failures),
             more,
         };
-        if let Err(e) = ch.feed_with(&done, fds) {
+        let mut ring = ring;
+        let sent = match ring.as_deref_mut() {
+            Some(r) => r.send(ch, &done, fds),
+            None => ch.feed_with(&done, fds),
+        };
+        if let Err(e) = sent {
+            if matches!(e, Error::Eof) {
+                return Err(e);
+            }
             // Unencodable as a whole (too many fds): every item of the
             // reply fails, and the caller still hears back.
             let reason = e.to_string();
             let failures = (0..items as u32).map(|i| (i, Failure::Encode(reason.clone()))).collect();
-            ch.feed(&FromWorker::Done { id, data: ByteBuf::new(), ends: Ends(vec![0; items]), failures, more })?;
+            let failed = FromWorker::Done { id, data: ByteBuf::new(), ends: Ends(vec![0; items]), failures, more };
+            match ring {
+                Some(r) => r.send(ch, &failed, Vec::new())?,
+                None => ch.feed(&failed)?,
+            }
         }
         if let FromWorker::Done { data, ends, failures, .. } = done {
             (self.data, self.ends, self.failures) = (data.into_vec(), ends.0, failures);

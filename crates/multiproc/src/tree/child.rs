@@ -85,7 +85,9 @@ fn serve(control: ControlFd) -> Result<i32> {
             std::panic::set_hook(Box::new(record_panic));
             crate::pool::worker::serve_pool(ch, init, progress, fds)
         }
-        ToWorker::Call { .. } => Err(Error::Malformed("a call arrived before the worker was told its role".into())),
+        ToWorker::Call { .. } | ToWorker::Shm { .. } | ToWorker::Fds => {
+            Err(Error::Malformed("a call arrived before the worker was told its role".into()))
+        }
     }
 }
 

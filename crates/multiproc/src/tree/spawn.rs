@@ -84,7 +84,7 @@ pub(crate) async fn handshake(
             Ok((spawned, ch))
         }
         Some(Ok(FromWorker::Refused { reason })) => Err(Error::TaskMismatch { name: task.to_owned(), reason }),
-        Some(Ok(FromWorker::Done { .. })) => {
+        Some(Ok(FromWorker::Done { .. } | FromWorker::Fds)) => {
             let _ = supervisor::signal_child(spawned.id, nix::libc::SIGKILL);
             Err(Error::Malformed("a worker answered before being asked".into()))
         }

@@ -94,6 +94,12 @@ pub enum ToWorker {
     /// the encoded tuples back to back; tuple `i` ends at `ends[i]`. `task` is
     /// `None` when it is the same as in the previous call on this connection.
     Call { id: u64, task: Option<TaskRef>, args: ByteBuf, ends: Ends },
+    /// Issue 13: from now on calls and replies travel through a shared-memory
+    /// link (`pool/shm.rs`); the frame's fds are its ring, this end's
+    /// doorbell and the other end's, and `end` says which end it is.
+    Shm { end: u8 },
+    /// Issue 13: the fds of the next call on the link that takes some.
+    Fds,
 }
 
 /// Item boundaries in a call's arguments or results, sent as packed
@@ -171,6 +177,9 @@ pub enum FromWorker {
         failures: Vec<(u32, Failure)>,
         more: bool,
     },
+    /// Issue 13: the fds of the next reply on the shared-memory link that
+    /// takes some.
+    Fds,
 }
 
 /// Parent → a supervised child, after `Ready` (issue 11).
