@@ -10,7 +10,8 @@ use multiproc::{Pool, cpu_count};
 use crate::{Figure, Measure};
 
 pub const FIGURES: &[(&str, Measure)] = &[
-    ("pool_apply_roundtrip_us", || Box::pin(in_task(apply_roundtrip(2_000)))),
+    ("pool_apply_roundtrip_us", || Box::pin(in_task(apply_roundtrip(2_000, None)))),
+    ("pool_apply_roundtrip_shm_us", || Box::pin(in_task(apply_roundtrip(2_000, Some(true))))),
     ("pool_map_chunk1_tasks_per_s", || Box::pin(in_task(map_chunk1(50_000)))),
     ("pool_map_auto_tasks_per_s", || Box::pin(in_task(map_auto(1_000_000)))),
     ("pool_cpu_speedup", || Box::pin(cpu_speedup())),
@@ -126,8 +127,12 @@ async fn in_task(measure: impl std::future::Future<Output = Figure> + Send + 'st
     tokio::spawn(measure).await.expect("the measuring task")
 }
 
-async fn apply_roundtrip(n: u32) -> Figure {
-    let pool = pool().await;
+/// `shm`: force the shared-memory call path on or off (`None`: the default).
+async fn apply_roundtrip(n: u32, shm: Option<bool>) -> Figure {
+    let pool = match shm {
+        None => pool().await,
+        Some(on) => Pool::builder().processes(cpu_count()).shared_memory(on).build().await.expect("pool"),
+    };
     for i in 0..100 {
         pool.apply(square, (i,)).await.expect("apply");
     }

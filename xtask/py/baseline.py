@@ -149,6 +149,12 @@ def pool_apply_roundtrip_us(n=2_000):
         return (time.perf_counter() - t) / n * 1e6
 
 
+@figure('us', 'lower')
+def pool_apply_roundtrip_shm_us(n=2_000):
+    """CPython's Pool has no shared-memory path: its twin is its only one."""
+    return pool_apply_roundtrip_us(n)
+
+
 @figure('task/s', 'higher')
 def pool_map_chunk1_tasks_per_s(n=50_000):
     with mp.Pool(os.cpu_count()) as pool:

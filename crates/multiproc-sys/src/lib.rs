@@ -8,6 +8,7 @@
 
 pub mod fdpass;
 pub mod futex;
+pub mod hugepages;
 pub mod pidlock;
 pub mod process;
 pub mod ring;

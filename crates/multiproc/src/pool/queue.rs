@@ -185,35 +185,60 @@ pub(crate) fn decode_chunk<T: serde::de::DeserializeOwned>(
     d: Delivery,
     prefailed: &mut HashMap<usize, Error>,
 ) -> Vec<Result<T>> {
-    let mut out = Vec::with_capacity(d.len);
+    let mut out: Vec<Result<T>> = (0..d.len).map(|_| Err(Error::PoolTerminated)).collect();
     decode_chunk_into(d, prefailed, &mut out);
     out
 }
 
-/// [`decode_chunk`], appending to `out`.
+/// [`decode_chunk`], writing item `i` of the delivery to `out[i]` (`out`
+/// holds exactly the delivery's items; a shorter `out` gets what fits).
+///
+/// A chunk whose items all succeeded is decoded in bulk: one decoder runs
+/// over its results back to back, each item's end checked against the
+/// boundary the worker sent; at the first item that fails or ends elsewhere
+/// it goes on item by item, so every item still gets its own result or
+/// error.
 pub(crate) fn decode_chunk_into<T: serde::de::DeserializeOwned>(
     d: Delivery,
     prefailed: &mut HashMap<usize, Error>,
-    out: &mut Vec<Result<T>>,
+    out: &mut [Result<T>],
 ) {
     let Delivery { base, len, outcome } = d;
+    let len = len.min(out.len());
     match outcome {
         Err(e) => {
-            out.extend((0..len).map(|i| Err(take_prefailed(prefailed, base + i).unwrap_or_else(|| e.to_error()))))
+            for (i, slot) in out[..len].iter_mut().enumerate() {
+                *slot = Err(take_prefailed(prefailed, base + i).unwrap_or_else(|| e.to_error()));
+            }
         }
         Ok(ChunkDone { data, ends, failures, fds }) => fds::provide(fds, || {
-            let mut failures = failures.into_iter().peekable();
+            let mut i = 0;
             let mut start = 0;
-            for i in 0..len {
+            if failures.is_empty() && prefailed.is_empty() && ends.len() >= len {
+                // Bulk: the common case of a chunk that fully succeeded.
+                let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(&data[..]));
+                while i < len {
+                    let end = ends[i] as usize;
+                    match T::deserialize(&mut de) {
+                        Ok(v) if de.position() == end as u64 => out[i] = Ok(v),
+                        _ => break,
+                    }
+                    start = end;
+                    i += 1;
+                }
+            }
+            let mut failures = failures.into_iter().peekable();
+            while failures.next_if(|(at, _)| (*at as usize) < i).is_some() {}
+            for (i, slot) in out[..len].iter_mut().enumerate().skip(i) {
                 let end = ends.get(i).map_or(start, |&e| e as usize);
                 let bytes = data.get(start..end).unwrap_or_default();
                 start = end;
                 let failed = failures.next_if(|(at, _)| *at as usize == i);
-                out.push(match (take_prefailed(prefailed, base + i), failed) {
+                *slot = match (take_prefailed(prefailed, base + i), failed) {
                     (Some(e), _) => Err(e),
                     (None, Some((_, f))) => Err(failure_to_error(&f)),
                     (None, None) => wire::decode("the task's result", bytes),
-                });
+                };
             }
         }),
     }
@@ -388,5 +413,68 @@ impl Shared {
             changed
         });
         self.work.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(values: &[&[u8]], failures: Vec<(u32, Failure)>) -> Delivery {
+        let mut data = Vec::new();
+        let mut ends = Vec::new();
+        for v in values {
+            data.extend_from_slice(v);
+            ends.push(data.len() as u32);
+        }
+        Delivery { base: 0, len: values.len(), outcome: Ok(ChunkDone { data, ends, failures, fds: Vec::new() }) }
+    }
+
+    fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+        rmp_serde::to_vec(v).expect("encode")
+    }
+
+    #[test]
+    fn a_chunk_that_fully_succeeded_decodes_in_bulk() {
+        let items: Vec<Vec<u8>> = [1u64, 300, 1 << 40].iter().map(enc).collect();
+        let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+        let out: Vec<Result<u64>> = decode_chunk(done(&refs, Vec::new()), &mut HashMap::new());
+        assert_eq!(out.into_iter().map(|r| r.expect("ok")).collect::<Vec<_>>(), [1, 300, 1 << 40]);
+    }
+
+    #[test]
+    fn an_item_that_breaks_the_bulk_decode_fails_alone() {
+        // Item 1 is not a u64: bulk decoding stops there, item by item after.
+        let items = [enc(&7u64), enc(&"seven"), enc(&9u64)];
+        let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+        let out: Vec<Result<u64>> = decode_chunk(done(&refs, Vec::new()), &mut HashMap::new());
+        assert_eq!(*out[0].as_ref().expect("item 0"), 7);
+        assert!(matches!(out[1], Err(Error::Decode { .. })), "{:?}", out[1]);
+        assert_eq!(*out[2].as_ref().expect("item 2"), 9);
+        // A boundary that does not match what was decoded is not trusted:
+        // the item is decoded from its own bytes.
+        let mut d = done(&[&enc(&1u64), &enc(&2u64)], Vec::new());
+        if let Ok(c) = &mut d.outcome {
+            c.data.push(0xc0); // a stray byte inside item 1's bytes
+            c.ends[1] += 1;
+        }
+        let out: Vec<Result<u64>> = decode_chunk(d, &mut HashMap::new());
+        assert_eq!(*out[0].as_ref().expect("item 0"), 1);
+        assert_eq!(*out[1].as_ref().expect("item 1 from its own bytes"), 2);
+    }
+
+    #[test]
+    fn failures_and_prefailed_items_land_at_their_index() {
+        let failure = Failure::Panicked { message: "boom".into(), location: "here".into() };
+        let out: Vec<Result<u64>> =
+            decode_chunk(done(&[&enc(&1u64), &[], &enc(&3u64)], vec![(1, failure)]), &mut HashMap::new());
+        assert_eq!(*out[0].as_ref().expect("item 0"), 1);
+        assert!(matches!(&out[1], Err(Error::TaskPanicked { message, .. }) if message == "boom"));
+        assert_eq!(*out[2].as_ref().expect("item 2"), 3);
+        let mut prefailed = HashMap::from([(0, Error::Encode { what: "x", reason: "y".into() })]);
+        let out: Vec<Result<u64>> = decode_chunk(done(&[&[], &enc(&2u64)], Vec::new()), &mut prefailed);
+        assert!(matches!(out[0], Err(Error::Encode { .. })));
+        assert_eq!(*out[1].as_ref().expect("item 1"), 2);
+        assert!(prefailed.is_empty());
     }
 }

@@ -3,7 +3,7 @@
 //! [`MapResult`] (`map_async`/`starmap_async`). Dropping a handle cancels the
 //! work still queued for it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use super::queue::{ChunkError, Delivery, Job, Shared, decode_chunk, decode_chunk_into, encode_pieces};
 use crate::error::{Error, Result};
 use crate::wire::TaskRef;
+use multiproc_sys::hugepages;
 
 /// The result of [`Pool::apply_async`](super::Pool::apply_async), Python's
 /// `AsyncResult`: `.await` it (`res.get()`), or use [`get_timeout`](Self::get_timeout)
@@ -208,14 +209,8 @@ impl<T: DeserializeOwned, X> MapCall<T, X> {
                 }
             }
         }
-        MapResult {
-            rx: Some(rx),
-            results: Vec::with_capacity(n),
-            early: BTreeMap::new(),
-            remaining: n,
-            prefailed,
-            error: None,
-        }
+        // Filled while the workers run the first chunks.
+        MapResult { rx: Some(rx), results: placeholders(n), remaining: n, prefailed, error: None }
     }
 }
 
@@ -228,15 +223,26 @@ impl<T: DeserializeOwned, X> IntoFuture for MapCall<T, X> {
     }
 }
 
+/// `n` results that say `PoolTerminated` until their chunk arrives. A large
+/// vector is backed by huge pages where the kernel allows it: it is written
+/// once, and 4 KiB pages would fault one by one (issue 13).
+fn placeholders<T>(n: usize) -> Vec<Result<T>> {
+    let mut v = Vec::with_capacity(n);
+    hugepages::advise_spare(&mut v);
+    v.resize_with(n, || Err(Error::PoolTerminated));
+    v
+}
+
 /// The result of `map_async`/`starmap_async`: a future of every item's
 /// result, in input order; also [`ready`](Self::ready) and
 /// [`get_timeout`](Self::get_timeout) like [`AsyncResult`].
 #[derive(Debug)]
 pub struct MapResult<T> {
     rx: Option<mpsc::UnboundedReceiver<Delivery>>,
-    /// Results in order so far, and chunks that arrived ahead of them.
+    /// Every item's result, in place as its chunk arrives (in any order);
+    /// an item not delivered yet holds `PoolTerminated` (what it gets if
+    /// its chunk never comes).
     results: Vec<Result<T>>,
-    early: BTreeMap<usize, Vec<Result<T>>>,
     /// Items not delivered yet.
     remaining: usize,
     prefailed: HashMap<usize, Error>,
@@ -248,29 +254,16 @@ impl<T> Unpin for MapResult<T> {}
 
 impl<T: DeserializeOwned> MapResult<T> {
     fn failed(e: Error) -> Self {
-        Self {
-            rx: None,
-            results: Vec::new(),
-            early: BTreeMap::new(),
-            remaining: 0,
-            prefailed: HashMap::new(),
-            error: Some(e),
-        }
+        Self { rx: None, results: Vec::new(), remaining: 0, prefailed: HashMap::new(), error: Some(e) }
     }
 
-    /// Appends chunks in order; one that arrives early waits in `early`.
+    /// Decodes a chunk straight into its items' places.
     fn store(&mut self, d: Delivery) {
         let (base, len) = (d.base, d.len);
         self.remaining = self.remaining.saturating_sub(len);
-        if base != self.results.len() {
-            self.early.insert(base, decode_chunk(d, &mut self.prefailed));
-            return;
-        }
-        // In order (the usual case): straight into place, no copy.
-        decode_chunk_into(d, &mut self.prefailed, &mut self.results);
-        while let Some(items) = self.early.remove(&self.results.len()) {
-            self.results.extend(items);
-        }
+        let Some(slots) = self.results.get_mut(base..) else { return };
+        let len = len.min(slots.len());
+        decode_chunk_into(d, &mut self.prefailed, &mut slots[..len]);
     }
 
     /// Whether every result has arrived.
@@ -307,16 +300,8 @@ impl<T: DeserializeOwned> Future for MapResult<T> {
             }
         }
         self.rx = None;
-        // Chunks that never came (their senders are gone) fail in place.
-        let n = self.results.len() + self.remaining + self.early.values().map(Vec::len).sum::<usize>();
-        let mut results = std::mem::take(&mut self.results);
-        let mut early = std::mem::take(&mut self.early).into_iter().peekable();
-        while results.len() < n {
-            match early.next_if(|(base, _)| *base == results.len()) {
-                Some((_, items)) => results.extend(items),
-                None => results.push(Err(Error::PoolTerminated)),
-            }
-        }
-        Poll::Ready(Ok(results))
+        // Chunks that never came (their senders are gone) fail in place:
+        // their items still hold `PoolTerminated`.
+        Poll::Ready(Ok(std::mem::take(&mut self.results)))
     }
 }

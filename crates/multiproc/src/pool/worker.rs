@@ -121,8 +121,11 @@ pub(crate) fn serve_pool(
                 let first = i;
                 // One reply's worth of items, with the fds their results own.
                 let ((), out_fds) = fds::capture(|| {
-                    let mut last = Instant::now();
-                    let since = last;
+                    // Deadlines rather than differences: one clock read and
+                    // two comparisons per item.
+                    let start_at = Instant::now();
+                    let report_at = start_at + PROGRESS_EVERY;
+                    let mut slow_at = start_at + SLOW_ITEM;
                     while i < n {
                         let end = arg_ends[i] as usize;
                         let item = args.get(start..end).unwrap_or_default();
@@ -135,13 +138,15 @@ pub(crate) fn serve_pool(
                         };
                         reply.push((i - first) as u32, outcome);
                         i += 1;
-                        let now = Instant::now();
-                        let report =
-                            now - last >= SLOW_ITEM || now - since >= PROGRESS_EVERY || reply.size() > MAX_RESULT_BYTES;
-                        last = now;
-                        if report {
+                        if i == n {
+                            // The reply goes out now anyway.
                             break;
                         }
+                        let now = Instant::now();
+                        if now >= slow_at || now >= report_at || reply.size() > MAX_RESULT_BYTES {
+                            break;
+                        }
+                        slow_at = now + SLOW_ITEM;
                     }
                 });
                 let more = i < n;
