@@ -221,14 +221,31 @@ pub enum Error {
     /// A call's arguments encode to more bytes than one call may carry;
     /// nothing was sent and the pool is unaffected.
     #[error("send the task: its arguments take {len} bytes; at most {max} fit in a call")]
-    ArgumentsTooLarge { len: usize, max: usize },
+    ArgumentsTooLarge {
+        /// The encoded arguments' size in bytes.
+        len: usize,
+        /// The most a call carries ([`MAX_CALL_BYTES`](crate::MAX_CALL_BYTES)).
+        max: usize,
+    },
     /// A task's result encoded to more bytes than one reply may carry.
     #[error("return the result: it takes {len} bytes; at most {max} fit in a reply")]
-    ResultTooLarge { len: usize, max: usize },
+    ResultTooLarge {
+        /// The encoded result's size in bytes.
+        len: usize,
+        /// The most a reply carries ([`MAX_RESULT_BYTES`](crate::MAX_RESULT_BYTES)).
+        max: usize,
+    },
     /// A supervisor's children restarted more than `max` times within
     /// `within`: it stopped them all and gave up.
     #[error("supervise {name:?}: more than {max} restarts within {within:?}; every child was stopped")]
-    RestartIntensity { name: String, max: u32, within: std::time::Duration },
+    RestartIntensity {
+        /// The supervisor's name.
+        name: String,
+        /// The most restarts allowed within `within`.
+        max: u32,
+        /// The intensity's time window.
+        within: std::time::Duration,
+    },
     /// No child of that name under this supervisor.
     #[error("find child {0:?}: no child of that name")]
     NoSuchChild(String),
@@ -236,13 +253,22 @@ pub enum Error {
     /// No manager answers at that address.
     #[error("connect to the manager at {address}: {source}")]
     ManagerUnreachable {
+        /// The address tried.
         address: std::net::SocketAddr,
+        /// Why the connection failed.
         #[source]
         source: io::Error,
     },
     /// A named manager object exists with another type.
     #[error("open the manager object {name:?}: it is a {found}, not a {wanted}")]
-    WrongKind { name: String, found: String, wanted: String },
+    WrongKind {
+        /// The object's name.
+        name: String,
+        /// The kind it has.
+        found: String,
+        /// The kind asked for.
+        wanted: String,
+    },
 
     // Issue 14 (the newcomer's path): errors a task returns, misuse outside
     // a runtime.
@@ -276,7 +302,10 @@ pub enum Error {
     /// A cluster task killed its worker on each of its `deliveries`
     /// deliveries; it was moved to the dead-letter stream.
     #[error("run the task: it killed its worker on each of {deliveries} deliveries and was dead-lettered")]
-    TaskPoisoned { deliveries: u32 },
+    TaskPoisoned {
+        /// How many times it was delivered (each killed its worker).
+        deliveries: u32,
+    },
     /// The cluster's Redis could not be reached, or kept failing, until the
     /// reconnect deadline passed.
     #[error("reach the cluster's Redis: {0}")]
