@@ -54,7 +54,7 @@ pub(crate) fn encode_chunk<'a, X: 'a>(
         let at = args.len();
         if let Err(e) = encode(&mut args, item) {
             args.truncate(at);
-            prefailed.insert(base + i, Error::Encode { what: "the task's arguments", reason: e.to_string() });
+            prefailed.insert(base + i, Error::Encode { what: "the task's arguments", source: std::sync::Arc::new(e) });
         }
         ends.push(u32::try_from(args.len()).unwrap_or(u32::MAX));
     }

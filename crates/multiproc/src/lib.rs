@@ -30,7 +30,7 @@ pub mod wire;
 pub use current::{
     ChildProcess, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process,
 };
-pub use error::{Error, ExitStatus, Result};
+pub use error::{Cause, Error, ErrorKind, ExitStatus, Result};
 pub use fleet::{
     ChildSpec, ChildStats, ExitCause, RecycleReason, Restart, Strategy, Supervisor, SupervisorBuilder, SupervisorEvent,
     SupervisorStats,
