@@ -8,8 +8,7 @@ use std::time::Duration;
 use std::io::{Read, Write};
 
 use futures::StreamExt;
-use multiproc::wire::fds::PassFd;
-use multiproc::{Error, ExitStatus, Pool, StartMethod};
+use multiproc::{Error, ExitStatus, PassFd, Pool, StartMethod};
 
 use crate::common::pid_alive;
 use crate::per_method;
