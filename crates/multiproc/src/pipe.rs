@@ -393,10 +393,8 @@ impl Connection {
     fn queue_frame<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
         self.check(true)?;
         self.writer.push(self.max, |buf| {
-            let (r, fds) = fds::capture(|| {
-                rmp_serde::encode::write(buf, msg)
-                    .map_err(|e| Error::Encode { what: "a message", reason: e.to_string() })
-            });
+            let (r, fds) =
+                fds::capture(|| rmp_serde::encode::write(buf, msg).map_err(|e| Error::encode("a message", e)));
             r.map(|()| fds)
         })
     }

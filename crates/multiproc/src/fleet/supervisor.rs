@@ -381,8 +381,8 @@ impl Drop for Actor {
     /// started may outlive it.
     fn drop(&mut self) {
         for slot in &self.children {
-            if let Some(pid) = slot.running.as_ref().and_then(|r| r.pid) {
-                let _ = crate::tree::supervisor::signal(pid, nix::libc::SIGKILL);
+            if let Some(id) = slot.running.as_ref().and_then(|r| r.spawn_id) {
+                let _ = crate::tree::supervisor::signal_child(id, nix::libc::SIGKILL);
             }
         }
     }

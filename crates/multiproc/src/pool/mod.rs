@@ -202,7 +202,7 @@ impl Pool {
                     rt.spawn_blocking(move || {
                         let (encoded, fds) = fds::capture(|| crate::wire::encode("the task's arguments", &args));
                         if let Err(e) = encoded.and_then(|a| result::submit_one(&shared, task, (a, fds), tx.clone())) {
-                            result::refuse(&tx, &e);
+                            result::refuse(&tx, e);
                         }
                     });
                     AsyncResult::pending(rx)
@@ -414,7 +414,7 @@ impl Pool {
     /// Process ids of the current workers: all of them once `new` returned
     /// (a slot between a lost worker and its replacement is missing).
     pub fn pids(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = self.shared.pids.lock().expect("pids lock").values().copied().collect();
+        let mut v: Vec<u32> = self.shared.pids.lock().expect("pids lock").values().map(|&(pid, _)| pid).collect();
         v.sort_unstable();
         v
     }
@@ -435,8 +435,8 @@ impl Drop for Terminator {
         // escalate to SIGKILL after the grace period and reap.
         let signal =
             if tokio::runtime::Handle::try_current().is_ok() { nix::libc::SIGTERM } else { nix::libc::SIGKILL };
-        for &pid in shared.pids.lock().expect("pids lock").values() {
-            let _ = crate::tree::supervisor::signal(pid, signal);
+        for &(_, id) in shared.pids.lock().expect("pids lock").values() {
+            let _ = crate::tree::supervisor::signal_child(id, signal);
         }
     }
 }
@@ -466,6 +466,6 @@ fn encode_capped<T: Serialize>(buf: &mut Vec<u8>, value: &T, cap: usize) -> Resu
     match rmp_serde::encode::write(&mut w, value) {
         Ok(()) => Ok(true),
         Err(_) if w.over => Ok(false),
-        Err(e) => Err(Error::Encode { what: "the task's arguments", reason: e.to_string() }),
+        Err(e) => Err(Error::encode("the task's arguments", e)),
     }
 }

@@ -161,7 +161,7 @@ impl Shared {
         let mut buf = ENCODED.take();
         buf.clear();
         let r = rmp_serde::encode::write(&mut buf, item)
-            .map_err(|e| Error::Encode { what: "a queue item", reason: e.to_string() })
+            .map_err(|e| Error::encode("a queue item", e))
             .and_then(|()| if now { self.try_push_now(&buf).map(|p| p == Some(true)) } else { self.try_push(&buf) });
         let out = match r {
             Ok(true) => Ok(None),
