@@ -20,8 +20,7 @@ mod shm_path {
     use std::io::Read;
     use std::time::Duration;
 
-    use multiproc::wire::fds::PassFd;
-    use multiproc::{Error, ExitStatus, Pool, StartMethod};
+    use multiproc::{Error, ExitStatus, PassFd, Pool, StartMethod};
 
     use crate::per_method;
 
@@ -94,7 +93,7 @@ mod shm_path {
             other => panic!("expected WorkerLost, got {other:?}"),
         }
         assert_eq!(after.await.expect("the queued call ran on the replacement"), 81);
-        assert_eq!(pool.apply(on_shared_memory, ()).await.expect("apply"), true, "the replacement has a link too");
+        assert!(pool.apply(on_shared_memory, ()).await.expect("apply"), "the replacement has a link too");
         assert_eq!(pool.stats().workers_replaced, 1);
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::error::{Error, ExitStatus, Result};
+use crate::error::{Cause, Error, ExitStatus, Result};
 use crate::process::StartMethod;
 use crate::wire::{self, Failure, TaskRef, fds};
 
@@ -133,17 +133,26 @@ pub(crate) enum ChunkError {
     },
     Timeout,
     Terminated,
-    WorkerStart(String),
+    WorkerStart(Arc<Error>),
     /// Arguments over the call limit (found after encoding off the runtime).
     ArgumentsTooLarge {
         len: usize,
         max: usize,
     },
     /// Arguments that could not be encoded (found off the runtime).
-    Encode(String),
+    Encode(Cause),
 }
 
 impl ChunkError {
+    /// A call that could not be sent: an encoder's failure keeps its cause,
+    /// anything else becomes the cause.
+    pub fn unsendable(e: Error) -> Self {
+        match e {
+            Error::Encode { source, .. } => Self::Encode(source),
+            other => Self::Encode(crate::error::cause(other)),
+        }
+    }
+
     pub fn to_error(&self) -> Error {
         match self {
             Self::WorkerLost { pid, status } => Error::WorkerLost { pid: *pid, status: *status },
@@ -152,7 +161,7 @@ impl ChunkError {
             Self::Terminated => Error::PoolTerminated,
             Self::WorkerStart(why) => Error::PoolWorkerStart(why.clone()),
             Self::ArgumentsTooLarge { len, max } => Error::ArgumentsTooLarge { len: *len, max: *max },
-            Self::Encode(reason) => Error::Encode { what: "the task's arguments", reason: reason.clone() },
+            Self::Encode(source) => Error::Encode { what: "the task's arguments", source: source.clone() },
         }
     }
 }
@@ -163,8 +172,8 @@ pub(crate) fn failure_to_error(f: &Failure) -> Error {
         Failure::Panicked { message, location } => {
             Error::TaskPanicked { message: message.clone(), location: location.clone() }
         }
-        Failure::Decode(reason) => Error::Decode { what: "in the worker", reason: reason.clone() },
-        Failure::Encode(reason) => Error::Encode { what: "in the worker", reason: reason.clone() },
+        Failure::Decode(reason) => Error::decode("in the worker", reason.clone()),
+        Failure::Encode(reason) => Error::encode("in the worker", reason.clone()),
         Failure::Unknown { name, reason } => Error::TaskMismatch { name: name.clone(), reason: reason.clone() },
         Failure::ResultTooLarge { len, max } => Error::ResultTooLarge {
             len: usize::try_from(*len).unwrap_or(usize::MAX),
@@ -270,7 +279,7 @@ pub(crate) fn encode_pieces<X>(
             let at = args.len();
             if let Err(e) = encode(&mut args, item) {
                 args.truncate(at);
-                prefailed.insert(base + i, Error::Encode { what: "the task's arguments", reason: e.to_string() });
+                prefailed.insert(base + i, Error::encode("the task's arguments", e));
             } else if args.len() - at > super::MAX_CALL_BYTES {
                 prefailed
                     .insert(base + i, Error::ArgumentsTooLarge { len: args.len() - at, max: super::MAX_CALL_BYTES });
@@ -329,8 +338,9 @@ pub(crate) struct Shared {
     pub config: Config,
     pub stats: Counters,
     next_batch: AtomicU64,
-    /// The live worker of each slot (so a dropped pool can kill them at once).
-    pub pids: Mutex<HashMap<usize, u32>>,
+    /// The live worker of each slot, its pid and spawn id (so a dropped
+    /// pool can kill them at once, by id).
+    pub pids: Mutex<HashMap<usize, (u32, crate::tree::supervisor::SpawnId)>>,
     /// How many owner tasks are still running.
     pub live: watch::Sender<usize>,
 }
@@ -471,7 +481,7 @@ mod tests {
         assert_eq!(*out[0].as_ref().expect("item 0"), 1);
         assert!(matches!(&out[1], Err(Error::TaskPanicked { message, .. }) if message == "boom"));
         assert_eq!(*out[2].as_ref().expect("item 2"), 3);
-        let mut prefailed = HashMap::from([(0, Error::Encode { what: "x", reason: "y".into() })]);
+        let mut prefailed = HashMap::from([(0, Error::encode("x", "y"))]);
         let out: Vec<Result<u64>> = decode_chunk(done(&[&[], &enc(&2u64)], Vec::new()), &mut prefailed);
         assert!(matches!(out[0], Err(Error::Encode { .. })));
         assert_eq!(*out[1].as_ref().expect("item 1"), 2);

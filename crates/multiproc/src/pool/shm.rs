@@ -43,7 +43,7 @@ fn push_frame<T: Serialize>(out: &mut Vec<u8>, msg: &T, fds: usize) -> Result<()
     out.extend_from_slice(&[0; HEADER]);
     if let Err(e) = rmp_serde::encode::write(out, msg) {
         out.truncate(at);
-        return Err(Error::Encode { what: "a pool message", reason: e.to_string() });
+        return Err(Error::encode("a pool message", e));
     }
     let len = out.len() - at - HEADER;
     if len > DEFAULT_MAX_FRAME {
