@@ -1,8 +1,10 @@
 //! The shared-memory call channel (issue 13): two byte streams in one memfd
 //! mapping (`multiproc_sys::shmring`), one each way between two ends, with
 //! adaptive waiting. It carries the bytes of a [`Connection`] built with
-//! [`PipeBuilder::shared_memory`]; the connection's socket stays for file
-//! descriptors, for `poll`, and to learn that the other end is gone.
+//! [`PipeBuilder::shared_memory`], and the calls and replies of a pool
+//! worker built with `PoolBuilder::shared_memory` (`pool/shm.rs`); the
+//! socket beside it stays for file descriptors, for `poll`, and to learn
+//! that the other end is gone.
 //!
 //! # When a waiter spins, and when it sleeps
 //!
