@@ -10,6 +10,7 @@
 //! the slice's own macro in `multiproc-sys`, so the expansion is accepted
 //! by a crate with `#![forbid(unsafe_code)]`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod hosted;
 

@@ -1,5 +1,6 @@
 #![doc = include_str!("../docs/front.md")]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 // Lets the crate register its own tasks (the manager's server) with
 // `#[multiproc::task]`, which names paths from `::multiproc`.

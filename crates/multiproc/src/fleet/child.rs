@@ -48,7 +48,10 @@ pub enum ExitCause {
     Recycled(RecycleReason),
     /// Stopped by its supervisor (shutdown, a group restart, removal);
     /// `status` is how the process ended (`None` for pools and supervisors).
-    Stopped { status: Option<ExitStatus> },
+    Stopped {
+        /// How the process ended; `None` for pools and supervisors.
+        status: Option<ExitStatus>,
+    },
     /// It could not be started.
     StartFailed(String),
     /// A nested supervisor gave up.
