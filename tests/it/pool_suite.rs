@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use futures::StreamExt;
 use multiproc::{Error, ExitStatus, PassFd, Pool, PoolBuilder, StartMethod};
 
-use crate::common::pid_alive;
+use crate::common::{Watch, pid_alive};
 use crate::per_method;
 
 #[multiproc::task]
@@ -378,20 +378,45 @@ async fn imap_over_endless_input(method: StartMethod) {
     assert_eq!(pool.apply(square, (2,)).await.expect("pool still fine"), 4);
 }
 
+/// A stream made before `close()` and first read after it (or after
+/// `join()` too): no chunk can be queued any more, so it ends with
+/// `Closed` instead of waiting; one polled before `close()` still yields
+/// what it had queued, then the error for the rest.
+async fn imap_read_after_close_ends_with_closed(method: StartMethod) {
+    for after_join in [false, true] {
+        for ordered in [true, false] {
+            let pool = pool(method, 2).await;
+            let mut s = if ordered { pool.imap(square, 0..100u64) } else { pool.imap_unordered(square, 0..100u64) };
+            pool.close();
+            if after_join {
+                pool.join().await.expect("join");
+            }
+            let first = tokio::time::timeout(Duration::from_secs(10), s.next()).await.expect("no hang");
+            assert!(matches!(first, Some(Err(Error::Closed(_)))), "ordered {ordered}, after join {after_join}: {first:?}");
+            assert!(s.next().await.is_none(), "the stream ends after the error");
+            pool.join().await.expect("join");
+        }
+    }
+    // Polled once before close: the queued window is delivered, then Closed.
+    let pool = pool(method, 2).await;
+    let mut s = pool.imap(square, 0..100u64).window(2);
+    assert_eq!(s.next().await.expect("an item").expect("ok"), 0);
+    pool.close();
+    let rest: Vec<_> = tokio::time::timeout(Duration::from_secs(10), s.collect::<Vec<_>>()).await.expect("no hang");
+    let (oks, errs): (Vec<_>, Vec<_>) = rest.into_iter().partition(Result::is_ok);
+    assert_eq!(oks.into_iter().map(Result::unwrap).collect::<Vec<_>>(), [1], "what was queued arrives in order");
+    assert!(matches!(errs.as_slice(), [Err(Error::Closed(_))]), "{errs:?}");
+    pool.join().await.expect("join");
+}
+
 async fn dropped_pool_reaps_workers(method: StartMethod) {
     let pool = pool(method, 2).await;
     let stuck = pool.apply_async(block_forever, ());
-    let pids = pool.pids();
+    let workers = Watch::all(&pool.pids());
     drop(pool);
     assert!(matches!(stuck.await, Err(Error::PoolTerminated)));
-    for pid in pids {
-        for _ in 0..200 {
-            if !pid_alive(pid) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(!pid_alive(pid), "worker {pid} outlived its pool");
+    for w in &workers {
+        w.assert_exits(Duration::from_secs(2), "(a worker) outlived its pool").await;
     }
 }
 
@@ -570,19 +595,13 @@ async fn timeout_in_a_chunk_keeps_finished_items(method: StartMethod) {
 
 async fn clones_share_the_pool_and_the_last_drop_terminates(method: StartMethod) {
     let pool = pool(method, 2).await;
-    let pids = pool.pids();
+    let workers = Watch::all(&pool.pids());
     let other = pool.clone();
     let job = tokio::spawn(async move { other.apply(square, (9,)).await });
     drop(pool);
     assert_eq!(job.await.expect("join").expect("a clone keeps the pool"), 81);
-    for pid in pids {
-        for _ in 0..200 {
-            if !pid_alive(pid) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(!pid_alive(pid), "worker {pid} outlived the last clone");
+    for w in &workers {
+        w.assert_exits(Duration::from_secs(2), "(a worker) outlived the last clone").await;
     }
 }
 
@@ -667,6 +686,7 @@ per_method!(
     initializer_runs_once_per_worker,
     terminate_during_large_map,
     imap_over_endless_input,
+    imap_read_after_close_ends_with_closed,
     dropped_pool_reaps_workers,
 );
 

@@ -178,10 +178,10 @@ impl<T: DeserializeOwned, I: Source> Imap<T, I> {
             }
             let base = self.pulled;
             self.pulled += self.buf.len();
-            self.out += self.buf.len();
             encode_pieces(&self.buf, base, self.encode, &mut self.prefailed, &mut pieces);
             self.buf.clear();
             for (base, args, ends, fds) in pieces.drain(..) {
+                let n = ends.len();
                 let job = Job {
                     batch: self.batch,
                     base,
@@ -193,7 +193,12 @@ impl<T: DeserializeOwned, I: Source> Imap<T, I> {
                     attempts: 0,
                     sink: self.tx.clone(),
                 };
+                // Only what was queued is awaited: a pool closed before
+                // this stream was first polled refuses the chunk, and the
+                // stream then ends with that error instead of waiting for
+                // results that cannot come.
                 self.shared.submit(std::iter::once(job))?;
+                self.out += n;
             }
         }
         Ok(())

@@ -480,7 +480,6 @@ fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
 }
 
 #[cfg(test)]
-#[expect(unsafe_code, reason = "registering a task inside the crate declares a link-section static")]
 mod tests {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
