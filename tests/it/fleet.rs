@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use multiproc::{
-    ChildSpec, Error, ExitCause, ExitStatus, Pool, RecycleReason, Restart, Strategy, Supervisor, SupervisorEvent,
+    ChildSpec, Error, Event, ExitCause, ExitStatus, Pool, RecycleReason, Restart, StartMethod, Strategy, Supervisor,
+    SupervisorEvent,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -397,3 +398,89 @@ fn soak_random_kills_lose_no_job() {
     assert!(out.status.success(), "{out:?}");
     assert!(stdout.contains("kills 300, jobs in 5000, results out 5000, lost 0"), "{stdout}");
 }
+
+// Pool workers see the pool's stop request mid-call (`Pool::shutdown`).
+
+/// Says it started, then loops until the pool asks it to stop; returns how
+/// many rounds it made.
+#[multiproc::task]
+fn loop_until_pool_stops(started: Event) -> u64 {
+    started.set();
+    let mut rounds = 0;
+    while !multiproc::stop_requested() {
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    rounds
+}
+
+/// The same, waiting asynchronously.
+#[multiproc::task]
+async fn wait_until_pool_stops(started: Event) -> bool {
+    started.set();
+    multiproc::stopped().await;
+    multiproc::stop_requested()
+}
+
+/// Blocks SIGTERM, says when it saw the stop request, and goes on anyway:
+/// only SIGKILL ends it.
+#[multiproc::task]
+fn sees_the_stop_then_carries_on(started: Event, saw_stop: Event) {
+    nix::sys::signal::SigSet::from(nix::sys::signal::Signal::SIGTERM).thread_block().expect("block SIGTERM");
+    started.set();
+    while !multiproc::stop_requested() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    saw_stop.set();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Two tasks that run until asked to stop (one polling `stop_requested`,
+/// one awaiting `stopped`) return on their own when the pool shuts down:
+/// the pool drains within its grace, no signal needed.
+async fn pool_task_sees_the_stop_request_mid_call(method: StartMethod) {
+    let pool = Pool::builder().processes(2).start_method(method).build().await.expect("pool");
+    let (a, b) = (Event::new().expect("event"), Event::new().expect("event"));
+    let polling = pool.apply_async(loop_until_pool_stops, (a.clone(),));
+    assert!(a.wait_timeout(WAIT).await.expect("wait"), "the polling task runs");
+    // The other worker is idle: the second task runs beside the first.
+    let waiting = pool.apply_async(wait_until_pool_stops, (b.clone(),));
+    assert!(b.wait_timeout(WAIT).await.expect("wait"), "the waiting task runs");
+    let workers = pool.pids();
+    assert!(pool.shutdown(Duration::from_secs(60)).await, "both tasks returned when asked to stop");
+    polling.await.expect("the polling task returned on its own");
+    assert!(waiting.await.expect("the waiting task's result"), "stopped() resolved with the stop requested");
+    assert_eq!(pool.stats().failed, 0);
+    assert_all_gone(&workers).await;
+}
+
+/// A task that sees the stop request but carries on (and ignores SIGTERM):
+/// it saw the request at once, before the grace ran out and so before any
+/// SIGTERM; SIGTERM at the end of the grace does nothing; SIGKILL after
+/// the pool's `timeout_grace` ends it and its call fails `PoolTerminated`.
+async fn pool_shutdown_asks_then_sigterm_then_sigkill(method: StartMethod) {
+    let term_grace = Duration::from_millis(500);
+    let pool =
+        Pool::builder().processes(1).start_method(method).timeout_grace(term_grace).build().await.expect("pool");
+    let (started, saw_stop) = (Event::new().expect("event"), Event::new().expect("event"));
+    let call = pool.apply_async(sees_the_stop_then_carries_on, (started.clone(), saw_stop.clone()));
+    assert!(started.wait_timeout(WAIT).await.expect("wait"), "the task runs");
+    let workers = pool.pids();
+    let grace = Duration::from_secs(3);
+    let t0 = Instant::now();
+    let shutdown = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.shutdown(grace).await }
+    });
+    assert!(saw_stop.wait_timeout(WAIT).await.expect("wait"), "the task saw the stop request");
+    assert!(t0.elapsed() < grace, "seen before the grace ran out (SIGTERM comes after it): {:?}", t0.elapsed());
+    assert!(!shutdown.is_finished());
+    assert!(!shutdown.await.expect("the shutdown task"), "the task did not finish in time");
+    assert!(t0.elapsed() >= grace + term_grace, "SIGTERM was blocked: SIGKILL after timeout_grace ended it");
+    assert!(matches!(call.await, Err(Error::PoolTerminated)));
+    assert_all_gone(&workers).await;
+}
+
+crate::per_method!(pool_task_sees_the_stop_request_mid_call, pool_shutdown_asks_then_sigterm_then_sigkill);
