@@ -12,10 +12,10 @@
 //! is the same value.
 //!
 //! The run ends with a SIGTERM to this program while jobs are still
-//! queued, and the drain it starts: wait until every job is acknowledged
-//! (`JoinableQueue::join`; the consumers keep working, and the jobs of
-//! consumers killed just before are handed out again), then stop the
-//! consumers in order (each sees `stop_requested()` between jobs).
+//! queued, and the drain it starts: the consumers keep working (and the
+//! jobs of consumers killed just before are handed out again) until every
+//! job has a result; then they are stopped in order (each sees
+//! `stop_requested()` between jobs and returns).
 //!
 //! `fleet_queue [KILLS] [JOBS]` (defaults 20 and 3,000) prints `jobs in N,
 //! results out N, lost 0, duplicates D, redelivered R, kills K, restarts S`
@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use multiproc::{ChildSpec, Error, JoinableQueue, Queue, Strategy, Supervisor};
+use multiproc::{ChildSpec, Error, Queue, Strategy, Supervisor};
 
 /// A job: about a millisecond of arithmetic on its input, so most kills
 /// land in the middle of one.
@@ -39,7 +39,7 @@ fn work(n: u64) -> u64 {
 /// then acknowledges the job; between jobs it beats its heartbeat and
 /// looks whether it was asked to stop.
 #[multiproc::task]
-fn consume(jobs: JoinableQueue<u64>, results: Queue<(u64, u64, u32)>) -> multiproc::Result<()> {
+fn consume(jobs: Queue<u64>, results: Queue<(u64, u64, u32)>) -> multiproc::Result<()> {
     while !multiproc::stop_requested() {
         multiproc::heartbeat();
         let job = match jobs.blocking_get_leased_timeout(Duration::from_millis(50)) {
@@ -50,9 +50,30 @@ fn consume(jobs: JoinableQueue<u64>, results: Queue<(u64, u64, u32)>) -> multipr
         let n = *job;
         results.blocking_put((n, work(n), job.deliveries()))?;
         // A SIGKILL here delivers the job again: the collector dedupes.
-        job.task_done()?;
+        job.ack()?;
     }
     Ok(())
+}
+
+/// The results seen: the first of each job id, and what else came.
+#[derive(Default)]
+struct Tally {
+    out: HashMap<u64, u64>,
+    duplicates: u64,
+    redelivered: u64,
+    wrong: u64,
+}
+
+impl Tally {
+    fn add(&mut self, (n, value, deliveries): (u64, u64, u32), jobs_in: u64) {
+        self.redelivered += u64::from(deliveries > 1);
+        if n >= jobs_in || value != work(n) {
+            eprintln!("job {n}: wrong result {value}");
+            self.wrong += 1;
+        } else if self.out.insert(n, value).is_some() {
+            self.duplicates += 1;
+        }
+    }
 }
 
 /// xorshift64: which consumer to kill, and when.
@@ -68,7 +89,7 @@ async fn main() -> multiproc::Result<()> {
     let mut args = std::env::args().skip(1);
     let kills: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
     let jobs_in: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3_000);
-    let jobs = JoinableQueue::<u64>::new()?;
+    let jobs = Queue::<u64>::new()?;
     let results = Queue::<(u64, u64, u32)>::new()?;
     for n in 0..jobs_in {
         jobs.put(n).await?;
@@ -102,35 +123,36 @@ async fn main() -> multiproc::Result<()> {
             killed.insert(pid);
         }
     }
-    let left_at_sigterm = jobs.unfinished_tasks();
+    let queued_at_sigterm = jobs.qsize();
 
-    // The end of the run: SIGTERM, then the drain.
+    // The end of the run: SIGTERM, then the drain: every job has a result.
     nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM).expect("raise SIGTERM");
     signal.await;
-    let drained = tokio::time::timeout(Duration::from_secs(120), jobs.join()).await.is_ok();
-    let restarts = sup.stats().await?.restarts;
-    sup.shutdown(Duration::from_secs(10)).await?;
-
-    let mut out: HashMap<u64, u64> = HashMap::new();
-    let (mut duplicates, mut redelivered, mut wrong) = (0u64, 0u64, 0u64);
-    loop {
-        let (n, value, deliveries) = match results.get_nowait() {
-            Ok(r) => r,
+    let mut tally = Tally::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while (tally.out.len() as u64) < jobs_in {
+        match results.get_timeout(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
+            Ok(r) => tally.add(r, jobs_in),
             Err(Error::Empty) => break,
             Err(e) => return Err(e),
-        };
-        redelivered += u64::from(deliveries > 1);
-        if value != work(n) || n >= jobs_in {
-            eprintln!("job {n}: wrong result {value}");
-            wrong += 1;
-        } else if out.insert(n, value).is_some() {
-            duplicates += 1;
         }
     }
+    let drained = tally.out.len() as u64 == jobs_in;
+    let restarts = sup.stats().await?.restarts;
+    sup.shutdown(Duration::from_secs(10)).await?;
+    // Results put by consumers killed before their ack: duplicates.
+    loop {
+        match results.get_nowait() {
+            Ok(r) => tally.add(r, jobs_in),
+            Err(Error::Empty) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    let Tally { out, duplicates, redelivered, wrong } = tally;
     let lost = jobs_in - out.len() as u64;
     println!(
         "jobs in {jobs_in}, results out {}, lost {lost}, duplicates {duplicates}, redelivered {redelivered}, \
-         kills {}, restarts {restarts}, left at SIGTERM {left_at_sigterm}, drained {drained}",
+         kills {}, restarts {restarts}, queued at SIGTERM {queued_at_sigterm}, drained {drained}",
         out.len(),
         killed.len()
     );

@@ -77,8 +77,7 @@ pub(crate) async fn start_worker(shared: &Shared) -> Result<Worker> {
     // The pool's stop token: its one fd goes last.
     let (stop, stop_fds) = fds::capture(|| wire::encode("the stop token", &shared.stop));
     fds.extend(stop_fds);
-    let msg =
-        ToWorker::Serve { info, init, progress: Some(ByteBuf::from(encoded?)), stop: Some(ByteBuf::from(stop?)) };
+    let msg = ToWorker::Serve { info, init, progress: Some(ByteBuf::from(encoded?)), stop: Some(ByteBuf::from(stop?)) };
     let exec = shared.config.method == StartMethod::Spawn;
     let (spawned, ch) = handshake(exec, name, true, &msg, fds, &task).await?;
     tracing::debug!(pid = spawned.pid, "pool worker ready");
