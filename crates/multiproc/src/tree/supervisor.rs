@@ -82,17 +82,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 enum Request {
     Spawn { id: SpawnId, exec: bool, control: OwnedFd, name: String, daemon: bool, child: Pending },
-    Signal { to: Addressee, signal: i32 },
+    Signal { id: SpawnId, signal: i32 },
     Shutdown { done: mpsc::Sender<()> },
-}
-
-/// Whom a signal is for.
-#[derive(Debug, Clone, Copy)]
-enum Addressee {
-    Id(SpawnId),
-    /// A live child known by pid: mapped to its spawn id by the supervisor
-    /// thread, so a pid reused after the child was reaped finds nothing.
-    Pid(u32),
 }
 
 /// What the supervisor keeps for a child until its `Started` report.
@@ -127,7 +118,6 @@ fn handle() -> Result<&'static Handle> {
             unflushed_fds: 0,
             pending: HashMap::new(),
             live: HashMap::new(),
-            by_pid: HashMap::new(),
             children: Arc::clone(&children),
             shutdown: Vec::new(),
             kill_at: None,
@@ -169,15 +159,10 @@ pub(crate) fn spawn(exec: bool, control: OwnedFd, name: String, daemon: bool) ->
 }
 
 /// Sends a signal to child `id` if the forkserver has not reaped it yet.
+/// Signals are addressed by spawn id only, never by pid: a child reaped
+/// meanwhile is not confused with a newer process that got its pid.
 pub(crate) fn signal_child(id: SpawnId, signal: i32) -> Result<()> {
-    handle()?.send(Request::Signal { to: Addressee::Id(id), signal })
-}
-
-/// Sends a signal to the live child with this pid, if there is one: the
-/// supervisor names it by its spawn id, so a child reaped meanwhile is not
-/// confused with a newer one that got its pid. Prefer [`signal_child`].
-pub(crate) fn signal(pid: u32, signal: i32) -> Result<()> {
-    handle()?.send(Request::Signal { to: Addressee::Pid(pid), signal })
+    handle()?.send(Request::Signal { id, signal })
 }
 
 pub(crate) fn active_children() -> Vec<ChildProcess> {
@@ -215,7 +200,6 @@ struct Supervisor {
     unflushed_fds: usize,
     pending: HashMap<SpawnId, (String, bool, Pending)>,
     live: HashMap<SpawnId, Live>,
-    by_pid: HashMap<u32, SpawnId>,
     children: Arc<Mutex<HashMap<SpawnId, ChildProcess>>>,
     shutdown: Vec<mpsc::Sender<()>>,
     kill_at: Option<Instant>,
@@ -269,7 +253,7 @@ impl Supervisor {
         match req {
             Request::Spawn { id, exec, control, name, daemon, child } => {
                 let not_started = |child: Pending, e: Error| {
-                    let _ = child.exit.send(Some(ExitState::NotStarted(e.to_string())));
+                    let _ = child.exit.send(Some(ExitState::NotStarted(crate::error::Chain(&e).to_string())));
                 };
                 if let Err(e) = self.ensure_forkserver() {
                     not_started(child, e);
@@ -293,14 +277,10 @@ impl Supervisor {
                     Err(e) => not_started(child, e),
                 }
             }
-            Request::Signal { to, signal } => {
-                let id = match to {
-                    Addressee::Id(id) => Some(id),
-                    Addressee::Pid(pid) => self.by_pid.get(&pid).copied(),
-                };
+            Request::Signal { id, signal } => {
                 // A child still pending is known to the forkserver too: its
                 // spawn request went first on the same stream.
-                if let Some(id) = id.filter(|id| self.live.contains_key(id) || self.pending.contains_key(id))
+                if (self.live.contains_key(&id) || self.pending.contains_key(&id))
                     && let Some(fs) = &mut self.forkserver
                 {
                     tracing::debug!(id, signal, "signalling child");
@@ -401,7 +381,6 @@ impl Supervisor {
                 let _ = child.started.send(Some(pid));
                 self.children.lock().expect("children lock").insert(id, ChildProcess { name, pid, daemon });
                 self.live.insert(id, Live { pid, exit: child.exit, daemon });
-                self.by_pid.insert(pid, id);
             }
             FromForkserver::SpawnFailed { id, reason } => {
                 if let Some((_, _, child)) = self.pending.remove(&id) {
@@ -412,9 +391,6 @@ impl Supervisor {
                 self.children.lock().expect("children lock").remove(&id);
                 if let Some(live) = self.live.remove(&id) {
                     tracing::debug!(id, pid = live.pid, %status, "process exited");
-                    if self.by_pid.get(&live.pid) == Some(&id) {
-                        self.by_pid.remove(&live.pid);
-                    }
                     let _ = live.exit.send(Some(ExitState::Exited(status)));
                 }
             }
@@ -432,7 +408,6 @@ impl Supervisor {
             "the forkserver died; its children are lost; it restarts on the next start"
         );
         self.children.lock().expect("children lock").clear();
-        self.by_pid.clear();
         self.unflushed_fds = 0;
         for (_, live) in self.live.drain() {
             let _ = live.exit.send(Some(ExitState::Lost));
