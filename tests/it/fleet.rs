@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use multiproc::{
-    ChildSpec, Error, Event, ExitCause, ExitStatus, Pool, RecycleReason, Restart, StartMethod, Strategy, Supervisor,
-    SupervisorEvent,
+    ChildSpec, Error, Event, ExitCause, ExitStatus, GroupSignals, Pool, RecycleReason, Restart, StartMethod, Strategy,
+    Supervisor, SupervisorEvent,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -73,6 +73,20 @@ fn recycle_once(marker: String) {
     while !multiproc::stop_requested() {
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// The first run (marker file absent) grows its RSS by 64 MiB; every run
+/// then waits for its stop request.
+#[multiproc::task]
+fn grow_once(marker: String) -> u8 {
+    let mut held = Vec::new();
+    if std::fs::OpenOptions::new().write(true).create_new(true).open(&marker).is_ok() {
+        held = vec![1u8; 64 << 20];
+    }
+    while !multiproc::stop_requested() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    held.last().copied().unwrap_or(0)
 }
 
 #[multiproc::task]
@@ -285,7 +299,9 @@ async fn shutdown_stops_in_reverse_order_with_grace() {
         .child(ChildSpec::task("polite", until_stopped, ()))
         .child(ChildSpec::task("async", until_stopped_async, ()))
         .child(ChildSpec::task("deaf", deaf, ()).shutdown_grace(grace))
-        .child(ChildSpec::task("stubborn", stubborn, ()).shutdown_grace(grace))
+        // It listens for SIGTERM itself: not shielded (a shielded child dies
+        // at its supervisor's SIGTERM whoever else listens).
+        .child(ChildSpec::task("stubborn", stubborn, ()).shutdown_grace(grace).group_signals(GroupSignals::Default))
         .start()
         .await
         .expect("start");
@@ -356,6 +372,28 @@ async fn recycling_by_request_and_by_age() {
     std::fs::remove_file(&marker).expect("the first run left its marker");
 }
 
+/// A child whose RSS passes its `max_memory` is stopped in order and
+/// started afresh; that is a recycle, not a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recycling_by_memory() {
+    let marker = std::env::temp_dir().join(format!("multiproc-grow-{}", std::process::id()));
+    let marker = marker.to_string_lossy().into_owned();
+    let _ = std::fs::remove_file(&marker);
+    let sup = Supervisor::builder()
+        .child(ChildSpec::task("grows", grow_once, (marker.clone(),)).max_memory(48 << 20))
+        .start()
+        .await
+        .expect("start");
+    let mut events = sup.subscribe();
+    let (cause, _) = next_event(&mut events, exited("grows")).await;
+    assert_eq!(cause, ExitCause::Recycled(RecycleReason::Memory));
+    next_event(&mut events, started("grows")).await;
+    let stats = sup.stats().await.expect("stats");
+    assert_eq!((stats.restarts, stats.recycles), (0, 1));
+    sup.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    std::fs::remove_file(&marker).expect("the first run left its marker");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_supervisor_and_pool() {
     let outer = Supervisor::builder()
@@ -384,6 +422,43 @@ async fn nested_supervisor_and_pool() {
     assert_all_gone(&workers).await;
     assert_all_gone(&[x2]).await;
     assert!(inner.wait().await.is_ok(), "the inner supervisor was shut down, not failed");
+}
+
+/// Echoes numbers from `inbox` to `outbox` until asked to stop.
+#[multiproc::task]
+fn echo_until_stopped(inbox: multiproc::Queue<u32>, outbox: multiproc::Queue<u32>) {
+    while !multiproc::stop_requested() {
+        if let Ok(v) = inbox.blocking_get_timeout(Duration::from_millis(10)) {
+            outbox.blocking_put(v).expect("put");
+        }
+    }
+}
+
+/// A group SIGTERM or Ctrl-C (here sent straight to the child's pid by a
+/// process that is not its parent, as a group signal would be) does not
+/// end a supervised child behind its supervisor's back: it still serves
+/// afterwards, was never restarted, and stops in order at `shutdown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervised_children_outlive_group_signals() {
+    let (inbox, outbox) = (multiproc::Queue::new().expect("queue"), multiproc::Queue::new().expect("queue"));
+    let sup = Supervisor::builder()
+        .child(ChildSpec::task("echo", echo_until_stopped, (inbox.clone(), outbox.clone())))
+        .start()
+        .await
+        .expect("start");
+    let mut events = sup.subscribe();
+    let pid = pids(&sup).await[0];
+    for sig in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGHUP] {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("signal the child");
+    }
+    inbox.put(7).await.expect("put");
+    assert_eq!(outbox.get_timeout(WAIT).await.expect("the child still echoes"), 7);
+    let stats = sup.stats().await.expect("stats");
+    assert_eq!((stats.restarts, stats.children[0].pid), (0, Some(pid)), "the same child, never restarted");
+    sup.shutdown(Duration::from_secs(10)).await.expect("shutdown");
+    let (cause, _) = next_event(&mut events, exited("echo")).await;
+    assert_eq!(cause, ExitCause::Stopped { status: Some(ExitStatus::Code(0)) }, "it stopped in order");
+    assert_all_gone(&[pid]).await;
 }
 
 /// A few hundred random SIGKILLs under a pool with retries: every job's
