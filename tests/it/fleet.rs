@@ -452,6 +452,7 @@ async fn supervised_children_outlive_group_signals() {
         .expect("start");
     let mut events = sup.subscribe();
     let pid = pids(&sup).await[0];
+    let watch = Watch::all(&[pid]);
     for sig in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGHUP] {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("signal the child");
     }
@@ -462,7 +463,7 @@ async fn supervised_children_outlive_group_signals() {
     sup.shutdown(Duration::from_secs(10)).await.expect("shutdown");
     let (cause, _) = next_event(&mut events, exited("echo")).await;
     assert_eq!(cause, ExitCause::Stopped { status: Some(ExitStatus::Code(0)) }, "it stopped in order");
-    assert_all_gone(&[pid]).await;
+    assert_all_gone(&watch).await;
 }
 
 /// A few hundred random SIGKILLs under a pool with retries: every job's
@@ -543,7 +544,7 @@ async fn pool_task_sees_the_stop_request_mid_call(method: StartMethod) {
     // The other worker is idle: the second task runs beside the first.
     let waiting = pool.apply_async(wait_until_pool_stops, (b.clone(),));
     assert!(b.wait_timeout(WAIT).await.expect("wait"), "the waiting task runs");
-    let workers = pool.pids();
+    let workers = Watch::all(&pool.pids());
     assert!(pool.shutdown(Duration::from_secs(60)).await, "both tasks returned when asked to stop");
     polling.await.expect("the polling task returned on its own");
     assert!(waiting.await.expect("the waiting task's result"), "stopped() resolved with the stop requested");
@@ -561,7 +562,7 @@ async fn pool_shutdown_asks_then_sigterm_then_sigkill(method: StartMethod) {
     let (started, saw_stop) = (Event::new().expect("event"), Event::new().expect("event"));
     let call = pool.apply_async(sees_the_stop_then_carries_on, (started.clone(), saw_stop.clone()));
     assert!(started.wait_timeout(WAIT).await.expect("wait"), "the task runs");
-    let workers = pool.pids();
+    let workers = Watch::all(&pool.pids());
     let grace = Duration::from_secs(3);
     let t0 = Instant::now();
     let shutdown = tokio::spawn({
