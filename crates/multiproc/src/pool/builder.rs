@@ -160,7 +160,7 @@ impl PoolBuilder {
             stall_timeout: self.stall_timeout.unwrap_or(Duration::from_secs(10)),
             shared_memory: self.shared_memory.unwrap_or(super::SHARED_MEMORY_DEFAULT),
         };
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(Shared::new(config, crate::sync::Event::new()?));
         let started = futures::future::join_all((0..processes).map(|_| slot::start_worker(&shared))).await;
         let mut workers = Vec::with_capacity(processes);
         for w in started {

@@ -78,12 +78,12 @@ fn serve(control: ControlFd) -> Result<i32> {
                 Err(_) => Ok(1),
             }
         }
-        ToWorker::Serve { info, init, progress } => {
+        ToWorker::Serve { info, init, progress, stop } => {
             sys::shield_from_group_signals()?;
             let _ = sys::set_process_name("mp-worker");
             crate::current::enter_child(info);
             std::panic::set_hook(Box::new(record_panic));
-            crate::pool::worker::serve_pool(ch, init, progress, fds)
+            crate::pool::worker::serve_pool(ch, init, progress, stop, fds)
         }
         ToWorker::Call { .. } | ToWorker::Shm { .. } | ToWorker::Fds => {
             Err(Error::Malformed("a call arrived before the worker was told its role".into()))
