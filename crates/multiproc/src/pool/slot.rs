@@ -42,6 +42,11 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// Restart backoff when workers cannot be started.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Consecutive failed starts, with no worker alive, before the queued work
+/// is failed: one failure is often the forkserver's death being noticed (the
+/// next start makes a new one), and such a loss must not fail calls that
+/// never ran.
+const START_FAILURES_BEFORE_FAILING_WORK: u32 = 3;
 /// Slack on a per-item deadline: the worker reports progress at most
 /// [`PROGRESS_EVERY`] late, plus the time to hear it.
 const DEADLINE_SLACK: Duration = PROGRESS_EVERY.saturating_mul(2);
@@ -106,6 +111,7 @@ pub(crate) async fn start_worker(shared: &Shared) -> Result<Worker> {
 pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut first: Option<Worker>) {
     let mut phase = shared.phase.subscribe();
     let mut backoff = BACKOFF_MIN;
+    let mut failed_starts = 0u32;
     loop {
         let now = *phase.borrow_and_update();
         if now == Phase::Terminating || (now == Phase::Closing && shared.queue_is_empty()) {
@@ -116,11 +122,15 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut first: Option<Wor
             None => match start_worker(&shared).await {
                 Ok(w) => {
                     backoff = BACKOFF_MIN;
+                    failed_starts = 0;
                     w
                 }
                 Err(e) => {
                     tracing::warn!(error = %crate::error::Chain(&e), "could not start a pool worker; retrying");
-                    if shared.pids.lock().expect("pids lock").is_empty() {
+                    failed_starts += 1;
+                    if failed_starts >= START_FAILURES_BEFORE_FAILING_WORK
+                        && shared.pids.lock().expect("pids lock").is_empty()
+                    {
                         // Nobody can run the queued work: fail it rather than hang.
                         shared.fail_queued(&ChunkError::WorkerStart(Arc::new(e)));
                     }
