@@ -6,6 +6,7 @@
 //! nothing about tokio. Linux only: pidfd, memfd, futex, `PR_SET_PDEATHSIG`.
 #![cfg(target_os = "linux")]
 
+pub mod fd;
 pub mod fdpass;
 pub mod futex;
 pub mod pidlock;

@@ -27,13 +27,45 @@ use std::process::Command;
 use multiproc_sys::process::{self as sys, Fork};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::role::{ControlFd, role_env};
+use super::role::{ControlFd, DIRECT_FD_ENV, role_env};
 use crate::error::{Error, ExitStatus, Result};
 use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, FromForkserver, Hello, ToForkserver};
 
 struct Child {
     id: u64,
     pidfd: OwnedFd,
+    /// Where the child's exit status goes first: its starter's own socket.
+    report: OwnedFd,
+}
+
+/// Length of a direct exit report.
+pub(crate) const EXIT_REPORT_LEN: usize = 8;
+
+/// The direct exit report: a tag (0: exit code, 1: signal), three zero
+/// bytes, the number (little-endian `i32`).
+pub(crate) fn exit_report(status: ExitStatus) -> [u8; EXIT_REPORT_LEN] {
+    let (tag, n) = match status {
+        ExitStatus::Code(c) => (0u8, c),
+        ExitStatus::Signal(s) => (1u8, s),
+    };
+    let mut b = [0u8; EXIT_REPORT_LEN];
+    b[0] = tag;
+    b[4..].copy_from_slice(&n.to_le_bytes());
+    b
+}
+
+/// Reads a direct exit report; `None` for anything else.
+pub(crate) fn parse_exit_report(b: &[u8]) -> Option<ExitStatus> {
+    let b: &[u8; EXIT_REPORT_LEN] = b.try_into().ok()?;
+    if b[1..4] != [0, 0, 0] {
+        return None;
+    }
+    let n = i32::from_le_bytes(b[4..].try_into().ok()?);
+    match b[0] {
+        0 => Some(ExitStatus::Code(n)),
+        1 if n > 0 => Some(ExitStatus::Signal(n)),
+        _ => None,
+    }
 }
 
 pub(crate) fn run(fd: ControlFd) -> ! {
@@ -52,15 +84,27 @@ fn serve(fd: ControlFd) -> Result<()> {
     // application decides.
     sys::ignore_group_signals()?;
     let _ = sys::set_process_name("mp-forkserver");
+    // The direct request socket, when the starter gave one.
+    // Non-blocking: it is read until it has nothing more.
+    let mut direct = sys::take_inherited_fd(DIRECT_FD_ENV)
+        .ok()
+        .filter(|fd| multiproc_sys::fd::set_nonblocking(fd.as_fd()).is_ok())
+        .map(|fd| BlockingChannel::new(fd, DEFAULT_MAX_FRAME));
     let mut ch = BlockingChannel::new(fd, DEFAULT_MAX_FRAME);
     let hello: Hello = ch.recv()?;
     hello.check().map_err(Error::Handshake)?;
     ch.send(&Hello::ours())?;
     let mut children: Vec<Child> = Vec::new();
     loop {
-        let (control_ready, exited) = {
-            let mut fds = Vec::with_capacity(children.len() + 1);
+        // The fds polled: the control stream, the direct socket (if any),
+        // then one pidfd per child.
+        let first_child = 1 + usize::from(direct.is_some());
+        let (control_ready, direct_ready, exited) = {
+            let mut fds = Vec::with_capacity(children.len() + first_child);
             fds.push(PollFd::new(ch.fd(), PollFlags::POLLIN));
+            if let Some(d) = &direct {
+                fds.push(PollFd::new(d.fd(), PollFlags::POLLIN));
+            }
             fds.extend(children.iter().map(|c| PollFd::new(c.pidfd.as_fd(), PollFlags::POLLIN)));
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => {}
@@ -68,8 +112,9 @@ fn serve(fd: ControlFd) -> Result<()> {
                 Err(e) => return Err(e.into()),
             }
             let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
-            let exited: Vec<usize> = fds[1..].iter().enumerate().filter(|(_, f)| ready(f)).map(|(i, _)| i).collect();
-            (ready(&fds[0]), exited)
+            let exited: Vec<usize> =
+                fds[first_child..].iter().enumerate().filter(|(_, f)| ready(f)).map(|(i, _)| i).collect();
+            (ready(&fds[0]), first_child == 2 && ready(&fds[1]), exited)
         };
         for i in exited.into_iter().rev() {
             if let Some(exit) = sys::try_reap(children[i].pidfd.as_fd())? {
@@ -78,7 +123,35 @@ fn serve(fd: ControlFd) -> Result<()> {
                     sys::Exit::Code(c) => ExitStatus::Code(c),
                     sys::Exit::Signal(s) => ExitStatus::Signal(s),
                 };
+                // First to the starter, straight (it may have gone: no
+                // matter, the report below reaches its supervisor).
+                let _ = nix::sys::socket::send(
+                    child.report.as_raw_fd(),
+                    &exit_report(status),
+                    nix::sys::socket::MsgFlags::MSG_NOSIGNAL | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                );
                 ch.feed(&FromForkserver::Exited { id: child.id, status })?;
+            }
+        }
+        // Direct requests first: a signal on the control stream for a child
+        // requested directly was sent after that request, so the child must
+        // be known when the signal is read.
+        if direct_ready && let Some(d) = &mut direct {
+            let mut open = d.read_all_available().is_ok() && !d.is_eof();
+            loop {
+                match d.try_recv::<ToForkserver>() {
+                    Ok(Some(req)) => handle(req, &mut ch, &mut children)?,
+                    Ok(None) => break,
+                    Err(_) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            if !open {
+                // Every caller's end is closed (or it wrote garbage): spawn
+                // requests keep coming on the control stream.
+                direct = None;
             }
         }
         if control_ready {
@@ -132,8 +205,8 @@ fn stop_all(children: &mut Vec<Child>) {
 
 fn handle(req: ToForkserver, ch: &mut BlockingChannel, children: &mut Vec<Child>) -> Result<()> {
     match req {
-        ToForkserver::Spawn { id, exec, control } => {
-            let reply = match spawn(id, exec, control.0, children) {
+        ToForkserver::Spawn { id, exec, control, report } => {
+            let reply = match spawn(id, exec, control.0, report.0, children) {
                 Ok(pid) => FromForkserver::Started { id, pid },
                 Err(e) => FromForkserver::SpawnFailed { id, reason: e.to_string() },
             };
@@ -148,12 +221,12 @@ fn handle(req: ToForkserver, ch: &mut BlockingChannel, children: &mut Vec<Child>
     }
 }
 
-fn spawn(id: u64, exec: bool, control: OwnedFd, children: &mut Vec<Child>) -> Result<u32> {
+fn spawn(id: u64, exec: bool, control: OwnedFd, report: OwnedFd, children: &mut Vec<Child>) -> Result<u32> {
     let me = std::process::id();
     match sys::fork_single_threaded()? {
         Fork::Parent(pid) => {
             let pidfd = sys::pidfd_open(pid)?;
-            children.push(Child { id, pidfd });
+            children.push(Child { id, pidfd, report });
             Ok(pid as u32)
         }
         Fork::Child => {
