@@ -4,6 +4,7 @@
 mod cluster;
 mod common;
 mod crash;
+mod errors;
 mod faults;
 mod fleet;
 mod manager;

@@ -8,8 +8,7 @@ use std::time::Duration;
 use std::io::{Read, Write};
 
 use futures::StreamExt;
-use multiproc::wire::fds::PassFd;
-use multiproc::{Error, ExitStatus, Pool, StartMethod};
+use multiproc::{Error, ExitStatus, PassFd, Pool, StartMethod};
 
 use crate::common::pid_alive;
 use crate::per_method;
@@ -292,7 +291,7 @@ async fn unencodable_argument_fails_that_item(method: StartMethod) {
     let out = pool.map(picky, (10..16).map(Picky)).chunksize(3).await.expect("map");
     for (x, r) in (10..16).zip(out) {
         match r {
-            Err(Error::Encode { reason, .. }) if x == 13 => assert!(reason.contains("13 cannot be sent")),
+            Err(Error::Encode { source, .. }) if x == 13 => assert!(source.to_string().contains("13 cannot be sent")),
             r => assert_eq!(r.expect("others succeed"), x),
         }
     }

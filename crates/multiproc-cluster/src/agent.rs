@@ -142,7 +142,7 @@ impl Worker {
         let mut conn = Conn::open(client.clone(), self.deadline, RESPONSE_TIMEOUT).await?;
         let read_timeout = RESPONSE_TIMEOUT + Duration::from_millis(READ_BLOCK_MS);
         let fetch_conn = Conn::open(client, self.deadline, read_timeout).await?;
-        let keys = Keys::new(&self.prefix, multiproc::wire::build_id());
+        let keys = Keys::new(&self.prefix, multiproc::__private::build_id());
         ensure_group(&mut conn, &keys).await?;
         let processes = self.processes.unwrap_or_else(multiproc::cpu_count).max(1);
         let pool = Arc::new(Pool::builder().processes(processes).build().await?);

@@ -132,7 +132,7 @@ impl ClusterPoolBuilder {
         let main = Conn::open(client.clone(), self.deadline, RESPONSE_TIMEOUT).await?;
         let dispatch_conn = Conn::open(client.clone(), self.deadline, RESPONSE_TIMEOUT).await?;
         let reader_conn = Conn::open(client, self.deadline, RESPONSE_TIMEOUT).await?;
-        let keys = Keys::new(&self.prefix, multiproc::wire::build_id());
+        let keys = Keys::new(&self.prefix, multiproc::__private::build_id());
         let reply = keys.reply(&keys::random_id());
         let stats = Arc::new(Counters::default());
         let (cmds, cmd_rx) = mpsc::unbounded_channel();

@@ -54,7 +54,7 @@ pub(crate) fn encode_chunk<'a, X: 'a>(
         let at = args.len();
         if let Err(e) = encode(&mut args, item) {
             args.truncate(at);
-            prefailed.insert(base + i, Error::Encode { what: "the task's arguments", reason: e.to_string() });
+            prefailed.insert(base + i, Error::Encode { what: "the task's arguments", source: std::sync::Arc::new(e) });
         }
         ends.push(u32::try_from(args.len()).unwrap_or(u32::MAX));
     }
@@ -73,7 +73,7 @@ pub(crate) fn decode_outcome<T: DeserializeOwned>(
         .enumerate()
         .map(|(i, item)| match (prefailed.remove(&(base + i)), item) {
             (Some(e), _) => Err(e),
-            (None, Ok(bytes)) => multiproc::wire::decode("the task's result", &bytes),
+            (None, Ok(bytes)) => multiproc::__private::decode("the task's result", &bytes),
             (None, Err(e)) => Err(e.into_error()),
         })
         .collect()
@@ -95,7 +95,7 @@ impl<T: DeserializeOwned> AsyncResult<T> {
     pub(crate) fn submit<A: Serialize>(spec: Result<CallSpec>, args: &A, timeout: Option<Duration>) -> Self {
         let submitted = spec.and_then(|mut spec| {
             spec.timeout = timeout;
-            let bytes = multiproc::wire::encode("the task's arguments", args)?;
+            let bytes = multiproc::__private::encode("the task's arguments", args)?;
             let end = u32::try_from(bytes.len())
                 .map_err(|_| Error::FrameTooLarge { len: bytes.len(), max: u32::MAX as usize })?;
             let chunk = spec.chunk(0, bytes, vec![end])?;

@@ -5,6 +5,7 @@
 //! Architecture invariant: if a type of this crate derives `Serialize`, it
 //! is here.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use multiproc::{Error, ExitStatus};
@@ -90,12 +91,12 @@ impl RemoteError {
                 Self::Panicked { message: message.clone(), location: location.clone() }
             }
             Error::TaskMismatch { name, reason } => Self::Mismatch { name: name.clone(), reason: reason.clone() },
-            Error::Decode { reason, .. } => Self::Decode(reason.clone()),
-            Error::Encode { reason, .. } => Self::Encode(reason.clone()),
+            Error::Decode { source, .. } => Self::Decode(source.to_string()),
+            Error::Encode { source, .. } => Self::Encode(source.to_string()),
             Error::WorkerLost { pid, status } => Self::WorkerLost { pid: *pid, status: *status },
             Error::Timeout => Self::Timeout,
             Error::TaskPoisoned { deliveries } => Self::Poisoned { deliveries: *deliveries },
-            other => Self::Other(other.to_string()),
+            other => Self::Other(chain(other)),
         }
     }
 
@@ -104,8 +105,12 @@ impl RemoteError {
         match self {
             Self::Panicked { message, location } => Error::TaskPanicked { message, location },
             Self::Mismatch { name, reason } => Error::TaskMismatch { name, reason },
-            Self::Decode(reason) => Error::Decode { what: "in the cluster agent", reason },
-            Self::Encode(reason) => Error::Encode { what: "in the cluster agent", reason },
+            Self::Decode(reason) => {
+                Error::Decode { what: "in the cluster agent", source: Arc::from(Box::from(reason)) }
+            }
+            Self::Encode(reason) => {
+                Error::Encode { what: "in the cluster agent", source: Arc::from(Box::from(reason)) }
+            }
             Self::WorkerLost { pid, status } => Error::WorkerLost { pid, status },
             Self::Timeout => Error::Timeout,
             Self::Poisoned { deliveries } => Error::TaskPoisoned { deliveries },
@@ -118,9 +123,22 @@ impl RemoteError {
 }
 
 pub(crate) fn encode<T: Serialize>(what: &'static str, value: &T) -> multiproc::Result<Vec<u8>> {
-    rmp_serde::to_vec(value).map_err(|e| Error::Encode { what, reason: e.to_string() })
+    rmp_serde::to_vec(value).map_err(|e| Error::Encode { what, source: Arc::new(e) })
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> multiproc::Result<T> {
-    rmp_serde::from_slice(bytes).map_err(|e| Error::Decode { what, reason: e.to_string() })
+    rmp_serde::from_slice(bytes).map_err(|e| Error::Decode { what, source: Arc::new(e) })
+}
+
+/// An error and its `source()` chain on one line, joined by ": " (what an
+/// agent reports for an error the caller has no variant for).
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
 }

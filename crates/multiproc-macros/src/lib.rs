@@ -6,6 +6,7 @@
 //! (`module_path!()::ident`), a key to find the entry from the item's type,
 //! the Rust signature as a fingerprint, and a shim that decodes msgpack
 //! arguments, calls the item and encodes its result.
+#![warn(missing_docs)]
 
 mod hosted;
 

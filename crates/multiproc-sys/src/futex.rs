@@ -11,6 +11,7 @@ use nix::libc;
 pub enum Wait {
     /// Woken, or the word no longer held `expected`, or a signal: re-check.
     Woken,
+    /// The timeout passed first.
     TimedOut,
 }
 
@@ -54,6 +55,7 @@ pub enum WaitAny {
     Woken(usize),
     /// A word did not hold its expected value, or a signal came: re-check.
     Changed,
+    /// The timeout passed first.
     TimedOut,
     /// The kernel has no `futex_waitv` (Linux < 5.16): use [`wait`].
     Unsupported,

@@ -5,6 +5,7 @@
 //! `unsafe fn` a `# Safety` section. Everything here is synchronous and knows
 //! nothing about tokio. Linux only: pidfd, memfd, futex, `PR_SET_PDEATHSIG`.
 #![cfg(target_os = "linux")]
+#![warn(missing_docs)]
 
 pub mod fd;
 pub mod fdpass;

@@ -157,6 +157,8 @@ pub struct PidLock<'a> {
 }
 
 impl<'a> PidLock<'a> {
+    /// The lock whose owner word is `word` (0 = free; a mapping's zeroed
+    /// bytes are a free lock).
     pub fn new(word: &'a AtomicU32) -> Self {
         Self { word }
     }

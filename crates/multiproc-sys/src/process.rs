@@ -64,7 +64,9 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
 /// How a reaped process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
+    /// It exited with this code (`exit(code)` or returning from `main`).
     Code(i32),
+    /// A signal of this number killed it.
     Signal(i32),
 }
 

@@ -116,6 +116,7 @@ pub fn corrupt_reason(e: &io::Error) -> Option<&str> {
 /// Outcome of [`Ring::try_push`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
+    /// The record was appended.
     Done,
     /// `maxsize` items are queued.
     Full,
@@ -123,6 +124,7 @@ pub enum Push {
     NoRoom,
     /// The record can never fit: larger than the whole ring.
     TooLarge {
+        /// The largest payload the ring takes ([`Ring::max_record`]).
         max: usize,
     },
 }
@@ -131,7 +133,9 @@ pub enum Push {
 /// has been delivered (1 the first time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
+    /// The record's position in the ring (its key to acknowledge it).
     pub pos: u64,
+    /// Times it was handed out, this time included.
     pub deliveries: u32,
 }
 
@@ -228,6 +232,7 @@ impl Ring {
         self.capacity - REC_HDR
     }
 
+    /// Most records queued at once (Python's `maxsize`; 0: unbounded).
     pub fn maxsize(&self) -> u64 {
         self.u64(O_MAXSIZE).load(Ordering::Relaxed)
     }
@@ -265,6 +270,7 @@ impl Ring {
         self.u64(O_COUNT).load(Ordering::SeqCst)
     }
 
+    /// No record is queued now.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -89,10 +89,12 @@ impl SharedRegion {
         Ok(Self { ptr: ptr.cast(), len, fd })
     }
 
+    /// The mapping's length in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// The mapping is zero bytes long.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -46,8 +46,9 @@ const S_READER: usize = 384;
 const PARKED: usize = 1536;
 const PARKED_STRIDE: usize = 128;
 
-/// Smallest and largest ring (per direction).
+/// Smallest ring (per direction).
 pub const MIN_CAPACITY: usize = 4096;
+/// Largest ring (per direction).
 pub const MAX_CAPACITY: usize = 1 << 30;
 
 /// This process's pid, cached (`getpid` is a system call and every copy

@@ -1,6 +1,7 @@
 //! The one error type of the public API.
 
 use std::io;
+use std::sync::Arc;
 
 /// How a child process ended, in Python's `exitcode` convention when turned
 /// into a number: the exit code, or `-N` when signal `N` killed it.
@@ -31,11 +32,28 @@ impl std::fmt::Display for ExitStatus {
     }
 }
 
+/// A cause carried by [`Error::Encode`], [`Error::Decode`] and alike: the
+/// encoder's own error in the process that failed, or, for a failure
+/// reported by another process, its message. Shared (not boxed) so a
+/// failure fanned out to every item of a call is one value.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Makes a [`Cause`] from an error or a message.
+pub(crate) fn cause(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Cause {
+    Arc::from(e.into())
+}
+
 /// Everything that can go wrong in `multiproc`, one variant per situation a
-/// caller may want to tell apart. Messages read well after "failed to …".
+/// caller may want to tell apart, grouped as [`ErrorKind`] names them.
+///
+/// Messages read well after "failed to …" and never repeat their cause:
+/// a variant whose cause is an OS, encoder or nested error carries it as
+/// [`source`](std::error::Error::source), so print the chain (e.g.
+/// `anyhow`'s `{:#}`, or walk `source()`) to see everything.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    // ----- Usage and arguments ([`ErrorKind::Usage`]) -----
     /// The function or type passed as a target was never registered.
     #[error("{}", unregistered(name))]
     UnregisteredTask {
@@ -43,17 +61,6 @@ pub enum Error {
         /// `{{closure}}`).
         name: &'static str,
     },
-    /// The worker has no task by that name and signature.
-    #[error("run task `{name}` in the worker: {reason}")]
-    TaskMismatch {
-        /// The task's registered name.
-        name: String,
-        /// Why the worker refused it.
-        reason: String,
-    },
-    /// A peer speaks another protocol version or runs another build.
-    #[error("handshake with a peer: {0}")]
-    Handshake(String),
     /// `start` called twice on one `Process` (Python: "cannot start a process twice").
     #[error("start a process that was already started")]
     AlreadyStarted,
@@ -66,19 +73,47 @@ pub enum Error {
     /// A daemonic process tried to start a child (Python forbids it too).
     #[error("start a child from a daemonic process: daemonic processes are not allowed to have children")]
     DaemonicChildren,
-    /// The forkserver died; the processes it had started died with it.
-    #[error("follow process {pid}: the forkserver died and took it down; the next start restarts the forkserver")]
-    ForkserverLost {
-        /// The process that died with the forkserver.
-        pid: u32,
+    /// A pool was joined before `close` or `terminate`.
+    #[error("join a pool that is still running: call close() or terminate() first")]
+    PoolRunning,
+    /// The object was closed by this process.
+    #[error("use a closed {0}")]
+    Closed(&'static str),
+    /// An argument outside what the call accepts.
+    #[error("accept the argument: {0}")]
+    InvalidArgument(String),
+    /// A byte range outside its buffer (`send_bytes(buf, offset, size)`).
+    #[error("send bytes {offset}..{offset}+{size} of a {len}-byte buffer: out of range")]
+    BadRange {
+        /// The requested start.
+        offset: usize,
+        /// The requested length.
+        size: usize,
+        /// The buffer's length.
+        len: usize,
     },
-    /// A worker died while it held work.
-    #[error("finish the task: worker {pid} died ({status})")]
-    WorkerLost {
-        /// The worker's pid.
-        pid: u32,
-        /// How it ended (`Signal(9)` for SIGKILL, `Signal(6)` for `abort`).
-        status: ExitStatus,
+    /// Called outside a tokio runtime: processes, pools and managers are
+    /// driven by one. Call from `#[tokio::main]` (or inside `Runtime::block_on`).
+    #[error(
+        "start {what}: there is no tokio runtime here; call it from async code running on tokio (#[tokio::main], \
+         #[tokio::test] or Runtime::block_on)"
+    )]
+    NoRuntime {
+        /// What was being started ("a pool").
+        what: &'static str,
+    },
+    /// No child of that name under this supervisor.
+    #[error("find child {0:?}: no child of that name")]
+    NoSuchChild(String),
+
+    // ----- Task outcomes ([`ErrorKind::Task`]) -----
+    /// The worker has no task by that name and signature.
+    #[error("run task `{name}` in the worker: {reason}")]
+    TaskMismatch {
+        /// The task's registered name.
+        name: String,
+        /// Why the worker refused it.
+        reason: String,
     },
     /// A task panicked; its message and source location.
     #[error("run the task: it panicked at {location}: {message}")]
@@ -88,25 +123,102 @@ pub enum Error {
         /// `file:line:column` of the panic.
         location: String,
     },
+    /// A task returned `Err(e)` with `e` an ordinary `std::error::Error` (not
+    /// a serde type): Python's exception raised in the worker. `message` is
+    /// `e.to_string()`, `sources` the messages of its `source()` chain,
+    /// outermost first; `location` is where the task is defined. (The chain
+    /// lived in another process, so it arrives as text and is part of the
+    /// message.)
+    #[error("run task `{task}` (defined at {location}): it returned an error: {message}{}", causes(.sources))]
+    TaskFailed {
+        /// The task's registered name (module path and ident).
+        task: String,
+        /// The error's `Display`.
+        message: String,
+        /// The `Display` of each error in its `source()` chain, outermost
+        /// first (at most 32).
+        sources: Vec<String>,
+        /// `file:line:column` of the task's definition.
+        location: String,
+    },
     /// A deadline passed: `get_timeout`, `join_timeout`, a pool's
     /// `task_timeout` (Python's `TimeoutError`).
     #[error("wait: the operation timed out")]
     Timeout,
+    /// The pool was terminated (or dropped) before the task finished.
+    #[error("finish the task: the pool was terminated")]
+    PoolTerminated,
+    /// A call's arguments encode to more bytes than one call may carry;
+    /// nothing was sent and the pool is unaffected.
+    #[error("send the task: its arguments take {len} bytes; at most {max} fit in a call")]
+    ArgumentsTooLarge {
+        /// The encoded arguments' length.
+        len: usize,
+        /// The most one call carries.
+        max: usize,
+    },
+    /// A task's result encoded to more bytes than one reply may carry.
+    #[error("return the result: it takes {len} bytes; at most {max} fit in a reply")]
+    ResultTooLarge {
+        /// The encoded result's length.
+        len: usize,
+        /// The most one reply carries.
+        max: usize,
+    },
+
+    // ----- Processes and the tree ([`ErrorKind::Process`]) -----
+    /// A worker died while it held work.
+    #[error("finish the task: worker {pid} died ({status})")]
+    WorkerLost {
+        /// The worker's pid.
+        pid: u32,
+        /// How it ended (`Signal(9)` for SIGKILL, `Signal(6)` for `abort`).
+        status: ExitStatus,
+    },
+    /// The forkserver died; the processes it had started died with it.
+    #[error("follow process {pid}: the forkserver died and took it down; the next start restarts the forkserver")]
+    ForkserverLost {
+        /// The process that died with the forkserver.
+        pid: u32,
+    },
+    /// The pool could not start a worker to run the task; the source says why.
+    #[error("start a pool worker")]
+    PoolWorkerStart(#[source] Arc<Error>),
+    /// A supervisor's children restarted more than `max` times within
+    /// `within`: it stopped them all and gave up.
+    #[error("supervise {name:?}: more than {max} restarts within {within:?}; every child was stopped")]
+    RestartIntensity {
+        /// The supervisor's name.
+        name: String,
+        /// The restarts allowed within `within`.
+        max: u32,
+        /// The window.
+        within: std::time::Duration,
+    },
+
+    // ----- Transport, protocol and the OS ([`ErrorKind::Transport`]) -----
+    /// A peer speaks another protocol version or runs another build.
+    #[error("handshake with a peer: {0}")]
+    Handshake(String),
     /// A value could not be encoded for another process.
-    #[error("encode {what}: {reason}")]
+    #[error("encode {what}")]
     Encode {
         /// What was being encoded ("the task's arguments").
         what: &'static str,
-        /// The encoder's message.
-        reason: String,
+        /// The encoder's error (or its message, when another process
+        /// reports it).
+        #[source]
+        source: Cause,
     },
     /// Bytes from another process could not be decoded.
-    #[error("decode {what}: {reason}")]
+    #[error("decode {what}")]
     Decode {
         /// What was being decoded.
         what: &'static str,
-        /// The decoder's message.
-        reason: String,
+        /// The decoder's error (or its message, when another process
+        /// reports it).
+        #[source]
+        source: Cause,
     },
     /// A frame announced more bytes than the connection allows.
     #[error("receive a frame of {len} bytes: the limit is {max}")]
@@ -122,24 +234,11 @@ pub enum Error {
     /// The other end is closed.
     #[error("receive: the other end is closed (EOF)")]
     Eof,
-    /// The object was closed by this process.
-    #[error("use a closed {0}")]
-    Closed(&'static str),
-    /// A pool was joined before `close` or `terminate`.
-    #[error("join a pool that is still running: call close() or terminate() first")]
-    PoolRunning,
-    /// The pool was terminated (or dropped) before the task finished.
-    #[error("finish the task: the pool was terminated")]
-    PoolTerminated,
-    /// The pool could not start a worker to run the task.
-    #[error("start a pool worker: {0}")]
-    PoolWorkerStart(String),
-    /// A manager could not carry out a request (Python raises there).
-    #[error("call the manager: {0}")]
-    Remote(String),
-    /// The peer does not know the authkey, or we do not know its.
-    #[error("authenticate: {0}")]
-    Authentication(String),
+    /// An operating-system call failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+
+    // ----- Resources and shared state ([`ErrorKind::SharedState`]) -----
     /// Nothing to take: `queue.Empty`.
     #[error("get an item: the queue is empty")]
     Empty,
@@ -159,16 +258,13 @@ pub enum Error {
     /// `JoinableQueue.task_done` called more often than items were put.
     #[error("mark a task done: task_done() called too many times")]
     TaskDoneTooManyTimes,
-    /// A byte range outside its buffer (`send_bytes(buf, offset, size)`).
-    #[error("send bytes {offset}..{offset}+{size} of a {len}-byte buffer: out of range")]
-    BadRange {
-        /// The requested start.
-        offset: usize,
-        /// The requested length.
-        size: usize,
-        /// The buffer's length.
-        len: usize,
-    },
+    /// A queue's shared memory holds positions or lengths no correct process
+    /// wrote (something scribbled on the mapping): the queue is unusable.
+    #[error("use the queue: its shared memory is corrupt ({0})")]
+    Corrupt(String),
+    /// A lease this process no longer holds (acknowledged already).
+    #[error("acknowledge the item: its lease is no longer held by this process")]
+    LeaseLost,
     /// The previous holder of a lock died holding it; the data it guards may
     /// be half-updated. The lock is free again: repair, then acquire.
     #[error("acquire the lock: its holder (pid {pid}) died holding it")]
@@ -191,9 +287,6 @@ pub enum Error {
         /// The number of slots.
         max: usize,
     },
-    /// An argument outside what the call accepts.
-    #[error("accept the argument: {0}")]
-    InvalidArgument(String),
     /// A shared memory segment of that name already exists.
     #[error("create shared memory {name:?}: the name is taken")]
     ShmExists {
@@ -206,77 +299,42 @@ pub enum Error {
         /// The segment's name.
         name: String,
     },
-    /// An operating-system call failed.
-    #[error(transparent)]
-    Io(#[from] io::Error),
-    // --- issue 8 (crash-proof shared state) ---
-    /// A queue's shared memory holds positions or lengths no correct process
-    /// wrote (something scribbled on the mapping): the queue is unusable.
-    #[error("use the queue: its shared memory is corrupt ({0})")]
-    Corrupt(String),
-    /// A lease this process no longer holds (acknowledged already).
-    #[error("acknowledge the item: its lease is no longer held by this process")]
-    LeaseLost,
-    // Issue 11: a Pool that cannot wedge, supervised fleets.
-    /// A call's arguments encode to more bytes than one call may carry;
-    /// nothing was sent and the pool is unaffected.
-    #[error("send the task: its arguments take {len} bytes; at most {max} fit in a call")]
-    ArgumentsTooLarge { len: usize, max: usize },
-    /// A task's result encoded to more bytes than one reply may carry.
-    #[error("return the result: it takes {len} bytes; at most {max} fit in a reply")]
-    ResultTooLarge { len: usize, max: usize },
-    /// A supervisor's children restarted more than `max` times within
-    /// `within`: it stopped them all and gave up.
-    #[error("supervise {name:?}: more than {max} restarts within {within:?}; every child was stopped")]
-    RestartIntensity { name: String, max: u32, within: std::time::Duration },
-    /// No child of that name under this supervisor.
-    #[error("find child {0:?}: no child of that name")]
-    NoSuchChild(String),
-    // Issue 9 (manager):
+
+    // ----- The manager ([`ErrorKind::Manager`]) -----
+    /// A manager could not carry out a request (Python raises there).
+    #[error("call the manager: {0}")]
+    Remote(String),
+    /// The peer does not know the authkey, or we do not know its.
+    #[error("authenticate: {0}")]
+    Authentication(String),
     /// No manager answers at that address.
-    #[error("connect to the manager at {address}: {source}")]
+    #[error("connect to the manager at {address}")]
     ManagerUnreachable {
+        /// The address tried.
         address: std::net::SocketAddr,
+        /// Why the connection failed.
         #[source]
         source: io::Error,
     },
     /// A named manager object exists with another type.
     #[error("open the manager object {name:?}: it is a {found}, not a {wanted}")]
-    WrongKind { name: String, found: String, wanted: String },
+    WrongKind {
+        /// The object's name.
+        name: String,
+        /// Its type.
+        found: String,
+        /// The type asked for.
+        wanted: String,
+    },
 
-    // Issue 14 (the newcomer's path): errors a task returns, misuse outside
-    // a runtime.
-    /// A task returned `Err(e)` with `e` an ordinary `std::error::Error` (not
-    /// a serde type): Python's exception raised in the worker. `message` is
-    /// `e.to_string()`, `sources` the messages of its `source()` chain,
-    /// outermost first; `location` is where the task is defined.
-    #[error("run task `{task}` (defined at {location}): it returned an error: {message}{}", causes(.sources))]
-    TaskFailed {
-        /// The task's registered name (module path and ident).
-        task: String,
-        /// The error's `Display`.
-        message: String,
-        /// The `Display` of each error in its `source()` chain, outermost
-        /// first (at most 32).
-        sources: Vec<String>,
-        /// `file:line:column` of the task's definition.
-        location: String,
-    },
-    /// Called outside a tokio runtime: processes, pools and managers are
-    /// driven by one. Call from `#[tokio::main]` (or inside `Runtime::block_on`).
-    #[error(
-        "start {what}: there is no tokio runtime here; call it from async code running on tokio (#[tokio::main], \
-         #[tokio::test] or Runtime::block_on)"
-    )]
-    NoRuntime {
-        /// What was being started ("a pool").
-        what: &'static str,
-    },
-    // Issue 12, the cluster (`multiproc-cluster`): added at the end.
+    // ----- The cluster, `multiproc-cluster` ([`ErrorKind::Cluster`]) -----
     /// A cluster task killed its worker on each of its `deliveries`
     /// deliveries; it was moved to the dead-letter stream.
     #[error("run the task: it killed its worker on each of {deliveries} deliveries and was dead-lettered")]
-    TaskPoisoned { deliveries: u32 },
+    TaskPoisoned {
+        /// How often it was delivered.
+        deliveries: u32,
+    },
     /// The cluster's Redis could not be reached, or kept failing, until the
     /// reconnect deadline passed.
     #[error("reach the cluster's Redis: {0}")]
@@ -284,6 +342,107 @@ pub enum Error {
     /// No live cluster agent runs this build of the program.
     #[error("find a cluster agent: {0}")]
     NoClusterWorkers(String),
+    // New variants go into their group above (and into `kind`).
+}
+
+/// The groups of [`Error`]'s variants: what kind of thing went wrong, for
+/// callers that handle a whole group alike (e.g. retry on `Process`, report
+/// `Usage` as a bug).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The call was used wrongly: a bad argument, a closed or unstarted
+    /// object, a missing registration or runtime.
+    Usage,
+    /// The task ran and failed, timed out, or could not be delivered or
+    /// answered (too large, pool terminated).
+    Task,
+    /// A process of the tree died or could not be started.
+    Process,
+    /// Talking to another process failed: encoding, framing, a handshake,
+    /// the other end closing, or a system call.
+    Transport,
+    /// A queue, lock, barrier, condition or shared memory segment refused
+    /// or is broken.
+    SharedState,
+    /// A manager refused, could not be reached or authenticated.
+    Manager,
+    /// The cluster's Redis or agents.
+    Cluster,
+}
+
+impl Error {
+    /// The group this error belongs to.
+    pub fn kind(&self) -> ErrorKind {
+        use Error::*;
+        match self {
+            UnregisteredTask { .. }
+            | AlreadyStarted
+            | NotStarted
+            | StillRunning
+            | DaemonicChildren
+            | PoolRunning
+            | Closed(_)
+            | InvalidArgument(_)
+            | BadRange { .. }
+            | NoRuntime { .. }
+            | NoSuchChild(_) => ErrorKind::Usage,
+            TaskMismatch { .. }
+            | TaskPanicked { .. }
+            | TaskFailed { .. }
+            | Timeout
+            | PoolTerminated
+            | ArgumentsTooLarge { .. }
+            | ResultTooLarge { .. } => ErrorKind::Task,
+            WorkerLost { .. } | ForkserverLost { .. } | PoolWorkerStart(_) | RestartIntensity { .. } => {
+                ErrorKind::Process
+            }
+            Handshake(_) | Encode { .. } | Decode { .. } | FrameTooLarge { .. } | Malformed(_) | Eof | Io(_) => {
+                ErrorKind::Transport
+            }
+            Empty
+            | Full
+            | ItemTooLarge { .. }
+            | TaskDoneTooManyTimes
+            | Corrupt(_)
+            | LeaseLost
+            | OwnerDied { .. }
+            | NotOwner
+            | TooManyReleases
+            | BrokenBarrier
+            | TooManyWaiters { .. }
+            | ShmExists { .. }
+            | ShmNotFound { .. } => ErrorKind::SharedState,
+            Remote(_) | Authentication(_) | ManagerUnreachable { .. } | WrongKind { .. } => ErrorKind::Manager,
+            TaskPoisoned { .. } | ClusterUnavailable(_) | NoClusterWorkers(_) => ErrorKind::Cluster,
+        }
+    }
+
+    /// A value could not be encoded: `what` was being encoded, `e` is why.
+    pub(crate) fn encode(what: &'static str, e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self::Encode { what, source: cause(e) }
+    }
+
+    /// Bytes could not be decoded: `what` was being decoded, `e` is why.
+    pub(crate) fn decode(what: &'static str, e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self::Decode { what, source: cause(e) }
+    }
+}
+
+/// Displays an error with its whole `source()` chain, joined by ": " (for
+/// logs and for messages that cross to another process).
+pub(crate) struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
 }
 
 /// What to write instead of passing `name`, which no macro registered.

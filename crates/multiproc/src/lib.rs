@@ -1,5 +1,6 @@
 #![doc = include_str!("../docs/front.md")]
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 // Lets the crate register its own tasks (the manager's server) with
 // `#[multiproc::task]`, which names paths from `::multiproc`.
@@ -22,15 +23,14 @@ mod shutdown;
 mod sync;
 mod tree;
 mod value;
-// The wire is an internal boundary: hidden from the docs' front page (only
-// `PassFd` is public API). Still reachable for the suite's older imports.
-#[doc(hidden)]
-pub mod wire;
+// The wire is an internal boundary: only `PassFd` (re-exported below) is
+// public API; what `multiproc-cluster` shares of it is in `__private`.
+mod wire;
 
 pub use current::{
     ChildProcess, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process,
 };
-pub use error::{Error, ExitStatus, Result};
+pub use error::{Cause, Error, ErrorKind, ExitStatus, Result};
 pub use fleet::{
     ChildSpec, ChildStats, ExitCause, RecycleReason, Restart, Strategy, Supervisor, SupervisorBuilder, SupervisorEvent,
     SupervisorStats,
@@ -72,6 +72,9 @@ pub mod __private {
         type_id_of_val,
     };
     pub use crate::wire::Failure;
+    /// For `multiproc-cluster`: the same build id and msgpack codec the
+    /// local pool uses, so a cluster agent decodes what `Pool` encodes.
+    pub use crate::wire::{build_id, decode, encode};
 
     /// Waits until the resource tracker processed everything it received
     /// (closed connections included); its pid. For tests.

@@ -53,6 +53,8 @@ impl Pipe {
         Self::builder().duplex(false).build()
     }
 
+    /// Options beyond `duplex`: the largest message, a shared-memory fast
+    /// path; finish with [`PipeBuilder::build`].
     pub fn builder() -> PipeBuilder {
         PipeBuilder { duplex: true, max_message: DEFAULT_MAX_FRAME, shared_memory: false }
     }
@@ -96,6 +98,8 @@ impl PipeBuilder {
         self
     }
 
+    /// Creates the two ends: `(a, b)` for a duplex pipe, `(reader, writer)`
+    /// for a simplex one. Pass either end to a child as a task argument.
     pub fn build(&self) -> Result<(Connection, Connection)> {
         use nix::sys::socket::{AddressFamily, Shutdown, SockFlag, SockType, shutdown, socketpair};
         if self.max_message > u32::MAX as usize {
@@ -342,6 +346,7 @@ impl Connection {
         self.io = None;
     }
 
+    /// Whether [`close`](Self::close) was called on this end (`conn.closed`).
     pub fn is_closed(&self) -> bool {
         self.io.is_none()
     }
@@ -361,10 +366,8 @@ impl Connection {
     fn queue_frame<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
         self.check(true)?;
         self.writer.push(self.max, |buf| {
-            let (r, fds) = fds::capture(|| {
-                rmp_serde::encode::write(buf, msg)
-                    .map_err(|e| Error::Encode { what: "a message", reason: e.to_string() })
-            });
+            let (r, fds) =
+                fds::capture(|| rmp_serde::encode::write(buf, msg).map_err(|e| Error::encode("a message", e)));
             r.map(|()| fds)
         })
     }

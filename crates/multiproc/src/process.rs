@@ -117,7 +117,28 @@ enum State {
 }
 
 impl Process {
-    /// A process that will run `target(args…)`; `args` is a tuple.
+    /// A process that will run `target(args…)`; `args` is a tuple (`()` for
+    /// none, `(x,)` for one).
+    ///
+    /// `target` must be a `fn` or `async fn` carrying `#[multiproc::task]`
+    /// (every rule: [`guide::tasks`](crate::guide::tasks)). A closure, or a
+    /// `fn` without the attribute, compiles but cannot be found by name in
+    /// the child: [`start`](Self::start) then fails with
+    /// [`Error::UnregisteredTask`] and nothing is started. Write a `fn` with
+    /// `#[multiproc::task]` instead and pass what a closure would have
+    /// captured as arguments:
+    ///
+    /// ```no_run
+    /// // Not `Process::new(move || println!("{factor}"), ())`:
+    /// #[multiproc::task]
+    /// fn show(factor: u64) {
+    ///     println!("{factor}");
+    /// }
+    /// # async fn demo(factor: u64) -> multiproc::Result<()> {
+    /// let mut p = multiproc::Process::new(show, (factor,));
+    /// p.start().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn new<F, A, M>(target: F, args: A) -> Self
     where
         F: TaskFn<A, M>,
@@ -188,15 +209,26 @@ impl Process {
         }
     }
 
+    /// The name (`p.name`): Python's `Process-N` (`Process-1:2` for a
+    /// grandchild; `Type-N` for [`from_target`](Self::from_target)) unless
+    /// [`name`](Self::name) set one.
     pub fn get_name(&self) -> &str {
         &self.name
     }
 
+    /// The daemon flag (`p.daemon`).
     pub fn is_daemon(&self) -> bool {
         self.daemon
     }
 
-    /// Starts the child and waits until it has accepted its target.
+    /// Starts the child and waits until it has accepted its target
+    /// (`p.start()`).
+    ///
+    /// Fails with [`Error::UnregisteredTask`] when the target is a closure or
+    /// a `fn` without `#[multiproc::task]` (see [`new`](Self::new)), with
+    /// [`Error::NoRuntime`] outside a tokio runtime, with
+    /// [`Error::AlreadyStarted`] the second time, and with
+    /// [`Error::DaemonicChildren`] in a daemonic process.
     pub async fn start(&mut self) -> Result<()> {
         crate::runtime::require("a process")?;
         match self.state {
@@ -226,6 +258,9 @@ impl Process {
         Ok(())
     }
 
+    /// The child's process id (`p.pid`): `None` before
+    /// [`start`](Self::start) (and after [`close`](Self::close)); it stays
+    /// readable once the child has exited.
     pub fn pid(&self) -> Option<u32> {
         match &self.state {
             State::Started { pid, .. } => Some(*pid),
@@ -245,6 +280,7 @@ impl Process {
         }
     }
 
+    /// Whether the child has started and not yet exited (`p.is_alive()`).
     pub fn is_alive(&self) -> bool {
         match &self.state {
             State::Started { exit, .. } => exit.borrow().is_none(),

@@ -101,6 +101,8 @@ impl SharedMemory {
         Ok(Self { name: name.to_owned(), region: Arc::new(region) })
     }
 
+    /// The segment's name (`shm.name`), without the leading `/`; another
+    /// process attaches with it.
     pub fn name(&self) -> &str {
         &self.name
     }

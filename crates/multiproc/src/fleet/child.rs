@@ -48,7 +48,10 @@ pub enum ExitCause {
     Recycled(RecycleReason),
     /// Stopped by its supervisor (shutdown, a group restart, removal);
     /// `status` is how the process ended (`None` for pools and supervisors).
-    Stopped { status: Option<ExitStatus> },
+    Stopped {
+        /// How the process ended; `None` for pools and supervisors.
+        status: Option<ExitStatus>,
+    },
     /// It could not be started.
     StartFailed(String),
     /// A nested supervisor gave up.
@@ -78,6 +81,8 @@ pub(crate) enum Ctl {
 #[derive(Debug)]
 pub(crate) struct Running {
     pub pid: Option<u32>,
+    /// The spawn id signals to a process child are addressed by.
+    pub spawn_id: Option<tree::SpawnId>,
     pub started: Instant,
     pub ctl: mpsc::UnboundedSender<Ctl>,
     pub done: watch::Receiver<Option<ExitCause>>,
@@ -136,9 +141,10 @@ pub(crate) async fn start(spec: &ChildSpec, note: Ended, notes: mpsc::UnboundedS
             // ...yet the program's exit terminates it like a daemon (a
             // supervisor dropped without `shutdown` must not hang the exit).
             let (spawned, ch) = handshake(exec, spec.name.clone(), true, &msg, prepared.fds, &task.name).await?;
-            let pid = spawned.pid;
+            let (pid, spawn_id) = (spawned.pid, spawned.id);
             let watch = Watch {
                 pid,
+                spawn_id,
                 ch,
                 exit: spawned.exit,
                 ctl,
@@ -153,7 +159,15 @@ pub(crate) async fn start(spec: &ChildSpec, note: Ended, notes: mpsc::UnboundedS
                 let _ = done_tx.send(Some(cause));
                 let _ = notes.send(note);
             });
-            Ok(Running { pid: Some(pid), started, ctl: ctl_tx, done, pool: None, supervisor: None })
+            Ok(Running {
+                pid: Some(pid),
+                spawn_id: Some(spawn_id),
+                started,
+                ctl: ctl_tx,
+                done,
+                pool: None,
+                supervisor: None,
+            })
         }
         Kind::Pool(build) => {
             let pool = build().await?;
@@ -174,7 +188,7 @@ pub(crate) async fn start(spec: &ChildSpec, note: Ended, notes: mpsc::UnboundedS
                 let _ = done_tx.send(Some(cause));
                 let _ = notes.send(note);
             });
-            Ok(Running { pid: None, started, ctl: ctl_tx, done, pool: Some(pool), supervisor: None })
+            Ok(Running { pid: None, spawn_id: None, started, ctl: ctl_tx, done, pool: Some(pool), supervisor: None })
         }
         Kind::Supervisor(start) => {
             let sup = start().await?;
@@ -184,7 +198,7 @@ pub(crate) async fn start(spec: &ChildSpec, note: Ended, notes: mpsc::UnboundedS
                 let cause = tokio::select! {
                     r = kept.wait() => match r {
                         Ok(()) => ExitCause::Exited(ExitStatus::Code(0)),
-                        Err(e) => ExitCause::Failed(e.to_string()),
+                        Err(e) => ExitCause::Failed(crate::error::Chain(&e).to_string()),
                     },
                     c = ctl.recv() => {
                         let grace = match c {
@@ -198,7 +212,7 @@ pub(crate) async fn start(spec: &ChildSpec, note: Ended, notes: mpsc::UnboundedS
                 let _ = done_tx.send(Some(cause));
                 let _ = notes.send(note);
             });
-            Ok(Running { pid: None, started, ctl: ctl_tx, done, pool: None, supervisor: Some(sup) })
+            Ok(Running { pid: None, spawn_id: None, started, ctl: ctl_tx, done, pool: None, supervisor: Some(sup) })
         }
     }
 }
@@ -206,6 +220,7 @@ pub(crate) async fn start(spec: &ChildSpec, note: Ended, notes: mpsc::UnboundedS
 /// What the monitor of a process child holds.
 struct Watch {
     pid: u32,
+    spawn_id: tree::SpawnId,
     ch: Channel,
     exit: watch::Receiver<Option<ExitState>>,
     ctl: mpsc::UnboundedReceiver<Ctl>,
@@ -300,16 +315,16 @@ impl Watch {
                 Woke::BeatMissed => {
                     tracing::warn!(pid = self.pid, "supervised child missed its heartbeat; killing it");
                     killed_for_heartbeat = true;
-                    let _ = tree::signal(self.pid, nix::libc::SIGKILL);
+                    let _ = tree::signal_child(self.spawn_id, nix::libc::SIGKILL);
                 }
                 Woke::Recycle(why) => stopping = Some(self.begin_stop(Some(why), None).await),
                 Woke::Escalate => {
                     let s = stopping.as_mut().expect("a signal time only while stopping");
                     if s.termed {
-                        let _ = tree::signal(self.pid, nix::libc::SIGKILL);
+                        let _ = tree::signal_child(self.spawn_id, nix::libc::SIGKILL);
                         s.kill_at = Instant::now() + Duration::from_secs(3600);
                     } else {
-                        let _ = tree::signal(self.pid, nix::libc::SIGTERM);
+                        let _ = tree::signal_child(self.spawn_id, nix::libc::SIGTERM);
                         s.termed = true;
                     }
                 }

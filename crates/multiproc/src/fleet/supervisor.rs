@@ -23,26 +23,57 @@ use crate::pool::Pool;
 #[non_exhaustive]
 pub enum SupervisorEvent {
     /// The child is running (and ready: a process accepted its target).
-    Started { child: String, pid: Option<u32>, at: Instant },
+    Started {
+        /// The child's name in its [`ChildSpec`].
+        child: String,
+        /// Its process id; `None` for a pool or supervisor child.
+        pid: Option<u32>,
+        /// When it started.
+        at: Instant,
+    },
     /// The child ended, and why.
-    Exited { child: String, pid: Option<u32>, cause: ExitCause, at: Instant },
+    Exited {
+        /// The child's name in its [`ChildSpec`].
+        child: String,
+        /// Its process id; `None` for a pool or supervisor child.
+        pid: Option<u32>,
+        /// Why it ended.
+        cause: ExitCause,
+        /// When its end was seen.
+        at: Instant,
+    },
     /// The child will start again after `delay` (back-off with jitter).
-    Restarting { child: String, delay: Duration, at: Instant },
+    Restarting {
+        /// The child's name in its [`ChildSpec`].
+        child: String,
+        /// How long until the restart.
+        delay: Duration,
+        /// When the restart was decided.
+        at: Instant,
+    },
     /// The restart intensity was exceeded: every child is being stopped.
-    GaveUp { at: Instant },
+    GaveUp {
+        /// When the supervisor gave up.
+        at: Instant,
+    },
 }
 
 /// A snapshot of one child ([`Supervisor::stats`]).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChildStats {
+    /// The child's name in its [`ChildSpec`].
     pub name: String,
+    /// Its current process id; `None` while it is down, or for a pool or
+    /// supervisor child.
     pub pid: Option<u32>,
+    /// Whether it is running now.
     pub running: bool,
     /// Times it was restarted after a failure or exit (recycles not counted).
     pub restarts: u64,
     /// Times it was recycled (age, memory, its own request).
     pub recycles: u64,
+    /// When its current run started; `None` while it is down.
     pub started: Option<Instant>,
 }
 
@@ -52,7 +83,9 @@ pub struct ChildStats {
 pub struct SupervisorStats {
     /// In start order.
     pub children: Vec<ChildStats>,
+    /// Restarts of all children together (see [`ChildStats::restarts`]).
     pub restarts: u64,
+    /// Recycles of all children together.
     pub recycles: u64,
 }
 
@@ -348,8 +381,8 @@ impl Drop for Actor {
     /// started may outlive it.
     fn drop(&mut self) {
         for slot in &self.children {
-            if let Some(pid) = slot.running.as_ref().and_then(|r| r.pid) {
-                let _ = crate::tree::supervisor::signal(pid, nix::libc::SIGKILL);
+            if let Some(id) = slot.running.as_ref().and_then(|r| r.spawn_id) {
+                let _ = crate::tree::supervisor::signal_child(id, nix::libc::SIGKILL);
             }
         }
     }

@@ -127,8 +127,7 @@ impl Conn {
             self.last_write = Instant::now();
         }
         self.writer.push(max, |buf| {
-            rmp_serde::encode::write(buf, msg)
-                .map_err(|e| Error::Encode { what: "a manager reply", reason: e.to_string() })?;
+            rmp_serde::encode::write(buf, msg).map_err(|e| Error::encode("a manager reply", e))?;
             Ok(Vec::new())
         })
     }

@@ -54,11 +54,14 @@ pub type CreateFn = fn(&[u8]) -> std::result::Result<Box<dyn HostedObject>, Stri
 /// One registered type; built by the macro, never by hand.
 #[derive(Debug)]
 pub struct HostedEntry {
+    /// The name the type is registered under (its module path and ident).
     pub name: &'static str,
     /// Decodes the initial state sent by `Manager::hosted`.
     pub create: CreateFn,
 }
 
+/// Every type registered with `#[multiproc::hosted]`, collected at link
+/// time.
 #[linkme::distributed_slice]
 pub static HOSTED: [HostedEntry];
 

@@ -158,7 +158,7 @@ impl PoolBuilder {
             // Known before `build` returns, so `pids()` is complete at once.
             let mut pids = shared.pids.lock().expect("pids lock");
             for (index, w) in workers.iter().enumerate() {
-                pids.insert(index, w.pid);
+                pids.insert(index, (w.pid, w.spawn_id));
             }
         }
         for (index, w) in workers.into_iter().enumerate() {

@@ -21,6 +21,7 @@ use crate::wire::TaskRef;
 /// Where an `imap` takes its input: any iterator, or an async stream
 /// wrapped in [`FromStream`] ([`Pool::imap_stream`](super::Pool::imap_stream)).
 pub trait Source {
+    /// One input item (the task's argument).
     type Item;
     /// Appends up to `n` items to `buf`. `Ready(false)` once the input has
     /// ended (items may have been appended first); `Pending` only with

@@ -84,6 +84,29 @@ const INLINE_ENCODE_MAX: usize = 1 << 20;
 /// needed). Dropping the last clone terminates and reaps every worker (as
 /// leaving Python's `with Pool(…) as pool:` block does); `close` then `join`,
 /// or [`shutdown`](Self::shutdown), lets the queued work finish first.
+///
+/// # What a pool can run
+///
+/// The `f` of every method is a `fn` or `async fn` carrying
+/// `#[multiproc::task]` (every rule: [`guide::tasks`](crate::guide::tasks)):
+/// a worker finds the code by its registered name. A closure or a `fn`
+/// without the attribute compiles, but the call fails at run time with
+/// [`Error::UnregisteredTask`] before anything is sent (the whole call: a
+/// `map`'s `.await`, the first and only item of an `imap` stream). Its
+/// message says what to write. Instead of a closure, write a task and pass
+/// what it captured as arguments:
+///
+/// ```no_run
+/// #[multiproc::task]
+/// fn scale(x: u64, factor: u64) -> u64 {
+///     x * factor
+/// }
+///
+/// # async fn demo(pool: multiproc::Pool, factor: u64) -> multiproc::Result<()> {
+/// // Not `pool.map(move |x| x * factor, 0..100)`:
+/// let scaled = pool.starmap(scale, (0..100).map(|x| (x, factor))).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Pool {
     shared: Arc<Shared>,
@@ -134,6 +157,10 @@ impl Pool {
     }
 
     /// Runs `f(args…)` on a worker and waits for its result (`pool.apply(f, args)`).
+    ///
+    /// `f` must be a `#[multiproc::task]` function; a closure or an
+    /// un-annotated `fn` fails with [`Error::UnregisteredTask`] (see [What a
+    /// pool can run](Pool#what-a-pool-can-run)).
     pub async fn apply<F, A, M>(&self, f: F, args: A) -> Result<F::Output>
     where
         F: TaskFn<A, M>,
@@ -148,6 +175,10 @@ impl Pool {
     /// Arguments over [`MAX_CALL_BYTES`] fail with
     /// [`Error::ArgumentsTooLarge`]; nothing is sent. Arguments over 1 MiB
     /// are encoded on tokio's blocking pool, not on the caller's thread.
+    ///
+    /// `f` must be a `#[multiproc::task]` function; a closure or an
+    /// un-annotated `fn` fails with [`Error::UnregisteredTask`] (see [What a
+    /// pool can run](Pool#what-a-pool-can-run)).
     pub fn apply_async<F, A, M>(&self, f: F, args: A) -> AsyncResult<F::Output>
     where
         F: TaskFn<A, M>,
@@ -171,7 +202,7 @@ impl Pool {
                     rt.spawn_blocking(move || {
                         let (encoded, fds) = fds::capture(|| crate::wire::encode("the task's arguments", &args));
                         if let Err(e) = encoded.and_then(|a| result::submit_one(&shared, task, (a, fds), tx.clone())) {
-                            result::refuse(&tx, &e);
+                            result::refuse(&tx, e);
                         }
                     });
                     AsyncResult::pending(rx)
@@ -188,6 +219,10 @@ impl Pool {
     /// `f(item)` for every item, results in input order (`pool.map(f, items)`):
     /// `.await` it, or set `.chunksize(n)` first. Each item's result is its
     /// own `Result`, so one failure does not hide the others.
+    ///
+    /// `f` must be a `#[multiproc::task]` function; a closure or an
+    /// un-annotated `fn` fails with [`Error::UnregisteredTask`] (see [What a
+    /// pool can run](Pool#what-a-pool-can-run)).
     pub fn map<F, A, M, I>(&self, f: F, items: I) -> MapCall<F::Output, A>
     where
         F: TaskFn<(A,), M>,
@@ -209,6 +244,10 @@ impl Pool {
     }
 
     /// `f(*args)` for every argument tuple, in order (`pool.starmap(f, items)`).
+    ///
+    /// `f` must be a `#[multiproc::task]` function; a closure or an
+    /// un-annotated `fn` fails with [`Error::UnregisteredTask`] (see [What a
+    /// pool can run](Pool#what-a-pool-can-run)).
     pub fn starmap<F, A, M, I>(&self, f: F, items: I) -> MapCall<F::Output, A>
     where
         F: TaskFn<A, M>,
@@ -247,7 +286,34 @@ impl Pool {
     }
 
     /// A stream of `f(item)` in input order (`pool.imap(f, items)`), pulling
-    /// the input lazily with a bounded window of chunks in flight.
+    /// the input lazily with a bounded window of chunks in flight (an
+    /// endless iterator is fine). Read it with `futures::StreamExt`:
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    ///
+    /// #[multiproc::task]
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// async fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(2).await?;
+    ///     // for y in pool.imap(square, range(10)):
+    ///     let mut squares = pool.imap(square, 0..10);
+    ///     let mut seen = Vec::new();
+    ///     while let Some(y) = squares.next().await {
+    ///         seen.push(y?);
+    ///     }
+    ///     assert_eq!(seen, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// `f` must be a `#[multiproc::task]` function; a closure or an
+    /// un-annotated `fn` fails with [`Error::UnregisteredTask`] (see [What a
+    /// pool can run](Pool#what-a-pool-can-run)).
     pub fn imap<F, A, M, I>(&self, f: F, items: I) -> Imap<F::Output, I::IntoIter>
     where
         F: TaskFn<(A,), M>,
@@ -259,6 +325,10 @@ impl Pool {
     }
 
     /// Like [`imap`](Self::imap), results as they finish (`pool.imap_unordered`).
+    ///
+    /// `f` must be a `#[multiproc::task]` function; a closure or an
+    /// un-annotated `fn` fails with [`Error::UnregisteredTask`] (see [What a
+    /// pool can run](Pool#what-a-pool-can-run)).
     pub fn imap_unordered<F, A, M, I>(&self, f: F, items: I) -> Imap<F::Output, I::IntoIter>
     where
         F: TaskFn<(A,), M>,
@@ -273,6 +343,10 @@ impl Pool {
     /// `stream` as the bounded window allows, a partial chunk goes out as
     /// soon as the stream has nothing more ready, and results come in input
     /// order. Dropping the returned stream cancels its queued work.
+    ///
+    /// `f` must be a `#[multiproc::task]` function; a closure or an
+    /// un-annotated `fn` fails with [`Error::UnregisteredTask`] (see [What a
+    /// pool can run](Pool#what-a-pool-can-run)).
     pub fn imap_stream<F, A, M, S>(&self, f: F, stream: S) -> Imap<F::Output, FromStream<S>>
     where
         F: TaskFn<(A,), M>,
@@ -340,7 +414,7 @@ impl Pool {
     /// Process ids of the current workers: all of them once `new` returned
     /// (a slot between a lost worker and its replacement is missing).
     pub fn pids(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = self.shared.pids.lock().expect("pids lock").values().copied().collect();
+        let mut v: Vec<u32> = self.shared.pids.lock().expect("pids lock").values().map(|&(pid, _)| pid).collect();
         v.sort_unstable();
         v
     }
@@ -361,8 +435,8 @@ impl Drop for Terminator {
         // escalate to SIGKILL after the grace period and reap.
         let signal =
             if tokio::runtime::Handle::try_current().is_ok() { nix::libc::SIGTERM } else { nix::libc::SIGKILL };
-        for &pid in shared.pids.lock().expect("pids lock").values() {
-            let _ = crate::tree::supervisor::signal(pid, signal);
+        for &(_, id) in shared.pids.lock().expect("pids lock").values() {
+            let _ = crate::tree::supervisor::signal_child(id, signal);
         }
     }
 }
@@ -392,6 +466,6 @@ fn encode_capped<T: Serialize>(buf: &mut Vec<u8>, value: &T, cap: usize) -> Resu
     match rmp_serde::encode::write(&mut w, value) {
         Ok(()) => Ok(true),
         Err(_) if w.over => Ok(false),
-        Err(e) => Err(Error::Encode { what: "the task's arguments", reason: e.to_string() }),
+        Err(e) => Err(Error::encode("the task's arguments", e)),
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::error::{Error, ExitStatus, Result};
+use crate::error::{Cause, Error, ExitStatus, Result};
 use crate::process::StartMethod;
 use crate::wire::{self, Failure, TaskRef, fds};
 
@@ -131,17 +131,26 @@ pub(crate) enum ChunkError {
     },
     Timeout,
     Terminated,
-    WorkerStart(String),
+    WorkerStart(Arc<Error>),
     /// Arguments over the call limit (found after encoding off the runtime).
     ArgumentsTooLarge {
         len: usize,
         max: usize,
     },
     /// Arguments that could not be encoded (found off the runtime).
-    Encode(String),
+    Encode(Cause),
 }
 
 impl ChunkError {
+    /// A call that could not be sent: an encoder's failure keeps its cause,
+    /// anything else becomes the cause.
+    pub fn unsendable(e: Error) -> Self {
+        match e {
+            Error::Encode { source, .. } => Self::Encode(source),
+            other => Self::Encode(crate::error::cause(other)),
+        }
+    }
+
     pub fn to_error(&self) -> Error {
         match self {
             Self::WorkerLost { pid, status } => Error::WorkerLost { pid: *pid, status: *status },
@@ -150,7 +159,7 @@ impl ChunkError {
             Self::Terminated => Error::PoolTerminated,
             Self::WorkerStart(why) => Error::PoolWorkerStart(why.clone()),
             Self::ArgumentsTooLarge { len, max } => Error::ArgumentsTooLarge { len: *len, max: *max },
-            Self::Encode(reason) => Error::Encode { what: "the task's arguments", reason: reason.clone() },
+            Self::Encode(source) => Error::Encode { what: "the task's arguments", source: source.clone() },
         }
     }
 }
@@ -161,8 +170,8 @@ pub(crate) fn failure_to_error(f: &Failure) -> Error {
         Failure::Panicked { message, location } => {
             Error::TaskPanicked { message: message.clone(), location: location.clone() }
         }
-        Failure::Decode(reason) => Error::Decode { what: "in the worker", reason: reason.clone() },
-        Failure::Encode(reason) => Error::Encode { what: "in the worker", reason: reason.clone() },
+        Failure::Decode(reason) => Error::decode("in the worker", reason.clone()),
+        Failure::Encode(reason) => Error::encode("in the worker", reason.clone()),
         Failure::Unknown { name, reason } => Error::TaskMismatch { name: name.clone(), reason: reason.clone() },
         Failure::ResultTooLarge { len, max } => Error::ResultTooLarge {
             len: usize::try_from(*len).unwrap_or(usize::MAX),
@@ -243,7 +252,7 @@ pub(crate) fn encode_pieces<X>(
             let at = args.len();
             if let Err(e) = encode(&mut args, item) {
                 args.truncate(at);
-                prefailed.insert(base + i, Error::Encode { what: "the task's arguments", reason: e.to_string() });
+                prefailed.insert(base + i, Error::encode("the task's arguments", e));
             } else if args.len() - at > super::MAX_CALL_BYTES {
                 prefailed
                     .insert(base + i, Error::ArgumentsTooLarge { len: args.len() - at, max: super::MAX_CALL_BYTES });
@@ -302,8 +311,9 @@ pub(crate) struct Shared {
     pub config: Config,
     pub stats: Counters,
     next_batch: AtomicU64,
-    /// The live worker of each slot (so a dropped pool can kill them at once).
-    pub pids: Mutex<HashMap<usize, u32>>,
+    /// The live worker of each slot, its pid and spawn id (so a dropped
+    /// pool can kill them at once, by id).
+    pub pids: Mutex<HashMap<usize, (u32, crate::tree::supervisor::SpawnId)>>,
     /// How many owner tasks are still running.
     pub live: watch::Sender<usize>,
 }

@@ -30,7 +30,7 @@ impl Pool {
         let len = ends.len();
         if ends.windows(2).any(|w| w[0] > w[1]) || ends.last().is_some_and(|&e| e as usize > args.len()) {
             let why = "the item boundaries do not fit the arguments";
-            return (0..len).map(|_| Err(Error::Decode { what: "a raw call", reason: why.into() })).collect();
+            return (0..len).map(|_| Err(Error::decode("a raw call", why))).collect();
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
         let task = Arc::new(TaskRef { name: name.to_owned(), signature: signature.to_owned() });
@@ -47,7 +47,7 @@ impl Pool {
             sink: tx,
         };
         if let Err(e) = shared.submit(std::iter::once(job)) {
-            let why = e.to_string();
+            let why = std::sync::Arc::new(e);
             return (0..len).map(|_| Err(Error::PoolWorkerStart(why.clone()))).collect();
         }
         // A chunk may come back in parts (finished items reported while the

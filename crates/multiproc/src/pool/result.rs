@@ -135,11 +135,11 @@ pub(crate) fn submit_one(
 
 /// Sends a call's failure found after the handle was returned (arguments
 /// encoded off the runtime).
-pub(crate) fn refuse(sink: &mpsc::UnboundedSender<Delivery>, e: &Error) {
+pub(crate) fn refuse(sink: &mpsc::UnboundedSender<Delivery>, e: Error) {
     let why = match e {
-        Error::ArgumentsTooLarge { len, max } => ChunkError::ArgumentsTooLarge { len: *len, max: *max },
+        Error::ArgumentsTooLarge { len, max } => ChunkError::ArgumentsTooLarge { len, max },
         Error::Closed(_) => ChunkError::Terminated,
-        other => ChunkError::Encode(other.to_string()),
+        other => ChunkError::unsendable(other),
     };
     let _ = sink.send(Delivery { base: 0, len: 1, outcome: Err(why) });
 }

@@ -23,7 +23,7 @@ use super::queue::{ChunkDone, ChunkError, Delivery, Job, Phase, Shared};
 use crate::error::{Error, Result};
 use crate::process::StartMethod;
 use crate::tree::spawn::handshake;
-use crate::tree::supervisor::{self, ExitState};
+use crate::tree::supervisor::{self, ExitState, SpawnId};
 use crate::value::Value;
 use crate::wire::{self, Channel, Ends, FromWorker, ProcessInfo, TaskRef, ToWorker, fds};
 
@@ -49,6 +49,8 @@ const RSS_EVERY: Duration = Duration::from_millis(10);
 /// A started, ready worker.
 pub(crate) struct Worker {
     pub pid: u32,
+    /// The spawn id every signal to this worker is addressed by.
+    pub spawn_id: SpawnId,
     ch: Channel,
     exit: watch::Receiver<Option<ExitState>>,
     /// `id + 1` of the last call the worker started (see `worker.rs`).
@@ -78,7 +80,7 @@ pub(crate) async fn start_worker(shared: &Shared) -> Result<Worker> {
     let exec = shared.config.method == StartMethod::Spawn;
     let (spawned, ch) = handshake(exec, name, true, &msg, fds, &task).await?;
     tracing::debug!(pid = spawned.pid, "pool worker ready");
-    Ok(Worker { pid: spawned.pid, ch, exit: spawned.exit, progress })
+    Ok(Worker { pid: spawned.pid, spawn_id: spawned.id, ch, exit: spawned.exit, progress })
 }
 
 /// Runs slot `index` until the pool closes or terminates.
@@ -98,10 +100,10 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut first: Option<Wor
                     w
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not start a pool worker; retrying");
+                    tracing::warn!(error = %crate::error::Chain(&e), "could not start a pool worker; retrying");
                     if shared.pids.lock().expect("pids lock").is_empty() {
                         // Nobody can run the queued work: fail it rather than hang.
-                        shared.fail_queued(&ChunkError::WorkerStart(e.to_string()));
+                        shared.fail_queued(&ChunkError::WorkerStart(Arc::new(e)));
                     }
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
@@ -113,7 +115,7 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut first: Option<Wor
             },
         };
         let pid = worker.pid;
-        shared.pids.lock().expect("pids lock").insert(index, pid);
+        shared.pids.lock().expect("pids lock").insert(index, (pid, worker.spawn_id));
         let span = tracing::debug_span!("pool_worker", pid, slot = index);
         let end = Owner::new(&shared, worker).serve(&mut phase).instrument(span).await;
         shared.pids.lock().expect("pids lock").remove(&index);
@@ -149,6 +151,7 @@ struct Sent {
 struct Owner<'a> {
     shared: &'a Shared,
     pid: u32,
+    spawn_id: SpawnId,
     ch: Channel,
     exit: watch::Receiver<Option<ExitState>>,
     in_flight: VecDeque<Sent>,
@@ -176,6 +179,7 @@ impl<'a> Owner<'a> {
         Self {
             shared,
             pid: w.pid,
+            spawn_id: w.spawn_id,
             ch: w.ch,
             exit: w.exit,
             in_flight: VecDeque::new(),
@@ -235,7 +239,7 @@ impl<'a> Owner<'a> {
                 work.as_mut().as_pin_mut().expect("just set").enable();
             }
             if let Err(e) = self.take_jobs() {
-                tracing::warn!(error = %e, "could not send work to a pool worker");
+                tracing::warn!(error = %crate::error::Chain(&e), "could not send work to a pool worker");
                 return self.lost().await;
             }
             if !self.in_flight.is_empty() {
@@ -393,7 +397,7 @@ impl<'a> Owner<'a> {
             self.last_task = None;
             let why = match e {
                 Error::FrameTooLarge { len, max } => ChunkError::ArgumentsTooLarge { len, max },
-                other => ChunkError::Encode(other.to_string()),
+                other => ChunkError::unsendable(other),
             };
             self.fail(job, why);
             return Ok(());
@@ -483,7 +487,7 @@ impl<'a> Owner<'a> {
         if let Ok(Ok(s)) = tokio::time::timeout(wait, self.exit.wait_for(Option::is_some)).await {
             return status(&s, pid);
         }
-        let _ = supervisor::signal(pid, nix::libc::SIGKILL);
+        let _ = supervisor::signal_child(self.spawn_id, nix::libc::SIGKILL);
         match self.exit.wait_for(Option::is_some).await {
             Ok(s) => status(&s, pid),
             Err(_) => ChunkError::ForkserverLost { pid },
@@ -515,7 +519,7 @@ impl<'a> Owner<'a> {
     /// A partial frame stopped growing: the worker is stuck mid-reply.
     async fn stalled(self) -> End {
         tracing::warn!(pid = self.pid, partial = self.stall.0, "a pool worker stopped mid-frame; replacing it");
-        let _ = supervisor::signal(self.pid, nix::libc::SIGKILL);
+        let _ = supervisor::signal_child(self.spawn_id, nix::libc::SIGKILL);
         self.lost().await
     }
 
@@ -568,7 +572,7 @@ impl<'a> Owner<'a> {
     async fn timed_out(mut self) -> End {
         self.unmark_idle();
         tracing::warn!(pid = self.pid, "a pool task timed out; stopping its worker");
-        let _ = supervisor::signal(self.pid, nix::libc::SIGTERM);
+        let _ = supervisor::signal_child(self.spawn_id, nix::libc::SIGTERM);
         let _ = self.reap(self.shared.config.timeout_grace).await;
         self.shared.stats.replaced.fetch_add(1, Ordering::Relaxed);
         // The item running fails; those reported are kept (delivered
@@ -606,7 +610,7 @@ impl<'a> Owner<'a> {
     async fn cancelled(mut self) -> End {
         self.unmark_idle();
         tracing::debug!(pid = self.pid, "the running call was cancelled; stopping its worker");
-        let _ = supervisor::signal(self.pid, nix::libc::SIGTERM);
+        let _ = supervisor::signal_child(self.spawn_id, nix::libc::SIGTERM);
         let _ = self.reap(self.shared.config.timeout_grace).await;
         self.shared.stats.replaced.fetch_add(1, Ordering::Relaxed);
         if let Some(head) = self.in_flight.pop_front() {
@@ -621,14 +625,14 @@ impl<'a> Owner<'a> {
     /// Terminate: stop the worker now; what it held fails.
     async fn stop(mut self, why: ChunkError) -> End {
         self.unmark_idle();
-        let _ = supervisor::signal(self.pid, nix::libc::SIGTERM);
+        let _ = supervisor::signal_child(self.spawn_id, nix::libc::SIGTERM);
         let _ = self.reap(self.shared.config.timeout_grace).await;
         self.fail_all(why)
     }
 
     /// An orderly goodbye: closing the channel makes the worker exit.
     async fn retire(self, end: End) -> End {
-        let Owner { shared, pid, ch, mut exit, idle, .. } = self;
+        let Owner { shared, spawn_id, ch, mut exit, idle, .. } = self;
         if idle {
             shared.lock().idle -= 1;
         }
@@ -637,7 +641,7 @@ impl<'a> Owner<'a> {
         }
         drop(ch);
         if tokio::time::timeout(EXIT_WAIT, exit.wait_for(Option::is_some)).await.is_err() {
-            let _ = supervisor::signal(pid, nix::libc::SIGKILL);
+            let _ = supervisor::signal_child(spawn_id, nix::libc::SIGKILL);
             let _ = exit.wait_for(Option::is_some).await;
         }
         end

@@ -118,6 +118,8 @@ impl QueueBuilder {
         self
     }
 
+    /// Creates the queue: an anonymous shared mapping (a memfd, no name in
+    /// /dev/shm to leak) that lives while some process holds a handle.
     pub fn build<T>(&self) -> Result<Queue<T>> {
         let ring = Ring::create(self.capacity, self.maxsize as u64)?;
         Ok(Queue::from_ring(ring))
@@ -159,7 +161,7 @@ impl Shared {
         let mut buf = ENCODED.take();
         buf.clear();
         let r = rmp_serde::encode::write(&mut buf, item)
-            .map_err(|e| Error::Encode { what: "a queue item", reason: e.to_string() })
+            .map_err(|e| Error::encode("a queue item", e))
             .and_then(|()| if now { self.try_push_now(&buf).map(|p| p == Some(true)) } else { self.try_push(&buf) });
         let out = match r {
             Ok(true) => Ok(None),
@@ -489,6 +491,8 @@ impl<T> Queue<T> {
         Self::builder().maxsize(maxsize).build()
     }
 
+    /// Options: `maxsize`, the bytes of shared storage; finish with
+    /// [`QueueBuilder::build`].
     pub fn builder() -> QueueBuilder {
         QueueBuilder { maxsize: 0, capacity: DEFAULT_CAPACITY_BYTES }
     }
@@ -525,6 +529,8 @@ impl<T> Queue<T> {
         self.shared.closed.store(true, Ordering::Relaxed);
     }
 
+    /// Whether [`close`](Self::close) was called through some clone in this
+    /// process.
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Relaxed)
     }

@@ -159,6 +159,7 @@ impl Barrier {
         self
     }
 
+    /// How many must call `wait` to release a generation (`b.parties`).
     pub fn parties(&self) -> u32 {
         self.parties
     }
@@ -168,6 +169,11 @@ impl Barrier {
         self.block.word(COUNT).load(Ordering::Relaxed)
     }
 
+    /// Whether the barrier is broken (`b.broken`): an
+    /// [`abort`](Self::abort), a timed-out waiter, a failed action or a last
+    /// arriver that died broke it;
+    /// every `wait` fails with [`Error::BrokenBarrier`] until
+    /// [`reset`](Self::reset).
     pub fn broken(&self) -> bool {
         self.block.word(BROKEN).load(Ordering::Acquire) != 0
     }

@@ -48,10 +48,25 @@ impl Waiting {
 }
 
 impl Event {
+    /// A new event, its flag clear (`Event()`). Clones, and the value a
+    /// child receives when the event is passed as a task argument, are
+    /// handles to the same flag.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> multiproc::Result<()> {
+    /// let ev = multiproc::Event::new()?;
+    /// assert!(!ev.is_set());
+    /// ev.set();
+    /// ev.wait().await?; // returns at once: the flag is set
+    /// ev.clear();
+    /// assert!(!ev.is_set());
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> Result<Self> {
         Ok(Self { block: Block::new(c"multiproc-event", 12)? })
     }
 
+    /// Whether the flag is set (`ev.is_set()`).
     pub fn is_set(&self) -> bool {
         self.block.word(0).load(Ordering::Acquire) != 0
     }
@@ -65,6 +80,8 @@ impl Event {
         }
     }
 
+    /// Clears the flag (`ev.clear()`): later waits block until the next
+    /// [`set`](Self::set).
     pub fn clear(&self) {
         self.block.word(0).store(0, Ordering::Release);
     }

@@ -73,6 +73,20 @@ impl Drop for LockGuard<'_> {
 }
 
 impl Lock {
+    /// A new, unlocked lock (`Lock()`). Clones, and the value a child
+    /// receives when the lock is passed as a task argument, are handles to
+    /// the same lock.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> multiproc::Result<()> {
+    /// let lock = multiproc::Lock::new()?;
+    /// {
+    ///     let _held = lock.acquire().await?; // with lock:
+    ///     assert!(lock.try_acquire().is_none()); // not reentrant
+    /// } // released here
+    /// assert!(lock.try_acquire().is_some());
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> Result<Self> {
         Ok(Self { block: Block::new(c"multiproc-lock", 8)? })
     }
@@ -201,6 +215,7 @@ impl Drop for RLockGuard<'_> {
 }
 
 impl RLock {
+    /// A new, unlocked reentrant lock (`RLock()`); shared like a [`Lock`].
     pub fn new() -> Result<Self> {
         Ok(Self { block: Block::new(c"multiproc-rlock", 24)? })
     }

@@ -136,21 +136,15 @@ fn finish(exit: &watch::Sender<Option<ExitState>>, state: ExitState) {
 
 /// The children that said `Ready` and whose end is not known yet, shared by
 /// callers (who add them) and the supervisor thread (which removes them
-/// once their exit is set): what `active_children` lists and how a pid
-/// finds its spawn id.
+/// once their exit is set): what `active_children` lists.
 #[derive(Default)]
 struct Children {
     by_id: HashMap<SpawnId, (ChildProcess, watch::Receiver<Option<ExitState>>)>,
-    by_pid: HashMap<u32, SpawnId>,
 }
 
 impl Children {
     fn remove(&mut self, id: SpawnId) {
-        if let Some((c, _)) = self.by_id.remove(&id)
-            && self.by_pid.get(&c.pid) == Some(&id)
-        {
-            self.by_pid.remove(&c.pid);
-        }
+        self.by_id.remove(&id);
     }
 }
 
@@ -268,8 +262,7 @@ fn send_direct(direct: &Direct, request: &ToForkserver) -> Result<()> {
     let mut writer = FrameWriter::default();
     writer.push(DEFAULT_MAX_FRAME, |buf| {
         let (r, fds) = crate::wire::fds::capture(|| {
-            rmp_serde::encode::write(buf, request)
-                .map_err(|e| Error::Encode { what: "a spawn request", reason: e.to_string() })
+            rmp_serde::encode::write(buf, request).map_err(|e| Error::encode("a spawn request", e))
         });
         r.map(|()| fds)
     })?;
@@ -317,39 +310,22 @@ fn watch_exit(report: OwnedFd, exit: watch::Sender<Option<ExitState>>) {
     });
 }
 
-/// Records a child that accepted its work (for `active_children` and
-/// [`signal`]), unless its end is already known.
+/// Records a child that accepted its work (for `active_children`), unless
+/// its end is already known.
 pub(crate) fn ready(spawned: &Spawned, name: &str, daemon: bool) {
     let mut children = children();
     if spawned.exit.borrow().is_none() {
         let pid = spawned.pid;
         let info = ChildProcess { name: name.to_owned(), pid, daemon };
         children.by_id.insert(spawned.id, (info, spawned.exit.clone()));
-        children.by_pid.insert(pid, spawned.id);
     }
 }
 
 /// Sends a signal to child `id` if the forkserver has not reaped it yet.
+/// Signals are addressed by spawn id only, never by pid: a child reaped
+/// meanwhile is not confused with a newer process that got its pid.
 pub(crate) fn signal_child(id: SpawnId, signal: i32) -> Result<()> {
     handle()?.send(Request::Signal { id, signal })
-}
-
-/// Sends a signal to the live child with this pid, if there is one: it is
-/// named by its spawn id, so a child reaped meanwhile is not confused with a
-/// newer one that got its pid. Prefer [`signal_child`].
-pub(crate) fn signal(pid: u32, signal: i32) -> Result<()> {
-    let id = {
-        let children = children();
-        children
-            .by_pid
-            .get(&pid)
-            .copied()
-            .filter(|id| children.by_id.get(id).is_some_and(|(_, exit)| exit.borrow().is_none()))
-    };
-    match id {
-        Some(id) => signal_child(id, signal),
-        None => Ok(()),
-    }
 }
 
 pub(crate) fn active_children() -> Vec<ChildProcess> {
@@ -451,7 +427,7 @@ impl Supervisor {
             }
             Request::Spawn { id, request, name, daemon, child } => {
                 let not_started = |child: Pending, e: Error| {
-                    finish(&child.exit, ExitState::NotStarted(e.to_string()));
+                    finish(&child.exit, ExitState::NotStarted(crate::error::Chain(&e).to_string()));
                 };
                 if let Err(e) = self.ensure_forkserver() {
                     not_started(child, e);

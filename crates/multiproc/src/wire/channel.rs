@@ -18,9 +18,7 @@ use crate::error::{Error, Result};
 
 /// Encodes `msg` into `buf`, collecting the fds its handles own.
 fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, msg: &T) -> (Result<()>, Vec<OwnedFd>) {
-    fds::capture(|| {
-        rmp_serde::encode::write(buf, msg).map_err(|e| Error::Encode { what: "a message", reason: e.to_string() })
-    })
+    fds::capture(|| rmp_serde::encode::write(buf, msg).map_err(|e| Error::encode("a message", e)))
 }
 
 /// Decodes a frame whose fds belong to handles inside the message itself.

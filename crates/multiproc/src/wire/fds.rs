@@ -43,6 +43,7 @@ pub fn provide<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
 pub struct PassFd(pub OwnedFd);
 
 impl PassFd {
+    /// The descriptor, borrowed.
     pub fn borrow(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
     }

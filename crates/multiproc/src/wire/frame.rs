@@ -29,11 +29,9 @@ pub(crate) fn header(len: usize, nfds: usize, max: usize) -> Result<[u8; HEADER_
     if len > max {
         return Err(Error::FrameTooLarge { len, max });
     }
-    let nfds =
-        u8::try_from(nfds).ok().filter(|&n| usize::from(n) <= MAX_FDS_PER_MESSAGE).ok_or_else(|| Error::Encode {
-            what: "a message",
-            reason: format!("{nfds} file descriptors in one message; at most {MAX_FDS_PER_MESSAGE}"),
-        })?;
+    let nfds = u8::try_from(nfds).ok().filter(|&n| usize::from(n) <= MAX_FDS_PER_MESSAGE).ok_or_else(|| {
+        Error::encode("a message", format!("{nfds} file descriptors in one message; at most {MAX_FDS_PER_MESSAGE}"))
+    })?;
     let len = u32::try_from(len).map_err(|_| Error::FrameTooLarge { len, max })?;
     let mut h = [0; HEADER_LEN];
     h[..4].copy_from_slice(&len.to_be_bytes());
@@ -264,10 +262,10 @@ impl FrameWriter {
         self.buf.extend_from_slice(&[0; HEADER_LEN]);
         let written = encode(&mut self.buf).and_then(|fds| {
             if self.fds.len() + fds.len() > MAX_FDS_PER_MESSAGE {
-                return Err(Error::Encode {
-                    what: "a message",
-                    reason: format!("more than {MAX_FDS_PER_MESSAGE} file descriptors queued at once"),
-                });
+                return Err(Error::encode(
+                    "a message",
+                    format!("more than {MAX_FDS_PER_MESSAGE} file descriptors queued at once"),
+                ));
             }
             Ok((header(self.buf.len() - at - HEADER_LEN, fds.len(), max)?, fds))
         });

@@ -133,25 +133,40 @@ impl<'de> Deserialize<'de> for Ends {
 /// task is defined; issue 14).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Failure {
+    /// The task panicked.
     Panicked {
+        /// The panic's payload, if it was a string.
         message: String,
+        /// Where it panicked (`file:line:column`).
         location: String,
     },
+    /// The worker could not decode the call's arguments.
     Decode(String),
+    /// The worker could not encode the task's result.
     Encode(String),
+    /// The worker does not know the task (or refused it).
     Unknown {
+        /// The task's registered name.
         name: String,
+        /// Why it was refused.
         reason: String,
     },
     /// The result encoded to more bytes than one reply may carry (issue 11).
     ResultTooLarge {
+        /// The encoded result's size in bytes.
         len: u64,
+        /// The most a reply carries.
         max: u64,
     },
+    /// The task returned `Err` with a `std::error::Error`.
     Returned {
+        /// The task's registered name.
         task: String,
+        /// The error's `Display`.
         message: String,
+        /// The `Display` of each `source()` in its chain, outermost first.
         sources: Vec<String>,
+        /// Where the task is defined.
         location: String,
     },
 }

@@ -42,10 +42,10 @@ pub fn build_id() -> u64 {
 
 /// Encodes a value as msgpack (compact: both ends run the same build).
 pub fn encode<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<Vec<u8>> {
-    rmp_serde::to_vec(value).map_err(|e| Error::Encode { what, reason: e.to_string() })
+    rmp_serde::to_vec(value).map_err(|e| Error::encode(what, e))
 }
 
 /// Decodes msgpack bytes.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
-    rmp_serde::from_slice(bytes).map_err(|e| Error::Decode { what, reason: e.to_string() })
+    rmp_serde::from_slice(bytes).map_err(|e| Error::decode(what, e))
 }
