@@ -33,40 +33,50 @@ use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, FromForkserver, Hello, ToF
 
 struct Child {
     id: u64,
+    pid: u32,
     pidfd: OwnedFd,
     /// Where the child's exit status goes first: its starter's own socket.
     report: OwnedFd,
 }
 
 /// Length of a direct exit report.
-pub(crate) const EXIT_REPORT_LEN: usize = 8;
+pub(crate) const EXIT_REPORT_LEN: usize = 12;
 
 /// The direct exit report: a tag (0: exit code, 1: signal), three zero
-/// bytes, the number (little-endian `i32`).
-pub(crate) fn exit_report(status: ExitStatus) -> [u8; EXIT_REPORT_LEN] {
+/// bytes, the number (little-endian `i32`), the child's pid (`u32`).
+pub(crate) fn exit_report(pid: u32, status: ExitStatus) -> [u8; EXIT_REPORT_LEN] {
     let (tag, n) = match status {
         ExitStatus::Code(c) => (0u8, c),
         ExitStatus::Signal(s) => (1u8, s),
     };
     let mut b = [0u8; EXIT_REPORT_LEN];
     b[0] = tag;
-    b[4..].copy_from_slice(&n.to_le_bytes());
+    b[4..8].copy_from_slice(&n.to_le_bytes());
+    b[8..].copy_from_slice(&pid.to_le_bytes());
     b
 }
 
 /// Reads a direct exit report; `None` for anything else.
-pub(crate) fn parse_exit_report(b: &[u8]) -> Option<ExitStatus> {
+pub(crate) fn parse_exit_report(b: &[u8]) -> Option<(u32, ExitStatus)> {
     let b: &[u8; EXIT_REPORT_LEN] = b.try_into().ok()?;
     if b[1..4] != [0, 0, 0] {
         return None;
     }
-    let n = i32::from_le_bytes(b[4..].try_into().ok()?);
-    match b[0] {
-        0 => Some(ExitStatus::Code(n)),
-        1 if n > 0 => Some(ExitStatus::Signal(n)),
-        _ => None,
-    }
+    let n = i32::from_le_bytes(b[4..8].try_into().ok()?);
+    let pid = u32::from_le_bytes(b[8..].try_into().ok()?);
+    let status = match b[0] {
+        0 => ExitStatus::Code(n),
+        1 if n > 0 => ExitStatus::Signal(n),
+        _ => return None,
+    };
+    (pid > 0).then_some((pid, status))
 }
+
+/// How long `Started` and `Exited` reports may wait to go to the
+/// supervisor together: nobody waits on them (each starter learns its
+/// child's end from its direct report), so they are batched rather than
+/// wake the supervisor thread twice per child. `SpawnFailed` goes at once.
+const REPORT_BATCH: std::time::Duration = std::time::Duration::from_millis(2);
 
 pub(crate) fn run(fd: ControlFd) -> ! {
     let code = match serve(fd) {
@@ -95,7 +105,10 @@ fn serve(fd: ControlFd) -> Result<()> {
     hello.check().map_err(Error::Handshake)?;
     ch.send(&Hello::ours())?;
     let mut children: Vec<Child> = Vec::new();
+    // When the reports queued for the supervisor must go at the latest.
+    let mut flush_by: Option<std::time::Instant> = None;
     loop {
+        let mut urgent = false;
         // The fds polled: the control stream, the direct socket (if any),
         // then one pidfd per child.
         let first_child = 1 + usize::from(direct.is_some());
@@ -106,7 +119,7 @@ fn serve(fd: ControlFd) -> Result<()> {
                 fds.push(PollFd::new(d.fd(), PollFlags::POLLIN));
             }
             fds.extend(children.iter().map(|c| PollFd::new(c.pidfd.as_fd(), PollFlags::POLLIN)));
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, multiproc_sys::fd::timeout_until(flush_by)) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
@@ -125,11 +138,13 @@ fn serve(fd: ControlFd) -> Result<()> {
                 };
                 // First to the starter, straight (it may have gone: no
                 // matter, the report below reaches its supervisor).
-                let _ = nix::sys::socket::send(
+                let sent = nix::sys::socket::send(
                     child.report.as_raw_fd(),
-                    &exit_report(status),
+                    &exit_report(child.pid, status),
                     nix::sys::socket::MsgFlags::MSG_NOSIGNAL | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
                 );
+                // Nobody read it: the supervisor's report is the only one.
+                urgent |= sent.is_err();
                 ch.feed(&FromForkserver::Exited { id: child.id, status })?;
             }
         }
@@ -140,7 +155,7 @@ fn serve(fd: ControlFd) -> Result<()> {
             let mut open = d.read_all_available().is_ok() && !d.is_eof();
             loop {
                 match d.try_recv::<ToForkserver>() {
-                    Ok(Some(req)) => handle(req, &mut ch, &mut children)?,
+                    Ok(Some(req)) => urgent |= handle(req, &mut ch, &mut children)?,
                     Ok(None) => break,
                     Err(_) => {
                         open = false;
@@ -158,7 +173,7 @@ fn serve(fd: ControlFd) -> Result<()> {
             ch.read_available()?;
             loop {
                 match ch.try_recv::<ToForkserver>() {
-                    Ok(Some(req)) => handle(req, &mut ch, &mut children)?,
+                    Ok(Some(req)) => urgent |= handle(req, &mut ch, &mut children)?,
                     Ok(None) => break,
                     Err(Error::Eof) => {
                         // Our parent is gone or done with us: nothing we
@@ -170,7 +185,12 @@ fn serve(fd: ControlFd) -> Result<()> {
                 }
             }
         }
-        ch.flush()?;
+        if urgent || flush_by.is_some_and(|at| std::time::Instant::now() >= at) {
+            ch.flush()?;
+            flush_by = None;
+        } else if !ch.is_flushed() {
+            flush_by.get_or_insert_with(|| std::time::Instant::now() + REPORT_BATCH);
+        }
     }
 }
 
@@ -203,20 +223,23 @@ fn stop_all(children: &mut Vec<Child>) {
     }
 }
 
-fn handle(req: ToForkserver, ch: &mut BlockingChannel, children: &mut Vec<Child>) -> Result<()> {
+/// Carries out one request; `Ok(true)` when the report it queued must go
+/// to the supervisor at once.
+fn handle(req: ToForkserver, ch: &mut BlockingChannel, children: &mut Vec<Child>) -> Result<bool> {
     match req {
         ToForkserver::Spawn { id, exec, control, report } => {
             let reply = match spawn(id, exec, control.0, report.0, children) {
                 Ok(pid) => FromForkserver::Started { id, pid },
                 Err(e) => FromForkserver::SpawnFailed { id, reason: e.to_string() },
             };
-            ch.feed(&reply)
+            let urgent = matches!(reply, FromForkserver::SpawnFailed { .. });
+            ch.feed(&reply).map(|()| urgent)
         }
         ToForkserver::Signal { id, signal } => {
             if let Some(c) = children.iter().find(|c| c.id == id) {
                 let _ = sys::pidfd_send_signal(c.pidfd.as_fd(), signal);
             }
-            Ok(())
+            Ok(false)
         }
     }
 }
@@ -226,7 +249,7 @@ fn spawn(id: u64, exec: bool, control: OwnedFd, report: OwnedFd, children: &mut 
     match sys::fork_single_threaded()? {
         Fork::Parent(pid) => {
             let pidfd = sys::pidfd_open(pid)?;
-            children.push(Child { id, pidfd, report });
+            children.push(Child { id, pid: pid as u32, pidfd, report });
             Ok(pid as u32)
         }
         Fork::Child => {

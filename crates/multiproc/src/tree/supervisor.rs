@@ -239,6 +239,7 @@ pub(crate) fn spawn(exec: bool, control: OwnedFd, name: String, daemon: bool) ->
     let (report, report_theirs) =
         socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK)?;
     let request = ToForkserver::Spawn { id, exec, control: PassFd(control), report: PassFd(report_theirs) };
+    let started_direct = started.clone();
     let child = Pending { exit: exit.clone(), started };
     {
         let direct = direct();
@@ -253,7 +254,7 @@ pub(crate) fn spawn(exec: bool, control: OwnedFd, name: String, daemon: bool) ->
             }
         }
     }
-    watch_exit(report, exit);
+    watch_exit(report, exit, started_direct);
     Ok(Spawned { id, pid: 0, exit: rx, started: started_rx })
 }
 
@@ -271,9 +272,9 @@ fn send_direct(direct: &Direct, request: &ToForkserver) -> Result<()> {
     if writer.is_empty() { Ok(()) } else { Err(Error::Malformed("a spawn request was cut".into())) }
 }
 
-/// Reads the child's direct exit report in the caller's runtime, until its
-/// exit is known one way or the other.
-fn watch_exit(report: OwnedFd, exit: watch::Sender<Option<ExitState>>) {
+/// Reads the child's direct exit report (its pid and status) in the
+/// caller's runtime, until its exit is known one way or the other.
+fn watch_exit(report: OwnedFd, exit: watch::Sender<Option<ExitState>>, started: watch::Sender<Option<u32>>) {
     use tokio::io::Interest;
     if tokio::runtime::Handle::try_current().is_err() {
         return;
@@ -300,8 +301,9 @@ fn watch_exit(report: OwnedFd, exit: watch::Sender<Option<ExitState>>) {
             }
         };
         tokio::select! {
-            status = read => {
-                if let Some(status) = status {
+            report = read => {
+                if let Some((pid, status)) = report {
+                    started.send_if_modified(|p| p.is_none() && p.replace(pid).is_none());
                     finish(&exit, ExitState::Exited(status));
                 }
             }
@@ -463,11 +465,10 @@ impl Supervisor {
                 }
             }
             Request::Shutdown { done } => {
-                for (&id, live) in &self.live {
-                    if live.daemon
-                        && let Some(fs) = &mut self.forkserver
-                    {
-                        tracing::debug!(pid = live.pid, "terminating daemonic child at exit");
+                // Pending ones too: the forkserver reports `Started` lazily.
+                for id in self.daemons() {
+                    if let Some(fs) = &mut self.forkserver {
+                        tracing::debug!(id, "terminating daemonic child at exit");
                         let _ = fs.ch.feed(&ToForkserver::Signal { id, signal: nix::libc::SIGTERM });
                     }
                 }
@@ -477,13 +478,19 @@ impl Supervisor {
         }
     }
 
+    /// Daemonic children, started or about to be.
+    fn daemons(&self) -> Vec<SpawnId> {
+        let live = self.live.iter().filter(|(_, l)| l.daemon).map(|(&id, _)| id);
+        live.chain(self.pending.iter().filter(|(_, (_, daemon, _))| *daemon).map(|(&id, _)| id)).collect()
+    }
+
     fn check_shutdown(&mut self) {
         if self.shutdown.is_empty() {
             return;
         }
         if self.kill_at.is_some_and(|at| Instant::now() >= at) {
             self.kill_at = None;
-            let daemons: Vec<SpawnId> = self.live.iter().filter(|(_, l)| l.daemon).map(|(&id, _)| id).collect();
+            let daemons = self.daemons();
             if let Some(fs) = &mut self.forkserver {
                 for id in daemons {
                     let _ = fs.ch.feed(&ToForkserver::Signal { id, signal: nix::libc::SIGKILL });

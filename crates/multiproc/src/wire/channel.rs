@@ -97,6 +97,11 @@ impl BlockingChannel {
         self.flush()
     }
 
+    /// Whether everything queued has been written.
+    pub fn is_flushed(&self) -> bool {
+        self.writer.is_empty()
+    }
+
     /// Reads until a frame is buffered (or the deadline passes: `Timeout`;
     /// a deadline needs a non-blocking fd).
     fn fill(&mut self, deadline: Option<Instant>) -> Result<()> {
