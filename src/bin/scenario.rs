@@ -363,6 +363,13 @@ async fn forkserver_killed() {
 }
 
 async fn tree() {
+    // Play a terminal's foreground program: default actions for the group
+    // signals, whatever this process inherited (a shell's background job
+    // starts with SIGINT and SIGQUIT ignored, nohup with SIGHUP ignored, and
+    // the Ctrl-C test then waited forever for a program that ignored it).
+    for sig in [nix::libc::SIGINT, nix::libc::SIGQUIT, nix::libc::SIGHUP] {
+        multiproc_sys::process::default_signal(sig).expect("restore a signal's default action");
+    }
     let mut keep = Vec::new();
     for method in [StartMethod::Forkserver, StartMethod::Spawn] {
         let mut p = Process::new(block_forever, ()).start_method(method);

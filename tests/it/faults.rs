@@ -75,7 +75,12 @@ fn tree_dies_with_its_parent(stop: impl FnOnce(&mut std::process::Child)) {
         assert!(tree.contains(pid), "{pid} is in the tree {tree:?}");
     }
     stop(&mut parent);
+    let parent_gone = crate::shared_memory::exits_within(parent.id(), Duration::from_secs(10));
+    if !parent_gone {
+        let _ = parent.kill();
+    }
     parent.wait().expect("reap the parent");
+    assert!(parent_gone, "the parent outlived its stop by 10 s");
     let deadline = Instant::now() + Duration::from_secs(5);
     for &pid in &tree {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -11,7 +11,7 @@ use multiproc::{
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::common::pid_alive;
+use crate::common::{Watch, pid_alive};
 
 /// Runs until asked to stop, then exits 0.
 #[multiproc::task]
@@ -62,11 +62,12 @@ fn beat_then_hang(beats: u32) {
     }
 }
 
-/// The first run (marker file absent) asks to be recycled; every run then
-/// waits for its stop request.
+/// The first run (marker file absent) asks to be recycled once `go` is set
+/// (the test listens by then); every run then waits for its stop request.
 #[multiproc::task]
-fn recycle_once(marker: String) {
+fn recycle_once(marker: String, go: multiproc::Event) {
     if std::fs::OpenOptions::new().write(true).create_new(true).open(&marker).is_ok() {
+        go.blocking_wait().expect("wait for the test to listen");
         multiproc::request_recycle();
     }
     while !multiproc::stop_requested() {
@@ -150,13 +151,10 @@ async fn three(strategy: Strategy) -> Supervisor {
         .expect("the supervisor starts")
 }
 
-async fn assert_all_gone(pids: &[u32]) {
-    for &pid in pids {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while pid_alive(pid) {
-            assert!(Instant::now() < deadline, "child {pid} outlived its supervisor");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+/// Each watched child exits within 5 s (watches opened while they ran).
+async fn assert_all_gone(children: &[Watch]) {
+    for w in children {
+        w.assert_exits(Duration::from_secs(5), "(a child) outlived its supervisor").await;
     }
 }
 
@@ -181,8 +179,9 @@ async fn kill_b(strategy: Strategy, restarted: &[&str]) -> (Vec<u32>, Vec<u32>, 
         }
     }
     let after = pids(&sup).await;
+    let watched = Watch::all(&after);
     sup.shutdown(Duration::from_secs(5)).await.expect("shutdown");
-    assert_all_gone(&after).await;
+    assert_all_gone(&watched).await;
     (before, after, order)
 }
 
@@ -224,12 +223,12 @@ async fn intensity_exceeded_stops_children_and_fails() {
         .start()
         .await
         .expect("start");
-    let steady = sup.stats().await.expect("stats").children[0].pid.expect("pid");
+    let steady = Watch::all(&[sup.stats().await.expect("stats").children[0].pid.expect("pid")]);
     match tokio::time::timeout(WAIT, sup.wait()).await.expect("it gives up") {
         Err(Error::RestartIntensity { name, max, .. }) => assert_eq!((name.as_str(), max), ("flaky", 3)),
         other => panic!("expected RestartIntensity, got {other:?}"),
     }
-    assert_all_gone(&[steady]).await;
+    assert_all_gone(&steady).await;
     assert!(matches!(sup.stats().await, Err(Error::Closed(_))));
 }
 
@@ -288,7 +287,7 @@ async fn shutdown_stops_in_reverse_order_with_grace() {
         .start()
         .await
         .expect("start");
-    let all = pids(&sup).await;
+    let all = Watch::all(&pids(&sup).await);
     let mut events = sup.subscribe();
     let t0 = Instant::now();
     sup.shutdown(Duration::from_secs(10)).await.expect("shutdown");
@@ -325,9 +324,9 @@ async fn restart_types_and_dynamic_children() {
     assert_eq!(names, ["done", "keep"]);
     assert!(!stats.children[0].running);
     assert_eq!(stats.restarts, 0);
-    let keep = stats.children[1].pid.expect("pid");
+    let keep = Watch::all(&[stats.children[1].pid.expect("pid")]);
     sup.remove_child("keep").await.expect("remove");
-    assert_all_gone(&[keep]).await;
+    assert_all_gone(&keep).await;
     assert!(matches!(sup.remove_child("keep").await, Err(Error::NoSuchChild(_))));
     sup.shutdown(Duration::from_secs(5)).await.expect("shutdown");
 }
@@ -337,13 +336,17 @@ async fn recycling_by_request_and_by_age() {
     let marker = std::env::temp_dir().join(format!("multiproc-recycle-{}", std::process::id()));
     let marker = marker.to_string_lossy().into_owned();
     let _ = std::fs::remove_file(&marker);
+    let go = multiproc::Event::new().expect("event");
     let sup = Supervisor::builder()
-        .child(ChildSpec::task("asks", recycle_once, (marker.clone(),)))
+        .child(ChildSpec::task("asks", recycle_once, (marker.clone(), go.clone())))
         .child(ChildSpec::task("ages", until_stopped, ()).max_age(Duration::from_millis(300)))
         .start()
         .await
         .expect("start");
+    // Subscribed before the request can be made (an event sent before a
+    // subscription is not replayed); `ages` recycles every 300 ms anyway.
     let mut events = sup.subscribe();
+    go.set();
     let causes = exits_of(&mut events, &["asks", "ages"]).await;
     assert_eq!(causes[0], ExitCause::Recycled(RecycleReason::Requested));
     assert_eq!(causes[1], ExitCause::Recycled(RecycleReason::Age));
@@ -375,13 +378,14 @@ async fn nested_supervisor_and_pool() {
     let (pid, _) = next_event(&mut inner_events, started("x")).await;
     let x2 = pid.expect("a process");
     assert_ne!(x2, x);
+    let x2_watch = Watch::all(&[x2]);
     let stats = outer.stats().await.expect("stats");
     assert_eq!(stats.restarts, 0, "the inner supervisor handled it");
-    let workers = pool.pids();
+    let workers = Watch::all(&pool.pids());
     drop(pool);
     outer.shutdown(Duration::from_secs(5)).await.expect("shutdown");
     assert_all_gone(&workers).await;
-    assert_all_gone(&[x2]).await;
+    assert_all_gone(&x2_watch).await;
     assert!(inner.wait().await.is_ok(), "the inner supervisor was shut down, not failed");
 }
 

@@ -1,11 +1,11 @@
 //! `Manager`: hosted dict, list and namespace, reached from the parent
 //! (async) and from children (blocking) through proxies passed as arguments.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use multiproc::{DictProxy, Error, ListProxy, Manager, Namespace, Process, StartMethod};
 
-use crate::common::pid_alive;
+use crate::common::Watch;
 use crate::per_method;
 
 #[multiproc::task]
@@ -85,16 +85,13 @@ async fn list_and_dict_follow_python_semantics() {
 #[tokio::test]
 async fn manager_exits_when_every_handle_is_gone() {
     let manager = Manager::start().await.expect("start manager");
-    let pid = manager.pid().expect("pid");
+    let watch = Watch::new(manager.pid().expect("pid"));
     let l = manager.list([1]).await.expect("list");
     drop(manager);
     assert_eq!(l.len().await.expect("a proxy keeps the manager alive"), 1);
+    assert!(!watch.exits_within(Duration::ZERO).await, "the manager runs while a proxy lives");
     drop(l);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pid_alive(pid) {
-        assert!(Instant::now() < deadline, "manager {pid} outlived its last proxy");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    watch.assert_exits(Duration::from_secs(10), "(the manager) outlived its last proxy").await;
 }
 
 #[multiproc::task]

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use futures::StreamExt;
 use multiproc::{Error, ExitStatus, PassFd, Pool, StartMethod};
 
-use crate::common::pid_alive;
+use crate::common::{Watch, pid_alive};
 use crate::per_method;
 
 #[multiproc::task]
@@ -367,17 +367,11 @@ async fn imap_over_endless_input(method: StartMethod) {
 async fn dropped_pool_reaps_workers(method: StartMethod) {
     let pool = pool(method, 2).await;
     let stuck = pool.apply_async(block_forever, ());
-    let pids = pool.pids();
+    let workers = Watch::all(&pool.pids());
     drop(pool);
     assert!(matches!(stuck.await, Err(Error::PoolTerminated)));
-    for pid in pids {
-        for _ in 0..200 {
-            if !pid_alive(pid) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(!pid_alive(pid), "worker {pid} outlived its pool");
+    for w in &workers {
+        w.assert_exits(Duration::from_secs(2), "(a worker) outlived its pool").await;
     }
 }
 
@@ -556,19 +550,13 @@ async fn timeout_in_a_chunk_keeps_finished_items(method: StartMethod) {
 
 async fn clones_share_the_pool_and_the_last_drop_terminates(method: StartMethod) {
     let pool = pool(method, 2).await;
-    let pids = pool.pids();
+    let workers = Watch::all(&pool.pids());
     let other = pool.clone();
     let job = tokio::spawn(async move { other.apply(square, (9,)).await });
     drop(pool);
     assert_eq!(job.await.expect("join").expect("a clone keeps the pool"), 81);
-    for pid in pids {
-        for _ in 0..200 {
-            if !pid_alive(pid) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(!pid_alive(pid), "worker {pid} outlived the last clone");
+    for w in &workers {
+        w.assert_exits(Duration::from_secs(2), "(a worker) outlived the last clone").await;
     }
 }
 

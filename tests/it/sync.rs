@@ -269,12 +269,20 @@ async fn rlock_is_reentrant_and_only_its_owner_releases() {
     assert!(matches!(lock.release(), Err(Error::NotOwner)), "released more than acquired");
 }
 
+/// Takes a slot of `sem` and keeps it until another holder is inside too
+/// (or all `total` holders have entered: the last may be alone), recording
+/// the most holders ever inside at once. The wait polls that condition
+/// (with a deadline), so a correct semaphore of 2 always shows 2 inside.
 #[multiproc::task]
-fn hold_slot(sem: Semaphore, inside: Value<u32>, most: Value<u32>) {
+fn hold_slot(sem: Semaphore, inside: Value<u32>, most: Value<u32>, entered: Value<u32>, total: u32) {
     let _g = sem.blocking_acquire().expect("acquire");
     let now = inside.blocking_update(|n| n + 1).expect("update");
     most.blocking_update(|m| m.max(now)).expect("update");
-    std::thread::sleep(Duration::from_millis(20));
+    entered.blocking_update(|n| n + 1).expect("update");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while inside.get() < 2 && entered.get() < total && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     inside.blocking_update(|n| n - 1).expect("update");
 }
 
@@ -283,14 +291,15 @@ async fn semaphore_admits_at_most_its_value_and_bounded_refuses_over_release() {
     let sem = Semaphore::new(2).expect("semaphore");
     let inside = Value::new(0u32).expect("value");
     let most = Value::new(0u32).expect("value");
+    let entered = Value::new(0u32).expect("value");
     let mut ps = Vec::new();
     for _ in 0..5 {
-        ps.push(start(hold_slot, (sem.clone(), inside.clone(), most.clone())).await);
+        ps.push(start(hold_slot, (sem.clone(), inside.clone(), most.clone(), entered.clone(), 5)).await);
     }
     for p in &ps {
         assert_eq!(p.join().await.expect("join"), 0);
     }
-    assert!(most.get() <= 2 && most.get() >= 1, "at most 2 inside at once, saw {}", most.get());
+    assert_eq!(most.get(), 2, "a semaphore of 2 admits two at once, never three");
     assert_eq!(sem.get_value(), 2);
 
     let bounded = BoundedSemaphore::new(1).expect("bounded");

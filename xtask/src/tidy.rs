@@ -3,10 +3,8 @@
 //!
 //! - every `.rs` file opens with a `//!` line saying what it owns;
 //! - `unsafe` lives in `crates/multiproc-sys` only (the library crates,
-//!   examples, `src/` and benches have none). The one exception is an unsafe
-//!   *attribute* (`#[unsafe(link_section = …)]`, the bootstrap constructor)
-//!   in an attribute group that also says `#[expect(unsafe_code, reason =
-//!   …)]`;
+//!   examples, `src/` and benches have none, unsafe attributes included),
+//!   and every other library crate's root says `#![forbid(unsafe_code)]`;
 //! - in `multiproc-sys`, every `unsafe` block, impl and attribute has a
 //!   `// SAFETY:` comment right above its statement, and every `unsafe fn` a
 //!   `# Safety` doc section.
@@ -34,21 +32,19 @@ pub fn check(path: &str, text: &str) -> Vec<String> {
     if !in_sys && !guarded {
         return bad;
     }
+    let crate_root = path.starts_with("crates/") && path.ends_with("/src/lib.rs");
+    if crate_root && !in_sys && !text.lines().any(|l| l.trim() == "#![forbid(unsafe_code)]") {
+        bad.push(format!("{path}: a library crate outside {SYS} must say `#![forbid(unsafe_code)]`"));
+    }
     let raw: Vec<&str> = text.lines().collect();
     let code_text = code_only(text);
     let code: Vec<&str> = code_text.lines().collect();
     for (i, line) in code.iter().enumerate() {
         for at in keyword_positions(line, "unsafe") {
             let next = line[at + "unsafe".len()..].trim_start();
-            let attribute = next.starts_with('(');
             let here = format!("{path}:{}", i + 1);
             if !in_sys {
-                if !(attribute && expected_in_group(&code, i)) {
-                    bad.push(format!(
-                        "{here}: `unsafe` outside {SYS} (move it there behind a safe function; an unsafe \
-                         attribute needs `#[expect(unsafe_code, reason = \"…\")]` beside it)"
-                    ));
-                }
+                bad.push(format!("{here}: `unsafe` outside {SYS} (move it there behind a safe function or macro)"));
             } else if next.starts_with("fn ") && !next["fn ".len()..].trim_start().starts_with('(') {
                 if !documents_safety(&raw, i) {
                     bad.push(format!("{here}: `unsafe fn` without a `# Safety` section in its doc comment"));
@@ -165,16 +161,6 @@ fn keyword_positions(line: &str, word: &str) -> Vec<usize> {
         .collect()
 }
 
-/// Whether the attribute group around line `i` (contiguous attribute lines)
-/// includes `#[expect(unsafe_code, …)]`, so the compiler's `unsafe_code` lint
-/// has been told, with a reason, that this one is deliberate.
-fn expected_in_group(code: &[&str], i: usize) -> bool {
-    let is_attr = |l: &str| l.trim_start().starts_with("#[") || l.trim().is_empty();
-    let start = (0..=i).rev().take_while(|&j| is_attr(code[j])).last().unwrap_or(i);
-    let end = (i..code.len()).take_while(|&j| is_attr(code[j])).last().unwrap_or(i);
-    code[start..=end].iter().any(|l| l.contains("#[expect(unsafe_code"))
-}
-
 /// Whether the `unsafe` at line `i`, column `at` has a `// SAFETY:` comment
 /// on its line before it, or in the comment lines right above its statement
 /// (climbing over lines the statement continues from: `let x =`, `f(`,
@@ -277,11 +263,21 @@ mod tests {
     }
 
     #[test]
-    fn an_unsafe_attribute_needs_an_expect_beside_it() {
+    fn an_unsafe_attribute_outside_sys_is_caught_even_with_an_expect() {
         let with = "//! x\n#[used]\n#[unsafe(link_section = \".init_array\")]\n#[expect(unsafe_code, reason = \"r\")]\nstatic B: fn() = b;\n";
         let without = "//! x\n#[used]\n#[unsafe(link_section = \".init_array\")]\nstatic B: fn() = b;\n";
-        assert!(check("crates/multiproc/src/b.rs", with).is_empty());
+        assert_eq!(check("crates/multiproc/src/b.rs", with).len(), 1);
         assert_eq!(check("crates/multiproc/src/b.rs", without).len(), 1);
+        let sys = "//! x\n// SAFETY: the loader calls it once\n#[unsafe(link_section = \".init_array\")]\nstatic B: fn() = b;\n";
+        assert!(check("crates/multiproc-sys/src/b.rs", sys).is_empty());
+    }
+
+    #[test]
+    fn a_library_crate_root_must_forbid_unsafe_code() {
+        assert_eq!(check("crates/multiproc/src/lib.rs", "//! x\n#![deny(unsafe_code)]\n").len(), 1);
+        assert!(check("crates/multiproc/src/lib.rs", "//! x\n#![forbid(unsafe_code)]\n").is_empty());
+        assert!(check("crates/multiproc-sys/src/lib.rs", "//! x\n").is_empty(), "the sys crate is the exception");
+        assert!(check("crates/multiproc/src/pool/mod.rs", "//! x\n").is_empty(), "only crate roots");
     }
 
     #[test]

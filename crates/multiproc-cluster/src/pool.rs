@@ -183,8 +183,7 @@ pub(crate) struct TaskId {
 fn task_id<F: 'static>() -> Result<&'static TaskId> {
     static INDEX: OnceLock<HashMap<TypeId, TaskId>> = OnceLock::new();
     let index = INDEX.get_or_init(|| {
-        multiproc::__private::TASKS
-            .iter()
+        multiproc::__private::tasks()
             .map(|e| ((e.key)(), TaskId { name: e.name, signature: (e.signature)() }))
             .collect()
     });

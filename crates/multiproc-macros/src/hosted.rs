@@ -106,10 +106,10 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         #[doc(hidden)]
         #[#p::linkme::distributed_slice(#p::HOSTED)]
         #[linkme(crate = #p::linkme)]
-        static #static_name: #p::HostedEntry = #p::HostedEntry {
+        static #static_name: #p::Registered = #p::Registered { entry: &#p::HostedEntry {
             name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#type_ident)),
             create: #p::decode_init::<#ty>,
-        };
+        } };
 
         #[doc = #proxy_doc]
         #[derive(Clone, Debug)]

@@ -2,10 +2,14 @@
 //! `Target` type under a stable name so a worker process can find it.
 //!
 //! Each expands to the item unchanged plus one entry in the `TASKS`
-//! distributed slice of the `multiproc` crate: the name
-//! (`module_path!()::ident`), a key to find the entry from the item's type,
-//! the Rust signature as a fingerprint, and a shim that decodes msgpack
-//! arguments, calls the item and encodes its result.
+//! distributed slice (declared in `multiproc-sys`, re-exported by
+//! `multiproc::__private`): the name (`module_path!()::ident`), a key to
+//! find the entry from the item's type, the Rust signature as a
+//! fingerprint, and a shim that decodes msgpack arguments, calls the item
+//! and encodes its result. The entry's link-section static is written by
+//! the slice's own macro in `multiproc-sys`, so the expansion is accepted
+//! by a crate with `#![forbid(unsafe_code)]`.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod hosted;
@@ -150,7 +154,7 @@ fn expand_task(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
         #[doc(hidden)]
         #[#p::linkme::distributed_slice(#p::TASKS)]
         #[linkme(crate = #p::linkme)]
-        static #static_name: #p::TaskEntry = #p::TaskEntry {
+        static #static_name: #p::Registered = #p::Registered { entry: &#p::TaskEntry {
             name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
             key: {
                 fn __key() -> ::core::any::TypeId { #p::type_id_of_val(&#ident) }
@@ -161,7 +165,7 @@ fn expand_task(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
                 __signature
             },
             invoke: #invoke,
-        };
+        } };
     })
 }
 
@@ -201,7 +205,7 @@ pub fn target(attr: TokenStream, item: TokenStream) -> TokenStream {
         #[doc(hidden)]
         #[#p::linkme::distributed_slice(#p::TASKS)]
         #[linkme(crate = #p::linkme)]
-        static #static_name: #p::TaskEntry = #p::TaskEntry {
+        static #static_name: #p::Registered = #p::Registered { entry: &#p::TaskEntry {
             name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#type_ident)),
             key: {
                 fn __key() -> ::core::any::TypeId { ::core::any::TypeId::of::<#ty>() }
@@ -218,7 +222,7 @@ pub fn target(attr: TokenStream, item: TokenStream) -> TokenStream {
                 }
                 __call
             }),
-        };
+        } };
     }
     .into()
 }

@@ -1,5 +1,5 @@
 #![doc = include_str!("../docs/front.md")]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 // Lets the crate register its own tasks (the manager's server) with
@@ -65,10 +65,10 @@ pub use wire::fds::PassFd;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::manager::{
-        HOSTED, HostedEntry, decode_args as hosted_decode_args, decode_init, encode_result as hosted_encode_result,
+        HostedEntry, decode_args as hosted_decode_args, decode_init, encode_result as hosted_encode_result,
     };
     pub use crate::registry::{
-        BoxFuture, Encode, EncodeOutput, Invoke, Outcome, TASKS, TaskEntry, TaskSite, decode_args, encode_result,
+        BoxFuture, Encode, EncodeOutput, Invoke, Outcome, TaskEntry, TaskSite, decode_args, encode_result, tasks,
         type_id_of_val,
     };
     pub use crate::wire::Failure;
@@ -82,7 +82,9 @@ pub mod __private {
         crate::tree::tracker::sync()
     }
     pub use crate::manager::testing as manager_testing;
-    pub use linkme;
+    // The link-time slices live in the sys crate (their link-section
+    // statics are unsafe attributes); the macros register through these.
+    pub use multiproc_sys::link::{HOSTED, Registered, TASKS, linkme};
     pub use serde;
     pub use tokio;
 

@@ -52,9 +52,11 @@ impl TaskEntry {
     }
 }
 
-/// Every entry the macros registered in this binary (a link-time slice).
-#[linkme::distributed_slice]
-pub static TASKS: [TaskEntry];
+/// Every entry the macros registered in this binary: the link-time slice
+/// `multiproc_sys::link::TASKS`, whose elements are `TaskEntry`s.
+pub fn tasks() -> impl Iterator<Item = &'static TaskEntry> {
+    multiproc_sys::link::TASKS.iter().filter_map(|r| r.entry.downcast_ref::<TaskEntry>())
+}
 
 struct Index {
     by_key: HashMap<TypeId, &'static TaskEntry>,
@@ -66,7 +68,7 @@ fn index() -> &'static Index {
     INDEX.get_or_init(|| {
         let mut by_key = HashMap::new();
         let mut by_name = HashMap::new();
-        for entry in TASKS.iter() {
+        for entry in tasks() {
             by_key.insert((entry.key)(), entry);
             by_name.entry(entry.name).and_modify(|e| *e = Err(())).or_insert(Ok(entry));
         }

@@ -154,6 +154,9 @@ pub struct Supervisor {
     ctl: mpsc::UnboundedSender<Control>,
     outcome: watch::Receiver<Option<Outcome>>,
     events: broadcast::Sender<SupervisorEvent>,
+    /// Subscribed at start, handed to the first `subscribe` call so that
+    /// the events of the first moments (a child that exits at once) are not lost.
+    first: Arc<std::sync::Mutex<Option<broadcast::Receiver<SupervisorEvent>>>>,
     name: Arc<str>,
 }
 
@@ -258,8 +261,16 @@ impl SupervisorBuilder {
             }
         }
         tracing::info!(supervisor = %self.name, children = actor.children.len(), "supervisor started");
+        // Everything from here on reaches the first `subscribe` call.
+        let first = events.subscribe();
         tokio::spawn(actor.run(control, notes, outcome_tx));
-        Ok(Supervisor { ctl, outcome, events, name: self.name.into() })
+        Ok(Supervisor {
+            ctl,
+            outcome,
+            events,
+            first: Arc::new(std::sync::Mutex::new(Some(first))),
+            name: self.name.into(),
+        })
     }
 }
 
@@ -269,9 +280,13 @@ impl Supervisor {
         SupervisorBuilder::default()
     }
 
-    /// Every child event from now on (a lagging receiver loses the oldest).
+    /// Child events. The first call (on any clone) receives every event
+    /// since `start` returned, so a child that exits at once is seen; later
+    /// calls receive events from the moment of the call. A lagging receiver
+    /// loses the oldest (at most 1024 are kept).
     pub fn subscribe(&self) -> broadcast::Receiver<SupervisorEvent> {
-        self.events.subscribe()
+        let first = self.first.lock().map(|mut f| f.take()).unwrap_or_default();
+        first.unwrap_or_else(|| self.events.subscribe())
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Control) -> Result<T> {

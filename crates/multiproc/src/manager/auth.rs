@@ -23,14 +23,19 @@ const SERVER_ROLE: &[u8] = b"multiproc manager server proof v1";
 /// A fresh random nonce from `getrandom(2)`: no fd to run out of.
 pub(crate) fn nonce() -> Result<[u8; NONCE_LEN]> {
     let mut n = [0; NONCE_LEN];
-    getrandom::fill(&mut n).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    getrandom::fill(&mut n).map_err(random_failed)?;
     Ok(n)
+}
+
+/// `getrandom`'s failure as the OS error it is (its text when it has none).
+fn random_failed(e: getrandom::Error) -> Error {
+    Error::Io(e.raw_os_error().map_or_else(|| std::io::Error::other(e.to_string()), std::io::Error::from_raw_os_error))
 }
 
 /// A random `u64` (session ids, transit tokens).
 pub(crate) fn random_u64() -> Result<u64> {
     let mut n = [0; 8];
-    getrandom::fill(&mut n).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    getrandom::fill(&mut n).map_err(random_failed)?;
     Ok(u64::from_ne_bytes(n))
 }
 

@@ -36,7 +36,6 @@ mod client;
 mod hosted;
 mod objects;
 mod proxy;
-#[expect(unsafe_code, reason = "registering the server task declares a link-section static")]
 mod server;
 mod state;
 mod user;
@@ -46,9 +45,9 @@ pub use hosted::{
     ArrayProxy, BarrierProxy, ConditionProxy, EventProxy, LockProxy, QueueProxy, RLockProxy, SemaphoreProxy, ValueProxy,
 };
 pub use proxy::{DictProxy, ListProxy, Namespace};
-#[doc(hidden)]
-pub use user::{HOSTED, HostedEntry, decode_args, decode_init, encode_result};
 pub use user::{Hosted, HostedObject, HostedProxy};
+#[doc(hidden)]
+pub use user::{HostedEntry, decode_args, decode_init, encode_result};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

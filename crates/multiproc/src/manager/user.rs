@@ -60,15 +60,16 @@ pub struct HostedEntry {
     pub create: CreateFn,
 }
 
-/// Every type registered with `#[multiproc::hosted]`, collected at link
-/// time.
-#[linkme::distributed_slice]
-pub static HOSTED: [HostedEntry];
-
 /// The manager's side: a new object of the type registered as `name`.
 pub(crate) fn create(name: &str, init: &[u8]) -> std::result::Result<Box<dyn HostedObject>, String> {
     static INDEX: OnceLock<HashMap<&'static str, &'static HostedEntry>> = OnceLock::new();
-    let index = INDEX.get_or_init(|| HOSTED.iter().map(|e| (e.name, e)).collect());
+    let index = INDEX.get_or_init(|| {
+        multiproc_sys::link::HOSTED
+            .iter()
+            .filter_map(|r| r.entry.downcast_ref::<HostedEntry>())
+            .map(|e| (e.name, e))
+            .collect()
+    });
     match index.get(name) {
         Some(entry) => (entry.create)(init),
         None => Err(format!("no type named `{name}` is registered with #[multiproc::hosted] in the manager's binary")),

@@ -341,7 +341,7 @@ impl Barrier {
                 let me = self.clone();
                 tokio::task::spawn_blocking(move || me.release(index, generation))
                     .await
-                    .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
+                    .map_err(|e| Error::Io(std::io::Error::other(e)))?
             }
             Arrival::Wait { index, generation } => {
                 let g = Generation { block: self.block.clone(), generation, parties: self.parties };

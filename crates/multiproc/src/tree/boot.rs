@@ -17,15 +17,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::role::{BOOT_ENV, FD_ENV, PARENT_ENV, ROLE_ENV};
 
-#[used]
-#[unsafe(link_section = ".init_array")]
-#[expect(unsafe_code, reason = "the one constructor: role detection must run before main")]
-static BOOT: extern "C" fn() = boot;
+/// Run by the program's constructor (`multiproc_sys::link`), before `main`.
+#[linkme::distributed_slice(multiproc_sys::link::AT_START)]
+#[linkme(crate = multiproc_sys::link::linkme)]
+static BOOT: fn() = boot;
 
 /// Whether this process's `main` called `init` (so copies of it will too).
 static INIT_IN_MAIN: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn boot() {
+fn boot() {
     if std::env::var_os(BOOT_ENV).is_some_and(|v| v == "main") {
         return;
     }
@@ -90,5 +90,6 @@ fn take_role() {
 /// Keeps the constructor in every binary that starts processes (a linker may
 /// otherwise drop the object file holding it).
 pub(crate) fn ensure_linked() {
+    multiproc_sys::link::keep_constructor();
     std::hint::black_box(&BOOT);
 }

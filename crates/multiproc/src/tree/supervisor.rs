@@ -686,7 +686,6 @@ fn start_forkserver(generation: u64) -> Result<(Forkserver, OwnedFd)> {
 }
 
 #[cfg(test)]
-#[expect(unsafe_code, reason = "registering a task inside the crate declares a link-section static")]
 mod tests {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
