@@ -117,8 +117,72 @@ enum Request {
 
 /// What the supervisor keeps for a child until its `Started` report.
 struct Pending {
-    exit: watch::Sender<Option<ExitState>>,
+    exit: ExitSlot,
     started: watch::Sender<Option<u32>>,
+}
+
+/// Where a child's end is published, by one of two readers: the task
+/// reading its direct report (in the caller's runtime) while that task
+/// lives, else the supervisor thread. While the task lives, the supervisor
+/// only leaves what it learnt for the task, which publishes it (after
+/// closing its socket, so a joined child holds no fd of ours) when its
+/// report never comes; a task that ends (or its runtime) hands over.
+#[derive(Clone)]
+struct ExitSlot {
+    exit: watch::Sender<Option<ExitState>>,
+    handoff: std::sync::Arc<Mutex<Handoff>>,
+}
+
+struct Handoff {
+    /// The direct reader still runs.
+    reader: bool,
+    /// What the supervisor learnt meanwhile.
+    learnt: Option<ExitState>,
+}
+
+impl ExitSlot {
+    fn new(exit: watch::Sender<Option<ExitState>>) -> Self {
+        Self { exit, handoff: std::sync::Arc::new(Mutex::new(Handoff { reader: true, learnt: None })) }
+    }
+
+    fn handoff(&self) -> std::sync::MutexGuard<'_, Handoff> {
+        self.handoff.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The supervisor's word on how the child ended.
+    fn publish(&self, state: ExitState) {
+        let mut h = self.handoff();
+        if h.reader {
+            h.learnt.get_or_insert(state);
+        } else {
+            drop(h);
+            finish(&self.exit, state);
+        }
+    }
+
+    /// The direct reader is done (its socket closed): publishes its own
+    /// word, else what the supervisor left; from now on the supervisor
+    /// publishes.
+    fn reader_done(&self, state: Option<ExitState>) {
+        let mut h = self.handoff();
+        h.reader = false;
+        if let Some(state) = state.or_else(|| h.learnt.take()) {
+            drop(h);
+            finish(&self.exit, state);
+        }
+    }
+}
+
+/// Hands the slot over to the supervisor if the reading task is dropped
+/// before it finished (its runtime shut down).
+struct ReaderGuard(Option<ExitSlot>);
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.reader_done(None);
+        }
+    }
 }
 
 /// Sets a child's end unless it is already known: the direct report and
@@ -240,7 +304,8 @@ pub(crate) fn spawn(exec: bool, control: OwnedFd, name: String, daemon: bool) ->
         socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK)?;
     let request = ToForkserver::Spawn { id, exec, control: PassFd(control), report: PassFd(report_theirs) };
     let started_direct = started.clone();
-    let child = Pending { exit: exit.clone(), started };
+    let slot = ExitSlot::new(exit);
+    let child = Pending { exit: slot.clone(), started };
     {
         let direct = direct();
         match direct.as_ref().map(|d| (d.generation, send_direct(d, &request))) {
@@ -254,7 +319,7 @@ pub(crate) fn spawn(exec: bool, control: OwnedFd, name: String, daemon: bool) ->
             }
         }
     }
-    watch_exit(report, exit, started_direct);
+    watch_exit(report, slot, started_direct);
     Ok(Spawned { id, pid: 0, exit: rx, started: started_rx })
 }
 
@@ -274,40 +339,50 @@ fn send_direct(direct: &Direct, request: &ToForkserver) -> Result<()> {
 
 /// Reads the child's direct exit report (its pid and status) in the
 /// caller's runtime, until its exit is known one way or the other.
-fn watch_exit(report: OwnedFd, exit: watch::Sender<Option<ExitState>>, started: watch::Sender<Option<u32>>) {
+fn watch_exit(report: OwnedFd, slot: ExitSlot, started: watch::Sender<Option<u32>>) {
     use tokio::io::Interest;
     if tokio::runtime::Handle::try_current().is_err() {
+        slot.reader_done(None);
         return;
     }
     // Registered for readiness only (any socket type does); the reads are
     // plain `recv`s.
-    let Ok(report) = tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(report)) else { return };
+    let report = match tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(report)) {
+        Ok(r) => r,
+        Err(_) => {
+            slot.reader_done(None);
+            return;
+        }
+    };
+    let mut guard = ReaderGuard(Some(slot));
     tokio::spawn(async move {
-        let mut known = exit.subscribe();
-        let read = async {
-            let mut buf = [0u8; super::forkserver::EXIT_REPORT_LEN + 1];
-            loop {
-                report.readable().await.ok()?;
-                let got = report.try_io(Interest::READABLE, || {
-                    use std::os::fd::AsRawFd;
-                    let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT;
-                    Ok(nix::sys::socket::recv(report.as_raw_fd(), &mut buf, flags)?)
-                });
-                match got {
-                    Ok(n) => return buf.get(..n).and_then(super::forkserver::parse_exit_report),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return None,
-                }
+        let mut buf = [0u8; super::forkserver::EXIT_REPORT_LEN + 1];
+        let got = loop {
+            if report.readable().await.is_err() {
+                break None;
+            }
+            let got = report.try_io(Interest::READABLE, || {
+                use std::os::fd::AsRawFd;
+                let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+                Ok(nix::sys::socket::recv(report.as_raw_fd(), &mut buf, flags)?)
+            });
+            match got {
+                Ok(n) => break buf.get(..n).and_then(super::forkserver::parse_exit_report),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => break None,
             }
         };
-        tokio::select! {
-            report = read => {
-                if let Some((pid, status)) = report {
-                    started.send_if_modified(|p| p.is_none() && p.replace(pid).is_none());
-                    finish(&exit, ExitState::Exited(status));
-                }
+        // Closed before the exit is published: a joined child holds no fd.
+        drop(report);
+        let Some(slot) = guard.0.take() else { return };
+        match got {
+            Some((pid, status)) => {
+                started.send_if_modified(|p| p.is_none() && p.replace(pid).is_none());
+                slot.reader_done(Some(ExitState::Exited(status)));
             }
-            _ = known.wait_for(Option::is_some) => {}
+            // The forkserver went (or never got the request): the
+            // supervisor's word, now or later.
+            None => slot.reader_done(None),
         }
     });
 }
@@ -354,7 +429,7 @@ struct Forkserver {
 
 struct Live {
     pid: u32,
-    exit: watch::Sender<Option<ExitState>>,
+    exit: ExitSlot,
     daemon: bool,
 }
 
@@ -423,13 +498,13 @@ impl Supervisor {
                     self.pending.insert(id, (name, daemon, child));
                 } else {
                     // The forkserver it went to is gone, and the child with it.
-                    finish(&child.exit, ExitState::Lost);
+                    child.exit.publish(ExitState::Lost);
                     children().remove(id);
                 }
             }
             Request::Spawn { id, request, name, daemon, child } => {
                 let not_started = |child: Pending, e: Error| {
-                    finish(&child.exit, ExitState::NotStarted(crate::error::Chain(&e).to_string()));
+                    child.exit.publish(ExitState::NotStarted(crate::error::Chain(&e).to_string()));
                 };
                 if let Err(e) = self.ensure_forkserver() {
                     not_started(child, e);
@@ -580,14 +655,14 @@ impl Supervisor {
             }
             FromForkserver::SpawnFailed { id, reason } => {
                 if let Some((_, _, child)) = self.pending.remove(&id) {
-                    finish(&child.exit, ExitState::NotStarted(format!("fork a child: {reason}")));
+                    child.exit.publish(ExitState::NotStarted(format!("fork a child: {reason}")));
                 }
             }
             FromForkserver::Exited { id, status } => {
                 if let Some(live) = self.live.remove(&id) {
                     tracing::debug!(id, pid = live.pid, %status, "process exited");
                     // Exit first, then the books (see `ready`).
-                    finish(&live.exit, ExitState::Exited(status));
+                    live.exit.publish(ExitState::Exited(status));
                     children().remove(id);
                 }
             }
@@ -609,10 +684,10 @@ impl Supervisor {
         );
         self.unflushed_fds = 0;
         for (_, live) in self.live.drain() {
-            finish(&live.exit, ExitState::Lost);
+            live.exit.publish(ExitState::Lost);
         }
         for (_, (_, _, child)) in self.pending.drain() {
-            finish(&child.exit, ExitState::NotStarted("the forkserver died before starting it".into()));
+            child.exit.publish(ExitState::NotStarted("the forkserver died before starting it".into()));
         }
         // Exits first, then the books (see `ready`).
         *children() = Children::default();
