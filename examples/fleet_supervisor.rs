@@ -5,8 +5,8 @@
 //! SIGTERM then stops everything in reverse order, each process first asked
 //! to stop (`stop_requested`), and the run checks jobs in = results out.
 //!
-//! (Queue consumers that lose no job when killed mid-job need leased gets,
-//! `Queue::get_leased`; until then a pool with retries is the consumer.)
+//! (For supervised queue consumers that lose no job when killed mid-job,
+//! with leased gets, see `fleet_queue.rs`.)
 //!
 //! e2e-args: 10
 //! expect: lost 0

@@ -1,5 +1,6 @@
-//! Pool fault scenarios that need a process of their own (they kill the
-//! forkserver the whole process shares). Used by `tests/it/pool.rs`.
+//! Pool and fleet fault scenarios that need a process of their own (they
+//! kill the forkserver the whole process shares, or raise SIGTERM). Used by
+//! `tests/it/pool.rs` and `tests/it/fleet.rs`.
 //!
 //! e2e-args: forkserver-killed
 //!
@@ -11,6 +12,13 @@
 //! while KILLS random workers are SIGKILLed, then a drain; prints `kills K,
 //! jobs in N, results out N, lost L, workers replaced R` and exits 1 if a
 //! job was lost.
+//! `pool_scenario leased-soak KILLS`: the Supervisor + leased-queue shape of
+//! `examples/fleet_queue.rs` at soak size: 10,000 jobs on a `Queue`,
+//! 4 supervised consumers taking them with `get_leased`, KILLS consumers
+//! SIGKILLed at random (mostly mid-job), then a SIGTERM drain (until every
+//! job has a result); prints `kills K, jobs in N, results out N, lost L,
+//! duplicates D, redelivered R, restarts S, drained B` and exits 1 if a job
+//! was lost.
 
 use multiproc::Pool;
 
@@ -116,13 +124,125 @@ async fn soak(kills: u32) {
     }
 }
 
+fn leased_work(n: u64) -> u64 {
+    (0..30_000u64).fold(n, |acc, i| acc.rotate_left(7) ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// A leased consumer: put the result, then acknowledge the job.
+#[multiproc::task]
+fn consume(jobs: multiproc::Queue<u64>, results: multiproc::Queue<(u64, u64, u32)>) -> multiproc::Result<()> {
+    while !multiproc::stop_requested() {
+        multiproc::heartbeat();
+        let job = match jobs.blocking_get_leased_timeout(std::time::Duration::from_millis(50)) {
+            Ok(job) => job,
+            Err(multiproc::Error::Empty) => continue,
+            Err(e) => return Err(e),
+        };
+        let n = *job;
+        results.blocking_put((n, leased_work(n), job.deliveries()))?;
+        job.ack()?;
+    }
+    Ok(())
+}
+
+async fn leased_soak(kills: u32) {
+    use multiproc::{ChildSpec, Error, Queue, Supervisor};
+    use std::time::{Duration, Instant};
+    let jobs_in = 10_000u64;
+    let jobs = Queue::<u64>::new().expect("jobs queue");
+    let results = Queue::<(u64, u64, u32)>::new().expect("results queue");
+    for n in 0..jobs_in {
+        jobs.put(n).await.expect("put a job");
+    }
+    let t = Instant::now();
+    let mut builder = Supervisor::builder()
+        .intensity(100_000, Duration::from_secs(10))
+        .backoff(Duration::from_millis(5), Duration::from_millis(100));
+    for i in 0..4 {
+        builder = builder.child(
+            ChildSpec::task(format!("consumer-{i}"), consume, (jobs.clone(), results.clone()))
+                .heartbeat(Duration::from_secs(30))
+                .shutdown_grace(Duration::from_secs(10)),
+        );
+    }
+    let sup = builder.start().await.expect("start the consumers");
+    let signal = multiproc::shutdown_on_signals();
+    let mut rng = u64::from(std::process::id()) | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut killed = std::collections::HashSet::new();
+    while (killed.len() as u32) < kills {
+        tokio::time::sleep(Duration::from_micros(500 + next() % 4_000)).await;
+        let stats = sup.stats().await.expect("stats");
+        let live: Vec<u32> = stats.children.iter().filter_map(|c| c.pid).filter(|p| !killed.contains(p)).collect();
+        if let Some(&pid) = live.get((next() % live.len().max(1) as u64) as usize)
+            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).is_ok()
+        {
+            killed.insert(pid);
+        }
+    }
+    let left = jobs.qsize();
+    nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM).expect("raise SIGTERM");
+    signal.await;
+    let mut out = std::collections::HashMap::new();
+    let (mut duplicates, mut redelivered, mut wrong) = (0u64, 0u64, 0u64);
+    let mut add = |(n, value, deliveries): (u64, u64, u32)| {
+        redelivered += u64::from(deliveries > 1);
+        if n >= jobs_in || value != leased_work(n) {
+            wrong += 1;
+        } else if out.insert(n, value).is_some() {
+            duplicates += 1;
+        }
+        out.len() as u64
+    };
+    // The drain: until every job has a result.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let mut drained = false;
+    while !drained {
+        match results.get_timeout(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
+            Ok(r) => drained = add(r) == jobs_in,
+            Err(Error::Empty) => break,
+            Err(e) => panic!("read a result: {e}"),
+        }
+    }
+    let restarts = sup.stats().await.expect("stats").restarts;
+    sup.shutdown(Duration::from_secs(10)).await.expect("an orderly stop");
+    loop {
+        match results.get_nowait() {
+            Ok(r) => {
+                add(r);
+            }
+            Err(Error::Empty) => break,
+            Err(e) => panic!("read a result: {e}"),
+        }
+    }
+    let lost = jobs_in - out.len() as u64;
+    println!(
+        "kills {}, jobs in {jobs_in}, results out {}, lost {lost}, duplicates {duplicates}, \
+         redelivered {redelivered}, restarts {restarts}, drained {drained}, left at SIGTERM {left}, {:.1} s",
+        killed.len(),
+        out.len(),
+        t.elapsed().as_secs_f64()
+    );
+    if lost != 0 || wrong != 0 || !drained || jobs.qsize() != 0 {
+        std::process::exit(1);
+    }
+}
+
 #[tokio::main]
 async fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("forkserver-killed") => forkserver_killed().await,
         Some("soak") => soak(std::env::args().nth(2).and_then(|k| k.parse().ok()).unwrap_or(300)).await,
+        Some("leased-soak") => {
+            leased_soak(std::env::args().nth(2).and_then(|k| k.parse().ok()).unwrap_or(300)).await;
+        }
         other => {
-            eprintln!("usage: pool_scenario forkserver-killed|soak [KILLS] (got {other:?})");
+            eprintln!("usage: pool_scenario forkserver-killed|soak [KILLS]|leased-soak [KILLS] (got {other:?})");
             std::process::exit(2);
         }
     }

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use multiproc::{
-    ChildSpec, Error, ExitCause, ExitStatus, Pool, RecycleReason, Restart, Strategy, Supervisor, SupervisorEvent,
+    ChildSpec, Error, Event, ExitCause, ExitStatus, GroupSignals, Pool, RecycleReason, Restart, StartMethod, Strategy,
+    Supervisor, SupervisorEvent,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -73,6 +74,20 @@ fn recycle_once(marker: String, go: multiproc::Event) {
     while !multiproc::stop_requested() {
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// The first run (marker file absent) grows its RSS by 64 MiB; every run
+/// then waits for its stop request.
+#[multiproc::task]
+fn grow_once(marker: String) -> u8 {
+    let mut held = Vec::new();
+    if std::fs::OpenOptions::new().write(true).create_new(true).open(&marker).is_ok() {
+        held = vec![1u8; 64 << 20];
+    }
+    while !multiproc::stop_requested() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    held.last().copied().unwrap_or(0)
 }
 
 #[multiproc::task]
@@ -283,7 +298,9 @@ async fn shutdown_stops_in_reverse_order_with_grace() {
         .child(ChildSpec::task("polite", until_stopped, ()))
         .child(ChildSpec::task("async", until_stopped_async, ()))
         .child(ChildSpec::task("deaf", deaf, ()).shutdown_grace(grace))
-        .child(ChildSpec::task("stubborn", stubborn, ()).shutdown_grace(grace))
+        // It listens for SIGTERM itself: not shielded (a shielded child dies
+        // at its supervisor's SIGTERM whoever else listens).
+        .child(ChildSpec::task("stubborn", stubborn, ()).shutdown_grace(grace).group_signals(GroupSignals::Default))
         .start()
         .await
         .expect("start");
@@ -358,6 +375,28 @@ async fn recycling_by_request_and_by_age() {
     std::fs::remove_file(&marker).expect("the first run left its marker");
 }
 
+/// A child whose RSS passes its `max_memory` is stopped in order and
+/// started afresh; that is a recycle, not a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recycling_by_memory() {
+    let marker = std::env::temp_dir().join(format!("multiproc-grow-{}", std::process::id()));
+    let marker = marker.to_string_lossy().into_owned();
+    let _ = std::fs::remove_file(&marker);
+    let sup = Supervisor::builder()
+        .child(ChildSpec::task("grows", grow_once, (marker.clone(),)).max_memory(48 << 20))
+        .start()
+        .await
+        .expect("start");
+    let mut events = sup.subscribe();
+    let (cause, _) = next_event(&mut events, exited("grows")).await;
+    assert_eq!(cause, ExitCause::Recycled(RecycleReason::Memory));
+    next_event(&mut events, started("grows")).await;
+    let stats = sup.stats().await.expect("stats");
+    assert_eq!((stats.restarts, stats.recycles), (0, 1));
+    sup.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    std::fs::remove_file(&marker).expect("the first run left its marker");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_supervisor_and_pool() {
     let outer = Supervisor::builder()
@@ -389,6 +428,44 @@ async fn nested_supervisor_and_pool() {
     assert!(inner.wait().await.is_ok(), "the inner supervisor was shut down, not failed");
 }
 
+/// Echoes numbers from `inbox` to `outbox` until asked to stop.
+#[multiproc::task]
+fn echo_until_stopped(inbox: multiproc::Queue<u32>, outbox: multiproc::Queue<u32>) {
+    while !multiproc::stop_requested() {
+        if let Ok(v) = inbox.blocking_get_timeout(Duration::from_millis(10)) {
+            outbox.blocking_put(v).expect("put");
+        }
+    }
+}
+
+/// A group SIGTERM or Ctrl-C (here sent straight to the child's pid by a
+/// process that is not its parent, as a group signal would be) does not
+/// end a supervised child behind its supervisor's back: it still serves
+/// afterwards, was never restarted, and stops in order at `shutdown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervised_children_outlive_group_signals() {
+    let (inbox, outbox) = (multiproc::Queue::new().expect("queue"), multiproc::Queue::new().expect("queue"));
+    let sup = Supervisor::builder()
+        .child(ChildSpec::task("echo", echo_until_stopped, (inbox.clone(), outbox.clone())))
+        .start()
+        .await
+        .expect("start");
+    let mut events = sup.subscribe();
+    let pid = pids(&sup).await[0];
+    let watch = Watch::all(&[pid]);
+    for sig in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGHUP] {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("signal the child");
+    }
+    inbox.put(7).await.expect("put");
+    assert_eq!(outbox.get_timeout(WAIT).await.expect("the child still echoes"), 7);
+    let stats = sup.stats().await.expect("stats");
+    assert_eq!((stats.restarts, stats.children[0].pid), (0, Some(pid)), "the same child, never restarted");
+    sup.shutdown(Duration::from_secs(10)).await.expect("shutdown");
+    let (cause, _) = next_event(&mut events, exited("echo")).await;
+    assert_eq!(cause, ExitCause::Stopped { status: Some(ExitStatus::Code(0)) }, "it stopped in order");
+    assert_all_gone(&watch).await;
+}
+
 /// A few hundred random SIGKILLs under a pool with retries: every job's
 /// result comes out, none is lost.
 #[test]
@@ -401,3 +478,104 @@ fn soak_random_kills_lose_no_job() {
     assert!(out.status.success(), "{out:?}");
     assert!(stdout.contains("kills 300, jobs in 5000, results out 5000, lost 0"), "{stdout}");
 }
+
+/// The same with supervised consumers of a leased queue: a few hundred
+/// random SIGKILLs (most in the middle of a job), then a SIGTERM drain;
+/// every job's result comes out (at least once; the scenario dedupes by job
+/// id and checks every value), none is lost, the queue ends empty.
+#[test]
+fn leased_queue_soak_random_kills_lose_no_job() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pool_scenario"))
+        .args(["leased-soak", "300"])
+        .output()
+        .expect("run the soak");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("kills 300, jobs in 10000, results out 10000, lost 0,"), "{stdout}");
+    assert!(stdout.contains("drained true"), "{stdout}");
+}
+
+// Pool workers see the pool's stop request mid-call (`Pool::shutdown`).
+
+/// Says it started, then loops until the pool asks it to stop; returns how
+/// many rounds it made.
+#[multiproc::task]
+fn loop_until_pool_stops(started: Event) -> u64 {
+    started.set();
+    let mut rounds = 0;
+    while !multiproc::stop_requested() {
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    rounds
+}
+
+/// The same, waiting asynchronously.
+#[multiproc::task]
+async fn wait_until_pool_stops(started: Event) -> bool {
+    started.set();
+    multiproc::stopped().await;
+    multiproc::stop_requested()
+}
+
+/// Blocks SIGTERM, says when it saw the stop request, and goes on anyway:
+/// only SIGKILL ends it.
+#[multiproc::task]
+fn sees_the_stop_then_carries_on(started: Event, saw_stop: Event) {
+    nix::sys::signal::SigSet::from(nix::sys::signal::Signal::SIGTERM).thread_block().expect("block SIGTERM");
+    started.set();
+    while !multiproc::stop_requested() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    saw_stop.set();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Two tasks that run until asked to stop (one polling `stop_requested`,
+/// one awaiting `stopped`) return on their own when the pool shuts down:
+/// the pool drains within its grace, no signal needed.
+async fn pool_task_sees_the_stop_request_mid_call(method: StartMethod) {
+    let pool = Pool::builder().processes(2).start_method(method).build().await.expect("pool");
+    let (a, b) = (Event::new().expect("event"), Event::new().expect("event"));
+    let polling = pool.apply_async(loop_until_pool_stops, (a.clone(),));
+    assert!(a.wait_timeout(WAIT).await.expect("wait"), "the polling task runs");
+    // The other worker is idle: the second task runs beside the first.
+    let waiting = pool.apply_async(wait_until_pool_stops, (b.clone(),));
+    assert!(b.wait_timeout(WAIT).await.expect("wait"), "the waiting task runs");
+    let workers = Watch::all(&pool.pids());
+    assert!(pool.shutdown(Duration::from_secs(60)).await, "both tasks returned when asked to stop");
+    polling.await.expect("the polling task returned on its own");
+    assert!(waiting.await.expect("the waiting task's result"), "stopped() resolved with the stop requested");
+    assert_eq!(pool.stats().failed, 0);
+    assert_all_gone(&workers).await;
+}
+
+/// A task that sees the stop request but carries on (and ignores SIGTERM):
+/// it saw the request at once, before the grace ran out and so before any
+/// SIGTERM; SIGTERM at the end of the grace does nothing; SIGKILL after
+/// the pool's `timeout_grace` ends it and its call fails `PoolTerminated`.
+async fn pool_shutdown_asks_then_sigterm_then_sigkill(method: StartMethod) {
+    let term_grace = Duration::from_millis(500);
+    let pool = Pool::builder().processes(1).start_method(method).timeout_grace(term_grace).build().await.expect("pool");
+    let (started, saw_stop) = (Event::new().expect("event"), Event::new().expect("event"));
+    let call = pool.apply_async(sees_the_stop_then_carries_on, (started.clone(), saw_stop.clone()));
+    assert!(started.wait_timeout(WAIT).await.expect("wait"), "the task runs");
+    let workers = Watch::all(&pool.pids());
+    let grace = Duration::from_secs(3);
+    let t0 = Instant::now();
+    let shutdown = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.shutdown(grace).await }
+    });
+    assert!(saw_stop.wait_timeout(WAIT).await.expect("wait"), "the task saw the stop request");
+    assert!(t0.elapsed() < grace, "seen before the grace ran out (SIGTERM comes after it): {:?}", t0.elapsed());
+    assert!(!shutdown.is_finished());
+    assert!(!shutdown.await.expect("the shutdown task"), "the task did not finish in time");
+    assert!(t0.elapsed() >= grace + term_grace, "SIGTERM was blocked: SIGKILL after timeout_grace ended it");
+    assert!(matches!(call.await, Err(Error::PoolTerminated)));
+    assert_all_gone(&workers).await;
+}
+
+crate::per_method!(pool_task_sees_the_stop_request_mid_call, pool_shutdown_asks_then_sigterm_then_sigkill);

@@ -8,6 +8,11 @@
 //! use, so a child that never asks pays nothing) sets the flag; heartbeats
 //! go the other way as tiny frames written without blocking.
 //!
+//! In a pool worker the stop token is the pool's instead: an [`Event`] in
+//! shared memory that every worker of the pool received when it started,
+//! set by `Pool::shutdown` (and `terminate`) before any signal is sent.
+//! `stop_requested()` reads it (one atomic load); `stopped()` waits on it.
+//!
 //! In the user program: [`shutdown_on_signals`] resolves on the first
 //! SIGTERM or SIGINT, for `pool.shutdown(grace)` / `supervisor.shutdown(grace)`
 //! or axum's `with_graceful_shutdown`.
@@ -22,6 +27,7 @@ use std::sync::{Mutex, Once, OnceLock};
 
 use tokio::sync::Notify;
 
+use crate::sync::Event;
 use crate::wire::{self, BlockingChannel, DEFAULT_MAX_FRAME, FromChild, ToChild};
 
 /// The child's link to its parent, once it runs its target.
@@ -33,6 +39,8 @@ struct Link {
 }
 
 static LINK: OnceLock<Link> = OnceLock::new();
+/// In a pool worker: the pool's stop token.
+static POOL_STOP: OnceLock<Event> = OnceLock::new();
 static STOP: AtomicBool = AtomicBool::new(false);
 static STOP_NOTIFY: Notify = Notify::const_new();
 
@@ -40,6 +48,12 @@ static STOP_NOTIFY: Notify = Notify::const_new();
 /// its target: a copy of the control socket.
 pub(crate) fn install_control(fd: OwnedFd) {
     let _ = LINK.set(Link { fd, unsent: Mutex::new(Vec::new()), reader: Once::new() });
+}
+
+/// Called by a pool worker (`pool/worker.rs`) before it serves calls: the
+/// pool's stop token.
+pub(crate) fn install_pool_stop(token: Event) {
+    let _ = POOL_STOP.set(token);
 }
 
 /// Starts the thread that waits for the parent's stop request.
@@ -64,8 +78,13 @@ fn listen() {
 /// Whether this process was asked to stop (`Supervisor::shutdown`, a
 /// restart of its group, `remove_child`): finish the current unit of work
 /// and return. A process that does not look is sent SIGTERM after half its
-/// grace period, SIGKILL at the end of it. Always `false` in a process no
-/// supervisor started.
+/// grace period, SIGKILL at the end of it.
+///
+/// In a pool worker it turns true when the pool's
+/// [`shutdown(grace)`](crate::Pool::shutdown) begins: a long task can wrap
+/// up and return its result; one that does not look is sent SIGTERM when the
+/// grace period is over and SIGKILL after the pool's `timeout_grace`.
+/// Always `false` in a process no supervisor or pool started.
 ///
 /// ```no_run
 /// #[multiproc::task]
@@ -76,14 +95,30 @@ fn listen() {
 /// }
 /// ```
 pub fn stop_requested() -> bool {
+    if let Some(token) = POOL_STOP.get() {
+        return token.is_set();
+    }
     listen();
     STOP.load(Ordering::Acquire)
 }
 
 /// Resolves once this process was asked to stop (see [`stop_requested`]);
-/// never, in a process no supervisor started. For `tokio::select!` in async
-/// tasks.
+/// never, in a process no supervisor or pool started. For `tokio::select!`
+/// in async tasks.
 pub async fn stopped() {
+    if let Some(token) = POOL_STOP.get() {
+        match token.wait().await {
+            Ok(()) => return,
+            // Cannot wait on it (no waiter thread): look every few ms.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot wait on the pool's stop token; polling it");
+                while !token.is_set() {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                return;
+            }
+        }
+    }
     listen();
     loop {
         let notified = STOP_NOTIFY.notified();

@@ -15,6 +15,7 @@ use super::spec::{ChildSpec, Kind};
 use super::supervisor::Supervisor;
 use crate::error::{ExitStatus, Result};
 use crate::pool::Pool;
+use crate::process::GroupSignals;
 use crate::tree::spawn::handshake;
 use crate::tree::supervisor::{self as tree, ExitState};
 use crate::wire::{Channel, FromChild, ProcessInfo, ToChild, ToWorker};
@@ -135,7 +136,7 @@ pub(crate) async fn start(spec: &ChildSpec, note: Ended, notes: mpsc::UnboundedS
                 info,
                 task: task.clone(),
                 args: serde_bytes::ByteBuf::from(prepared.args),
-                shielded: false,
+                shielded: spec.group_signals == GroupSignals::Shielded,
             };
             let exec = crate::process::get_start_method() == crate::process::StartMethod::Spawn;
             // ...yet the program's exit terminates it like a daemon (a

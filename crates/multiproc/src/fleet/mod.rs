@@ -1,8 +1,9 @@
 //! Worker fleets: an OTP-style [`Supervisor`] of long-running processes,
 //! pools and other supervisors; see [`Supervisor`] for the theory of
-//! operation and the crate's README for the three fleet recipes (a Pool
-//! with retries as a job executor, supervised queue consumers, an async
-//! service offloading to a Pool with graceful shutdown).
+//! operation and [`guide::fleets`](crate::guide::fleets) (also the README's
+//! "Fleet recipes") for the three fleet recipes: a Pool with retries as a
+//! job executor, supervised consumers of a leased queue, an async service
+//! offloading to a Pool with graceful shutdown.
 
 mod child;
 mod spec;

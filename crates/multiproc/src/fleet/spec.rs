@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::Supervisor;
 use crate::error::Result;
 use crate::pool::Pool;
-use crate::process::Prepared;
+use crate::process::{GroupSignals, Prepared};
 use crate::registry::{Target, TaskFn};
 
 /// When a child that ended is started again (OTP's restart types).
@@ -82,6 +82,7 @@ pub struct ChildSpec {
     pub(crate) heartbeat: Option<Duration>,
     pub(crate) max_age: Option<Duration>,
     pub(crate) max_memory: Option<u64>,
+    pub(crate) group_signals: GroupSignals,
 }
 
 impl std::fmt::Debug for ChildSpec {
@@ -110,6 +111,7 @@ impl ChildSpec {
             heartbeat: None,
             max_age: None,
             max_memory: None,
+            group_signals: GroupSignals::Shielded,
         }
     }
 
@@ -186,6 +188,20 @@ impl ChildSpec {
     /// a second) the child is stopped in order and started afresh.
     pub fn max_memory(mut self, bytes: u64) -> Self {
         self.max_memory = Some(bytes);
+        self
+    }
+
+    /// What signals sent to the whole process group do to a process child.
+    /// [`GroupSignals::Shielded`] by default: a Ctrl-C or a
+    /// `kill -TERM -<pgid>` (systemd's `KillMode=control-group`) does not
+    /// end it behind the supervisor's back; the program's own handler
+    /// ([`shutdown_on_signals`](crate::shutdown_on_signals),
+    /// [`Supervisor::run_until_signal`]) stops it in order, and the
+    /// supervisor's SIGTERM still ends it. [`GroupSignals::Default`] for a
+    /// child that handles SIGTERM itself (a shielded child dies at the
+    /// supervisor's SIGTERM even if it listens for it).
+    pub fn group_signals(mut self, policy: GroupSignals) -> Self {
+        self.group_signals = policy;
         self
     }
 }

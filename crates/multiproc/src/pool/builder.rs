@@ -147,7 +147,7 @@ impl PoolBuilder {
             max_memory_per_child: self.max_memory_per_child,
             stall_timeout: self.stall_timeout.unwrap_or(Duration::from_secs(10)),
         };
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(Shared::new(config, crate::sync::Event::new()?));
         let started = futures::future::join_all((0..processes).map(|_| slot::start_worker(&shared))).await;
         let mut workers = Vec::with_capacity(processes);
         for w in started {

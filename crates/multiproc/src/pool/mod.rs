@@ -367,6 +367,7 @@ impl Pool {
     /// after the grace period. Unfinished work fails with
     /// [`Error::PoolTerminated`]. Returns once every worker is reaped.
     pub async fn terminate(&self) {
+        self.shared.stop.set();
         self.shared.set_phase(Phase::Terminating);
         self.shared.fail_queued(&ChunkError::Terminated);
         let _ = self.shared.live.subscribe().wait_for(|n| *n == 0).await;
@@ -384,13 +385,16 @@ impl Pool {
     }
 
     /// An orderly stop (`pool.close(); pool.join()` with a deadline): no new
-    /// work is accepted, the queued and running work may finish within
-    /// `grace`; then whatever is left is terminated (SIGTERM, the pool's
+    /// work is accepted, running tasks are asked to stop
+    /// ([`stop_requested`](crate::stop_requested) turns true in every worker
+    /// at once), the queued and running work may finish within `grace`;
+    /// then whatever is left is terminated (SIGTERM, the pool's
     /// `timeout_grace`, SIGKILL) and fails with [`Error::PoolTerminated`].
     /// Returns whether everything finished in time. Every worker is reaped
     /// when it returns.
     pub async fn shutdown(&self, grace: std::time::Duration) -> bool {
         self.close();
+        self.shared.stop.set();
         let mut live = self.shared.live.subscribe();
         let drained = tokio::time::timeout(grace, live.wait_for(|n| *n == 0)).await.is_ok();
         if !drained {

@@ -316,11 +316,14 @@ pub(crate) struct Shared {
     pub pids: Mutex<HashMap<usize, (u32, crate::tree::supervisor::SpawnId)>>,
     /// How many owner tasks are still running.
     pub live: watch::Sender<usize>,
+    /// Set when the pool shuts down: `stop_requested()` in its workers.
+    pub stop: crate::sync::Event,
 }
 
 impl Shared {
-    pub fn new(config: Config) -> Self {
+    pub fn new(config: Config, stop: crate::sync::Event) -> Self {
         Self {
+            stop,
             state: Mutex::new(QueueState::default()),
             work: Notify::new(),
             phase: watch::Sender::new(Phase::Running),

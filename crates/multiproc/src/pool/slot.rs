@@ -76,7 +76,13 @@ pub(crate) async fn start_worker(shared: &Shared) -> Result<Worker> {
     let progress = Value::new_raw(0u64)?;
     let (encoded, progress_fds) = fds::capture(|| wire::encode("the progress word", &progress));
     fds.extend(progress_fds);
-    let msg = ToWorker::Serve { info, init, progress: Some(ByteBuf::from(encoded?)) };
+    // The pool's stop token: its one fd goes last (the worker pops it).
+    let (stop, stop_fds) = fds::capture(|| wire::encode("the stop token", &shared.stop));
+    if stop_fds.len() != 1 {
+        return Err(Error::Malformed(format!("the stop token took {} fds, not 1", stop_fds.len())));
+    }
+    fds.extend(stop_fds);
+    let msg = ToWorker::Serve { info, init, progress: Some(ByteBuf::from(encoded?)), stop: Some(ByteBuf::from(stop?)) };
     let exec = shared.config.method == StartMethod::Spawn;
     let (spawned, ch) = handshake(exec, name, true, &msg, fds, &task).await?;
     tracing::debug!(pid = spawned.pid, "pool worker ready");

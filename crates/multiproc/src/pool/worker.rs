@@ -10,6 +10,9 @@
 //!   `more`) after an item that took [`SLOW_ITEM`] or more, or every
 //!   [`PROGRESS_EVERY`], so a per-item timeout keeps the finished items and
 //!   restarts its clock at each report.
+//!
+//! A running task sees the pool's shutdown through the stop token
+//! (`stop_requested()`, `stopped()`), an `Event` the pool sets.
 
 use std::os::fd::OwnedFd;
 use std::sync::OnceLock;
@@ -44,12 +47,19 @@ pub(crate) fn serve_pool(
     mut ch: BlockingChannel,
     init: Option<(crate::wire::TaskRef, ByteBuf)>,
     progress: Option<ByteBuf>,
+    stop: Option<ByteBuf>,
     mut init_fds: Vec<OwnedFd>,
 ) -> Result<i32> {
     if let Ok(fd) = ch.fd().try_clone_to_owned() {
         let _ = CONTROL.set(fd);
     }
-    // The progress word's fd comes last, after the initializer's.
+    // The pool's stop token's fd comes last (issue 11: `stop_requested()`
+    // in a pool worker reads it).
+    if let Some(bytes) = stop {
+        let fd = init_fds.pop().ok_or_else(|| Error::Malformed("the stop token's fd is missing".into()))?;
+        crate::shutdown::install_pool_stop(fds::provide(vec![fd], || crate::wire::decode("the stop token", &bytes))?);
+    }
+    // The progress word's fd comes before it, after the initializer's.
     let progress: Option<Value<u64>> = match progress {
         Some(bytes) => {
             let fd = init_fds.pop().ok_or_else(|| Error::Malformed("the progress word's fd is missing".into()))?;

@@ -86,14 +86,14 @@ fn serve(control: ControlFd) -> Result<i32> {
                 Err(_) => Ok(1),
             }
         }
-        ToWorker::Serve { info, init, progress } => {
+        ToWorker::Serve { info, init, progress, stop } => {
             // An initializer may run long before `Ready`: say hello now.
             ch.flush()?;
             sys::shield_from_group_signals()?;
             let _ = sys::set_process_name("mp-worker");
             crate::current::enter_child(info);
             std::panic::set_hook(Box::new(record_panic));
-            crate::pool::worker::serve_pool(ch, init, progress, fds)
+            crate::pool::worker::serve_pool(ch, init, progress, stop, fds)
         }
         ToWorker::Call { .. } => {
             let _ = ch.flush();

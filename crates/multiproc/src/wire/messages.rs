@@ -92,7 +92,10 @@ pub enum ToWorker {
     /// (issue 11) is an encoded `Value<u64>` whose fd comes last in the
     /// frame: the worker stores `id + 1` there as it starts call `id`, so the
     /// parent knows whether a call it lost had started.
-    Serve { info: ProcessInfo, init: Option<(TaskRef, ByteBuf)>, progress: Option<ByteBuf> },
+    /// `stop` (issue 11) is the pool's encoded stop token (an `Event`,
+    /// one fd, after the progress word's): set when the pool shuts down, it
+    /// is what `stop_requested()` reads inside a pool worker.
+    Serve { info: ProcessInfo, init: Option<(TaskRef, ByteBuf)>, progress: Option<ByteBuf>, stop: Option<ByteBuf> },
     /// Run a task once per argument tuple (a chunk of a map). `args` holds
     /// the encoded tuples back to back; tuple `i` ends at `ends[i]`. `task` is
     /// `None` when it is the same as in the previous call on this connection.
