@@ -34,7 +34,7 @@ const USAGE: &str = "usage: cargo xtask bench [--json] [--runs N] [--compare BAS
 /// Figures that the OS floor bounds, and DESIGN.md's (or the issue's) target
 /// for the ratio to it.
 const FLOORS: &[(&str, &str, &str)] = &[
-    ("process_start_join_forkserver_us", "fork_exit_wait_us", "≤ 3x"),
+    ("process_start_join_forkserver_us", "fork_exit_wait_us", "≤ 2x"),
     ("pool_apply_roundtrip_us", "unix_socket_roundtrip_us", "≤ 2x"),
     ("pool_apply_roundtrip_shm_us", "unix_socket_roundtrip_us", "≤ 0.5x"),
     ("pipe_roundtrip_us", "unix_socket_roundtrip_us", "≤ CPython"),

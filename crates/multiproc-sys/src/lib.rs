@@ -7,6 +7,7 @@
 #![cfg(target_os = "linux")]
 #![warn(missing_docs)]
 
+pub mod fd;
 pub mod fdpass;
 pub mod futex;
 pub mod hugepages;

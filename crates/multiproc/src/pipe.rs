@@ -16,6 +16,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use multiproc_sys::fd::set_nonblocking;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::io::Interest;
@@ -244,37 +245,9 @@ fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
-fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    if !flags.contains(OFlag::O_NONBLOCK) {
-        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    }
-    Ok(())
-}
-
 /// Waits with `poll(2)` until `fd` is ready; `false` on timeout.
 fn poll_fd(fd: BorrowedFd<'_>, write: bool, deadline: Option<Instant>) -> io::Result<bool> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let flags = if write { PollFlags::POLLOUT } else { PollFlags::POLLIN };
-    loop {
-        let timeout = match deadline {
-            None => PollTimeout::NONE,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                // Round up so a wait never ends early.
-                let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-            }
-        };
-        match poll(&mut [PollFd::new(fd, flags)], timeout) {
-            Ok(0) if deadline.is_some_and(|d| Instant::now() >= d) => return Ok(false),
-            Ok(0) => {}
-            Ok(_) => return Ok(true),
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    multiproc_sys::fd::wait_ready(fd, write, deadline)
 }
 
 /// Registers the socket with the current runtime (first async wait only).

@@ -40,12 +40,20 @@ fn serve(control: ControlFd) -> Result<i32> {
     sys::ignore_signals(false)?;
     let mut ch = BlockingChannel::new(control, DEFAULT_MAX_FRAME);
     let hello: Hello = ch.recv()?;
-    ch.send(&Hello::ours())?;
+    // Our hello goes out with the answer to the first message (one write,
+    // one wake-up of the parent): both were in the socket before the fork.
+    ch.feed(&Hello::ours())?;
     if let Err(reason) = hello.check() {
         ch.send(&FromWorker::Refused { reason })?;
         return Ok(REFUSED);
     }
-    let (msg, fds) = ch.recv_raw::<ToWorker>()?;
+    let (msg, fds) = match ch.recv_raw::<ToWorker>() {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = ch.flush();
+            return Err(e);
+        }
+    };
     match msg {
         ToWorker::Run { info, task, args, shielded } => {
             if shielded {
@@ -79,6 +87,8 @@ fn serve(control: ControlFd) -> Result<i32> {
             }
         }
         ToWorker::Serve { info, init, progress, stop } => {
+            // An initializer may run long before `Ready`: say hello now.
+            ch.flush()?;
             sys::shield_from_group_signals()?;
             let _ = sys::set_process_name("mp-worker");
             crate::current::enter_child(info);
@@ -86,6 +96,7 @@ fn serve(control: ControlFd) -> Result<i32> {
             crate::pool::worker::serve_pool(ch, init, progress, stop, fds)
         }
         ToWorker::Call { .. } | ToWorker::Shm { .. } | ToWorker::Fds => {
+            let _ = ch.flush();
             Err(Error::Malformed("a call arrived before the worker was told its role".into()))
         }
     }

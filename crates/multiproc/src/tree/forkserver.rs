@@ -27,14 +27,56 @@ use std::process::Command;
 use multiproc_sys::process::{self as sys, Fork};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::role::{ControlFd, role_env};
+use super::role::{ControlFd, DIRECT_FD_ENV, role_env};
 use crate::error::{Error, ExitStatus, Result};
 use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, FromForkserver, Hello, ToForkserver};
 
 struct Child {
     id: u64,
+    pid: u32,
     pidfd: OwnedFd,
+    /// Where the child's exit status goes first: its starter's own socket.
+    report: OwnedFd,
 }
+
+/// Length of a direct exit report.
+pub(crate) const EXIT_REPORT_LEN: usize = 12;
+
+/// The direct exit report: a tag (0: exit code, 1: signal), three zero
+/// bytes, the number (little-endian `i32`), the child's pid (`u32`).
+pub(crate) fn exit_report(pid: u32, status: ExitStatus) -> [u8; EXIT_REPORT_LEN] {
+    let (tag, n) = match status {
+        ExitStatus::Code(c) => (0u8, c),
+        ExitStatus::Signal(s) => (1u8, s),
+    };
+    let mut b = [0u8; EXIT_REPORT_LEN];
+    b[0] = tag;
+    b[4..8].copy_from_slice(&n.to_le_bytes());
+    b[8..].copy_from_slice(&pid.to_le_bytes());
+    b
+}
+
+/// Reads a direct exit report; `None` for anything else.
+pub(crate) fn parse_exit_report(b: &[u8]) -> Option<(u32, ExitStatus)> {
+    let b: &[u8; EXIT_REPORT_LEN] = b.try_into().ok()?;
+    if b[1..4] != [0, 0, 0] {
+        return None;
+    }
+    let n = i32::from_le_bytes(b[4..8].try_into().ok()?);
+    let pid = u32::from_le_bytes(b[8..].try_into().ok()?);
+    let status = match b[0] {
+        0 => ExitStatus::Code(n),
+        1 if n > 0 => ExitStatus::Signal(n),
+        _ => return None,
+    };
+    (pid > 0).then_some((pid, status))
+}
+
+/// How long `Started` and `Exited` reports may wait to go to the
+/// supervisor together: nobody waits on them (each starter learns its
+/// child's end from its direct report), so they are batched rather than
+/// wake the supervisor thread twice per child. `SpawnFailed` goes at once.
+const REPORT_BATCH: std::time::Duration = std::time::Duration::from_millis(2);
 
 pub(crate) fn run(fd: ControlFd) -> ! {
     let code = match serve(fd) {
@@ -52,24 +94,40 @@ fn serve(fd: ControlFd) -> Result<()> {
     // application decides.
     sys::ignore_group_signals()?;
     let _ = sys::set_process_name("mp-forkserver");
+    // The direct request socket, when the starter gave one.
+    // Non-blocking: it is read until it has nothing more.
+    let mut direct = sys::take_inherited_fd(DIRECT_FD_ENV)
+        .ok()
+        .filter(|fd| multiproc_sys::fd::set_nonblocking(fd.as_fd()).is_ok())
+        .map(|fd| BlockingChannel::new(fd, DEFAULT_MAX_FRAME));
     let mut ch = BlockingChannel::new(fd, DEFAULT_MAX_FRAME);
     let hello: Hello = ch.recv()?;
     hello.check().map_err(Error::Handshake)?;
     ch.send(&Hello::ours())?;
     let mut children: Vec<Child> = Vec::new();
+    // When the reports queued for the supervisor must go at the latest.
+    let mut flush_by: Option<std::time::Instant> = None;
     loop {
-        let (control_ready, exited) = {
-            let mut fds = Vec::with_capacity(children.len() + 1);
+        let mut urgent = false;
+        // The fds polled: the control stream, the direct socket (if any),
+        // then one pidfd per child.
+        let first_child = 1 + usize::from(direct.is_some());
+        let (control_ready, direct_ready, exited) = {
+            let mut fds = Vec::with_capacity(children.len() + first_child);
             fds.push(PollFd::new(ch.fd(), PollFlags::POLLIN));
+            if let Some(d) = &direct {
+                fds.push(PollFd::new(d.fd(), PollFlags::POLLIN));
+            }
             fds.extend(children.iter().map(|c| PollFd::new(c.pidfd.as_fd(), PollFlags::POLLIN)));
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, multiproc_sys::fd::timeout_until(flush_by)) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             }
             let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
-            let exited: Vec<usize> = fds[1..].iter().enumerate().filter(|(_, f)| ready(f)).map(|(i, _)| i).collect();
-            (ready(&fds[0]), exited)
+            let exited: Vec<usize> =
+                fds[first_child..].iter().enumerate().filter(|(_, f)| ready(f)).map(|(i, _)| i).collect();
+            (ready(&fds[0]), first_child == 2 && ready(&fds[1]), exited)
         };
         for i in exited.into_iter().rev() {
             if let Some(exit) = sys::try_reap(children[i].pidfd.as_fd())? {
@@ -78,14 +136,44 @@ fn serve(fd: ControlFd) -> Result<()> {
                     sys::Exit::Code(c) => ExitStatus::Code(c),
                     sys::Exit::Signal(s) => ExitStatus::Signal(s),
                 };
+                // First to the starter, straight (it may have gone: no
+                // matter, the report below reaches its supervisor).
+                let sent = nix::sys::socket::send(
+                    child.report.as_raw_fd(),
+                    &exit_report(child.pid, status),
+                    nix::sys::socket::MsgFlags::MSG_NOSIGNAL | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                );
+                // Nobody read it: the supervisor's report is the only one.
+                urgent |= sent.is_err();
                 ch.feed(&FromForkserver::Exited { id: child.id, status })?;
+            }
+        }
+        // Direct requests first: a signal on the control stream for a child
+        // requested directly was sent after that request, so the child must
+        // be known when the signal is read.
+        if direct_ready && let Some(d) = &mut direct {
+            let mut open = d.read_all_available().is_ok() && !d.is_eof();
+            loop {
+                match d.try_recv::<ToForkserver>() {
+                    Ok(Some(req)) => urgent |= handle(req, &mut ch, &mut children)?,
+                    Ok(None) => break,
+                    Err(_) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            if !open {
+                // Every caller's end is closed (or it wrote garbage): spawn
+                // requests keep coming on the control stream.
+                direct = None;
             }
         }
         if control_ready {
             ch.read_available()?;
             loop {
                 match ch.try_recv::<ToForkserver>() {
-                    Ok(Some(req)) => handle(req, &mut ch, &mut children)?,
+                    Ok(Some(req)) => urgent |= handle(req, &mut ch, &mut children)?,
                     Ok(None) => break,
                     Err(Error::Eof) => {
                         // Our parent is gone or done with us: nothing we
@@ -97,7 +185,12 @@ fn serve(fd: ControlFd) -> Result<()> {
                 }
             }
         }
-        ch.flush()?;
+        if urgent || flush_by.is_some_and(|at| std::time::Instant::now() >= at) {
+            ch.flush()?;
+            flush_by = None;
+        } else if !ch.is_flushed() {
+            flush_by.get_or_insert_with(|| std::time::Instant::now() + REPORT_BATCH);
+        }
     }
 }
 
@@ -130,30 +223,33 @@ fn stop_all(children: &mut Vec<Child>) {
     }
 }
 
-fn handle(req: ToForkserver, ch: &mut BlockingChannel, children: &mut Vec<Child>) -> Result<()> {
+/// Carries out one request; `Ok(true)` when the report it queued must go
+/// to the supervisor at once.
+fn handle(req: ToForkserver, ch: &mut BlockingChannel, children: &mut Vec<Child>) -> Result<bool> {
     match req {
-        ToForkserver::Spawn { id, exec, control } => {
-            let reply = match spawn(id, exec, control.0, children) {
+        ToForkserver::Spawn { id, exec, control, report } => {
+            let reply = match spawn(id, exec, control.0, report.0, children) {
                 Ok(pid) => FromForkserver::Started { id, pid },
                 Err(e) => FromForkserver::SpawnFailed { id, reason: e.to_string() },
             };
-            ch.feed(&reply)
+            let urgent = matches!(reply, FromForkserver::SpawnFailed { .. });
+            ch.feed(&reply).map(|()| urgent)
         }
         ToForkserver::Signal { id, signal } => {
             if let Some(c) = children.iter().find(|c| c.id == id) {
                 let _ = sys::pidfd_send_signal(c.pidfd.as_fd(), signal);
             }
-            Ok(())
+            Ok(false)
         }
     }
 }
 
-fn spawn(id: u64, exec: bool, control: OwnedFd, children: &mut Vec<Child>) -> Result<u32> {
+fn spawn(id: u64, exec: bool, control: OwnedFd, report: OwnedFd, children: &mut Vec<Child>) -> Result<u32> {
     let me = std::process::id();
     match sys::fork_single_threaded()? {
         Fork::Parent(pid) => {
             let pidfd = sys::pidfd_open(pid)?;
-            children.push(Child { id, pidfd });
+            children.push(Child { id, pid: pid as u32, pidfd, report });
             Ok(pid as u32)
         }
         Fork::Child => {

@@ -21,6 +21,11 @@ pub(crate) const BOOT_ENV: &str = "MULTIPROC_BOOT";
 
 /// The fd number the forkserver finds its control socket at.
 pub(crate) const FORKSERVER_FD: RawFd = 3;
+/// The forkserver's second socket (`SOCK_SEQPACKET`): spawn requests that
+/// callers write straight to it, one whole message per datagram, without
+/// waking the supervisor thread. Named in [`DIRECT_FD_ENV`].
+pub(crate) const FORKSERVER_DIRECT_FD: RawFd = 4;
+pub(crate) const DIRECT_FD_ENV: &str = "MULTIPROC_DIRECT_FD";
 
 /// The process tree a re-executed child belongs to (its resource tracker's
 /// address and the middle part of its segment names), and the pid of the

@@ -39,7 +39,7 @@ pub(crate) async fn handshake(
     let mut ch = Channel::new(ours, DEFAULT_MAX_FRAME)?;
     ch.feed(&Hello::ours())?;
     ch.feed_with(msg, fds)?;
-    let mut spawned = supervisor::spawn(exec, theirs, name, daemon)?;
+    let mut spawned = supervisor::spawn(exec, theirs, name.clone(), daemon)?;
     let mut exit = spawned.exit.clone();
     let mut pid = None;
     let reply = {
@@ -72,15 +72,9 @@ pub(crate) async fn handshake(
     spawned.pid = pid.or_else(reported).unwrap_or(0);
     match reply {
         Some(Ok(FromWorker::Ready)) => {
-            // Return only once the supervisor knows the child, so that a
-            // signal sent right away reaches it. (If the forkserver died
-            // meanwhile, the exit says so and `join` reports it.)
-            let mut started = spawned.started.clone();
-            let mut exit = spawned.exit.clone();
-            tokio::select! {
-                _ = started.wait_for(Option::is_some) => {}
-                _ = exit.wait_for(Option::is_some) => {}
-            }
+            // A signal sent from now on reaches it: the supervisor knows its
+            // id, and the forkserver read its spawn request before forking.
+            supervisor::ready(&spawned, &name, daemon);
             Ok((spawned, ch))
         }
         Some(Ok(FromWorker::Refused { reason })) => Err(Error::TaskMismatch { name: task.to_owned(), reason }),

@@ -18,19 +18,24 @@
 //! batches of at most `SCM_RIGHTS`' limit of fds per write, so any number of
 //! concurrent starts works. Starting the forkserver has a deadline.
 //!
-//! A start does not wait for the forkserver's `Started` report before
-//! talking to the child: the caller queues the request and its hello is in
-//! the child's socket before the fork, so the report travels back while the
-//! child shakes hands (two thread hops off the start path's critical
-//! chain). The caller still waits for the report before it returns, so a
-//! signal sent right after a start always finds the child.
+//! The start path skips this thread: a caller writes its spawn request
+//! straight to the forkserver's direct socket (`SOCK_SEQPACKET`, one whole
+//! request per datagram, so callers on any thread never interleave), then
+//! queues a `Register` here without waking this thread; the forkserver's
+//! `Started` report wakes it later. Its hello is in the child's socket
+//! before the fork. The exit path skips it too: each child has a report
+//! socket on which the forkserver writes its exit status the moment it
+//! reaps it, read in the caller's runtime; the `Exited` report still comes
+//! here (for the books: live children, orderly exit), and whichever of the
+//! two arrives first sets the child's exit. When the direct socket is full
+//! or gone, a request goes through this thread as before.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use multiproc_sys::fdpass::MAX_FDS_PER_MESSAGE;
@@ -39,11 +44,11 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use tokio::sync::watch;
 
-use super::role::{FORKSERVER_FD, role_env};
+use super::role::{DIRECT_FD_ENV, FORKSERVER_DIRECT_FD, FORKSERVER_FD, role_env};
 use crate::current::ChildProcess;
 use crate::error::{Error, ExitStatus, Result};
 use crate::wire::fds::PassFd;
-use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, FromForkserver, Hello, ToForkserver};
+use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, FrameWriter, FromForkserver, Hello, ToForkserver};
 
 /// Grace between SIGTERM and SIGKILL for daemonic children at exit.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
@@ -51,6 +56,9 @@ const EXIT_GRACE: Duration = Duration::from_secs(1);
 const FORKSERVER_START: Duration = Duration::from_secs(20);
 /// Longest pause after a failed `poll` (a persistent error must not spin).
 const POLL_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Fds one spawn request carries: the child's control socket and its exit
+/// report socket.
+const SPAWN_FDS: usize = 2;
 
 /// Names one child of the tree for its whole life (pids are reused; spawn
 /// ids are not).
@@ -81,21 +89,153 @@ pub(crate) struct Spawned {
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 enum Request {
-    Spawn { id: SpawnId, exec: bool, control: OwnedFd, name: String, daemon: bool, child: Pending },
-    Signal { id: SpawnId, signal: i32 },
-    Shutdown { done: mpsc::Sender<()> },
+    /// Send this spawn request on the control stream (the direct socket was
+    /// full or gone).
+    Spawn {
+        id: SpawnId,
+        request: ToForkserver,
+        name: String,
+        daemon: bool,
+        child: Pending,
+    },
+    /// A spawn request went on the direct socket of forkserver `generation`.
+    Register {
+        id: SpawnId,
+        generation: u64,
+        name: String,
+        daemon: bool,
+        child: Pending,
+    },
+    Signal {
+        id: SpawnId,
+        signal: i32,
+    },
+    Shutdown {
+        done: mpsc::Sender<()>,
+    },
 }
 
 /// What the supervisor keeps for a child until its `Started` report.
 struct Pending {
-    exit: watch::Sender<Option<ExitState>>,
+    exit: ExitSlot,
     started: watch::Sender<Option<u32>>,
+}
+
+/// Where a child's end is published, by one of two readers: the task
+/// reading its direct report (in the caller's runtime) while that task
+/// lives, else the supervisor thread. While the task lives, the supervisor
+/// only leaves what it learnt for the task, which publishes it (after
+/// closing its socket, so a joined child holds no fd of ours) when its
+/// report never comes; a task that ends (or its runtime) hands over.
+#[derive(Clone)]
+struct ExitSlot {
+    exit: watch::Sender<Option<ExitState>>,
+    handoff: std::sync::Arc<Mutex<Handoff>>,
+}
+
+struct Handoff {
+    /// The direct reader still runs.
+    reader: bool,
+    /// What the supervisor learnt meanwhile.
+    learnt: Option<ExitState>,
+}
+
+impl ExitSlot {
+    fn new(exit: watch::Sender<Option<ExitState>>) -> Self {
+        Self { exit, handoff: std::sync::Arc::new(Mutex::new(Handoff { reader: true, learnt: None })) }
+    }
+
+    fn handoff(&self) -> std::sync::MutexGuard<'_, Handoff> {
+        self.handoff.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The supervisor's word on how the child ended.
+    fn publish(&self, state: ExitState) {
+        let mut h = self.handoff();
+        if h.reader {
+            h.learnt.get_or_insert(state);
+        } else {
+            drop(h);
+            finish(&self.exit, state);
+        }
+    }
+
+    /// The direct reader is done (its socket closed): publishes its own
+    /// word, else what the supervisor left; from now on the supervisor
+    /// publishes.
+    fn reader_done(&self, state: Option<ExitState>) {
+        let mut h = self.handoff();
+        h.reader = false;
+        if let Some(state) = state.or_else(|| h.learnt.take()) {
+            drop(h);
+            finish(&self.exit, state);
+        }
+    }
+}
+
+/// Hands the slot over to the supervisor if the reading task is dropped
+/// before it finished (its runtime shut down).
+struct ReaderGuard(Option<ExitSlot>);
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.reader_done(None);
+        }
+    }
+}
+
+/// Sets a child's end unless it is already known: the direct report and
+/// the supervisor's both say how it ended; the first one stays.
+fn finish(exit: &watch::Sender<Option<ExitState>>, state: ExitState) {
+    exit.send_if_modified(|s| {
+        if s.is_none() {
+            *s = Some(state);
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// The children that said `Ready` and whose end is not known yet, shared by
+/// callers (who add them) and the supervisor thread (which removes them
+/// once their exit is set): what `active_children` lists.
+#[derive(Default)]
+struct Children {
+    by_id: HashMap<SpawnId, (ChildProcess, watch::Receiver<Option<ExitState>>)>,
+}
+
+impl Children {
+    fn remove(&mut self, id: SpawnId) {
+        self.by_id.remove(&id);
+    }
+}
+
+static CHILDREN: std::sync::LazyLock<Mutex<Children>> = std::sync::LazyLock::new(Mutex::default);
+
+fn children() -> std::sync::MutexGuard<'static, Children> {
+    CHILDREN.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The forkserver's direct request socket and which forkserver it reaches.
+struct Direct {
+    generation: u64,
+    sock: OwnedFd,
+}
+
+/// Held while a caller writes a request and queues its `Register`, so the
+/// supervisor, by taking it, knows every request already written is
+/// registered too.
+static DIRECT: Mutex<Option<Direct>> = Mutex::new(None);
+
+fn direct() -> std::sync::MutexGuard<'static, Option<Direct>> {
+    DIRECT.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 struct Handle {
     requests: Mutex<mpsc::Sender<Request>>,
     wake: EventFd,
-    children: Arc<Mutex<HashMap<SpawnId, ChildProcess>>>,
 }
 
 static SUPERVISOR: OnceLock<Handle> = OnceLock::new();
@@ -110,20 +250,19 @@ fn handle() -> Result<&'static Handle> {
         let (tx, rx) = mpsc::channel();
         let wake =
             EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).expect("eventfd is available on Linux");
-        let children = Arc::new(Mutex::new(HashMap::new()));
         let thread = Supervisor {
             requests: rx,
             wake: wake.as_fd().try_clone_to_owned().expect("dup of a fresh eventfd"),
             forkserver: None,
+            generation: 0,
             unflushed_fds: 0,
             pending: HashMap::new(),
             live: HashMap::new(),
-            children: Arc::clone(&children),
             shutdown: Vec::new(),
             kill_at: None,
         };
         started = Some(std::thread::Builder::new().name("multiproc-supervisor".into()).spawn(move || thread.run()));
-        Handle { requests: Mutex::new(tx), wake, children }
+        Handle { requests: Mutex::new(tx), wake }
     });
     if let Some(Err(e)) = started {
         return Err(e.into());
@@ -136,26 +275,127 @@ fn handle() -> Result<&'static Handle> {
 
 impl Handle {
     fn send(&self, req: Request) -> Result<()> {
+        self.queue(req)?;
+        self.wake.write(1)?;
+        Ok(())
+    }
+
+    /// Queues a request without waking the thread (something else will).
+    fn queue(&self, req: Request) -> Result<()> {
         self.requests
             .lock()
             .expect("supervisor queue lock is never held across a panic")
             .send(req)
-            .map_err(|_| Error::Closed("supervisor"))?;
-        self.wake.write(1)?;
-        Ok(())
+            .map_err(|_| Error::Closed("supervisor"))
     }
 }
 
 /// Asks for a child whose end of the control socket is `control`, and
 /// returns at once: talk to the child on the other end (its hello names its
 /// pid); `exit` says if it could not be started, and later how it ended.
+/// Call it on a tokio runtime: the child's direct exit report is read there.
 pub(crate) fn spawn(exec: bool, control: OwnedFd, name: String, daemon: bool) -> Result<Spawned> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let h = handle()?;
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let (exit, rx) = watch::channel(None);
     let (started, started_rx) = watch::channel(None);
-    let child = Pending { exit, started };
-    handle()?.send(Request::Spawn { id, exec, control, name, daemon, child })?;
+    let (report, report_theirs) =
+        socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK)?;
+    let request = ToForkserver::Spawn { id, exec, control: PassFd(control), report: PassFd(report_theirs) };
+    let started_direct = started.clone();
+    let slot = ExitSlot::new(exit);
+    let child = Pending { exit: slot.clone(), started };
+    {
+        let direct = direct();
+        match direct.as_ref().map(|d| (d.generation, send_direct(d, &request))) {
+            Some((generation, Ok(()))) => {
+                // Before the lock goes: see `DIRECT`.
+                h.queue(Request::Register { id, generation, name, daemon, child })?;
+            }
+            _ => {
+                drop(direct);
+                h.send(Request::Spawn { id, request, name, daemon, child })?;
+            }
+        }
+    }
+    watch_exit(report, slot, started_direct);
     Ok(Spawned { id, pid: 0, exit: rx, started: started_rx })
+}
+
+/// Writes one spawn request on the direct socket, whole or not at all.
+fn send_direct(direct: &Direct, request: &ToForkserver) -> Result<()> {
+    let mut writer = FrameWriter::default();
+    writer.push(DEFAULT_MAX_FRAME, |buf| {
+        let (r, fds) = crate::wire::fds::capture(|| {
+            rmp_serde::encode::write(buf, request).map_err(|e| Error::encode("a spawn request", e))
+        });
+        r.map(|()| fds)
+    })?;
+    writer.write_to(direct.sock.as_fd())?;
+    // A datagram goes whole or fails; anything else is not a direct socket.
+    if writer.is_empty() { Ok(()) } else { Err(Error::Malformed("a spawn request was cut".into())) }
+}
+
+/// Reads the child's direct exit report (its pid and status) in the
+/// caller's runtime, until its exit is known one way or the other.
+fn watch_exit(report: OwnedFd, slot: ExitSlot, started: watch::Sender<Option<u32>>) {
+    use tokio::io::Interest;
+    if tokio::runtime::Handle::try_current().is_err() {
+        slot.reader_done(None);
+        return;
+    }
+    // Registered for readiness only (any socket type does); the reads are
+    // plain `recv`s.
+    let report = match tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(report)) {
+        Ok(r) => r,
+        Err(_) => {
+            slot.reader_done(None);
+            return;
+        }
+    };
+    let mut guard = ReaderGuard(Some(slot));
+    tokio::spawn(async move {
+        let mut buf = [0u8; super::forkserver::EXIT_REPORT_LEN + 1];
+        let got = loop {
+            if report.readable().await.is_err() {
+                break None;
+            }
+            let got = report.try_io(Interest::READABLE, || {
+                use std::os::fd::AsRawFd;
+                let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+                Ok(nix::sys::socket::recv(report.as_raw_fd(), &mut buf, flags)?)
+            });
+            match got {
+                Ok(n) => break buf.get(..n).and_then(super::forkserver::parse_exit_report),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => break None,
+            }
+        };
+        // Closed before the exit is published: a joined child holds no fd.
+        drop(report);
+        let Some(slot) = guard.0.take() else { return };
+        match got {
+            Some((pid, status)) => {
+                started.send_if_modified(|p| p.is_none() && p.replace(pid).is_none());
+                slot.reader_done(Some(ExitState::Exited(status)));
+            }
+            // The forkserver went (or never got the request): the
+            // supervisor's word, now or later.
+            None => slot.reader_done(None),
+        }
+    });
+}
+
+/// Records a child that accepted its work (for `active_children`), unless
+/// its end is already known.
+pub(crate) fn ready(spawned: &Spawned, name: &str, daemon: bool) {
+    let mut children = children();
+    if spawned.exit.borrow().is_none() {
+        let pid = spawned.pid;
+        let info = ChildProcess { name: name.to_owned(), pid, daemon };
+        children.by_id.insert(spawned.id, (info, spawned.exit.clone()));
+    }
 }
 
 /// Sends a signal to child `id` if the forkserver has not reaped it yet.
@@ -166,8 +406,8 @@ pub(crate) fn signal_child(id: SpawnId, signal: i32) -> Result<()> {
 }
 
 pub(crate) fn active_children() -> Vec<ChildProcess> {
-    let Some(h) = SUPERVISOR.get() else { return Vec::new() };
-    let mut v: Vec<ChildProcess> = h.children.lock().expect("children lock").values().cloned().collect();
+    let mut v: Vec<ChildProcess> =
+        children().by_id.values().filter(|(_, exit)| exit.borrow().is_none()).map(|(c, _)| c.clone()).collect();
     v.sort_by_key(|c| c.pid);
     v
 }
@@ -184,11 +424,12 @@ struct Forkserver {
     ch: BlockingChannel,
     pidfd: OwnedFd,
     pid: u32,
+    generation: u64,
 }
 
 struct Live {
     pid: u32,
-    exit: watch::Sender<Option<ExitState>>,
+    exit: ExitSlot,
     daemon: bool,
 }
 
@@ -196,11 +437,12 @@ struct Supervisor {
     requests: mpsc::Receiver<Request>,
     wake: OwnedFd,
     forkserver: Option<Forkserver>,
+    /// Forkservers started so far (the current one's number).
+    generation: u64,
     /// Fds fed to the forkserver channel since its last flush.
     unflushed_fds: usize,
     pending: HashMap<SpawnId, (String, bool, Pending)>,
     live: HashMap<SpawnId, Live>,
-    children: Arc<Mutex<HashMap<SpawnId, ChildProcess>>>,
     shutdown: Vec<mpsc::Sender<()>>,
     kill_at: Option<Instant>,
 }
@@ -251,9 +493,18 @@ impl Supervisor {
 
     fn handle(&mut self, req: Request) {
         match req {
-            Request::Spawn { id, exec, control, name, daemon, child } => {
+            Request::Register { id, generation, name, daemon, child } => {
+                if self.forkserver.as_ref().is_some_and(|fs| fs.generation == generation) {
+                    self.pending.insert(id, (name, daemon, child));
+                } else {
+                    // The forkserver it went to is gone, and the child with it.
+                    child.exit.publish(ExitState::Lost);
+                    children().remove(id);
+                }
+            }
+            Request::Spawn { id, request, name, daemon, child } => {
                 let not_started = |child: Pending, e: Error| {
-                    let _ = child.exit.send(Some(ExitState::NotStarted(crate::error::Chain(&e).to_string())));
+                    child.exit.publish(ExitState::NotStarted(crate::error::Chain(&e).to_string()));
                 };
                 if let Err(e) = self.ensure_forkserver() {
                     not_started(child, e);
@@ -261,7 +512,7 @@ impl Supervisor {
                 }
                 // One write carries at most SCM_RIGHTS' limit of fds: send
                 // what is queued before it would overflow.
-                if self.unflushed_fds >= MAX_FDS_PER_MESSAGE {
+                if self.unflushed_fds + SPAWN_FDS > MAX_FDS_PER_MESSAGE {
                     self.flush_forkserver();
                     if let Err(e) = self.ensure_forkserver() {
                         not_started(child, e);
@@ -269,9 +520,9 @@ impl Supervisor {
                     }
                 }
                 let fs = self.forkserver.as_mut().expect("ensured above");
-                match fs.ch.feed(&ToForkserver::Spawn { id, exec, control: PassFd(control) }) {
+                match fs.ch.feed(&request) {
                     Ok(()) => {
-                        self.unflushed_fds += 1;
+                        self.unflushed_fds += SPAWN_FDS;
                         self.pending.insert(id, (name, daemon, child));
                     }
                     Err(e) => not_started(child, e),
@@ -279,7 +530,8 @@ impl Supervisor {
             }
             Request::Signal { id, signal } => {
                 // A child still pending is known to the forkserver too: its
-                // spawn request went first on the same stream.
+                // spawn request went first, on the same stream or on the
+                // direct socket, which the forkserver reads first.
                 if (self.live.contains_key(&id) || self.pending.contains_key(&id))
                     && let Some(fs) = &mut self.forkserver
                 {
@@ -288,11 +540,10 @@ impl Supervisor {
                 }
             }
             Request::Shutdown { done } => {
-                for (&id, live) in &self.live {
-                    if live.daemon
-                        && let Some(fs) = &mut self.forkserver
-                    {
-                        tracing::debug!(pid = live.pid, "terminating daemonic child at exit");
+                // Pending ones too: the forkserver reports `Started` lazily.
+                for id in self.daemons() {
+                    if let Some(fs) = &mut self.forkserver {
+                        tracing::debug!(id, "terminating daemonic child at exit");
                         let _ = fs.ch.feed(&ToForkserver::Signal { id, signal: nix::libc::SIGTERM });
                     }
                 }
@@ -302,13 +553,19 @@ impl Supervisor {
         }
     }
 
+    /// Daemonic children, started or about to be.
+    fn daemons(&self) -> Vec<SpawnId> {
+        let live = self.live.iter().filter(|(_, l)| l.daemon).map(|(&id, _)| id);
+        live.chain(self.pending.iter().filter(|(_, (_, daemon, _))| *daemon).map(|(&id, _)| id)).collect()
+    }
+
     fn check_shutdown(&mut self) {
         if self.shutdown.is_empty() {
             return;
         }
         if self.kill_at.is_some_and(|at| Instant::now() >= at) {
             self.kill_at = None;
-            let daemons: Vec<SpawnId> = self.live.iter().filter(|(_, l)| l.daemon).map(|(&id, _)| id).collect();
+            let daemons = self.daemons();
             if let Some(fs) = &mut self.forkserver {
                 for id in daemons {
                     let _ = fs.ch.feed(&ToForkserver::Signal { id, signal: nix::libc::SIGKILL });
@@ -320,7 +577,8 @@ impl Supervisor {
             // Close the forkserver's socket so it exits, and reap it here
             // rather than leave a zombie for init.
             if let Some(fs) = self.forkserver.take() {
-                let Forkserver { ch, pidfd, pid } = fs;
+                let Forkserver { ch, pidfd, pid, .. } = fs;
+                direct().take();
                 drop(ch);
                 if wait_reap(&pidfd).is_err() {
                     tracing::warn!(pid, "the forkserver did not exit at shutdown");
@@ -362,6 +620,20 @@ impl Supervisor {
                 }
             }
         }
+        // A report on a child requested directly may come before its
+        // `Register`: once `DIRECT`'s lock is ours, every request written
+        // is registered.
+        let known = |id: &SpawnId| self.pending.contains_key(id) || self.live.contains_key(id);
+        let unknown = reports.iter().any(|r| match r {
+            FromForkserver::Started { id, .. } | FromForkserver::SpawnFailed { id, .. } => !known(id),
+            FromForkserver::Exited { .. } => false,
+        });
+        if unknown {
+            drop(direct());
+            while let Ok(req) = self.requests.try_recv() {
+                self.handle(req);
+            }
+        }
         for r in reports {
             self.report(r);
         }
@@ -379,19 +651,19 @@ impl Supervisor {
                 let Some((name, daemon, child)) = self.pending.remove(&id) else { return };
                 tracing::debug!(id, pid, %name, daemon, "process started");
                 let _ = child.started.send(Some(pid));
-                self.children.lock().expect("children lock").insert(id, ChildProcess { name, pid, daemon });
                 self.live.insert(id, Live { pid, exit: child.exit, daemon });
             }
             FromForkserver::SpawnFailed { id, reason } => {
                 if let Some((_, _, child)) = self.pending.remove(&id) {
-                    let _ = child.exit.send(Some(ExitState::NotStarted(format!("fork a child: {reason}"))));
+                    child.exit.publish(ExitState::NotStarted(format!("fork a child: {reason}")));
                 }
             }
             FromForkserver::Exited { id, status } => {
-                self.children.lock().expect("children lock").remove(&id);
                 if let Some(live) = self.live.remove(&id) {
                     tracing::debug!(id, pid = live.pid, %status, "process exited");
-                    let _ = live.exit.send(Some(ExitState::Exited(status)));
+                    // Exit first, then the books (see `ready`).
+                    live.exit.publish(ExitState::Exited(status));
+                    children().remove(id);
                 }
             }
         }
@@ -399,6 +671,9 @@ impl Supervisor {
 
     fn forkserver_lost(&mut self) {
         let Some(fs) = self.forkserver.take() else { return };
+        // No request goes its way any more; one already written is
+        // registered with its generation and found lost.
+        direct().take();
         // It is our child: reap it (it may still be exiting).
         let _ = sys::pidfd_send_signal(fs.pidfd.as_fd(), nix::libc::SIGKILL);
         let _ = wait_reap(&fs.pidfd);
@@ -407,19 +682,23 @@ impl Supervisor {
             children = self.live.len(),
             "the forkserver died; its children are lost; it restarts on the next start"
         );
-        self.children.lock().expect("children lock").clear();
         self.unflushed_fds = 0;
         for (_, live) in self.live.drain() {
-            let _ = live.exit.send(Some(ExitState::Lost));
+            live.exit.publish(ExitState::Lost);
         }
         for (_, (_, _, child)) in self.pending.drain() {
-            let _ = child.exit.send(Some(ExitState::NotStarted("the forkserver died before starting it".into())));
+            child.exit.publish(ExitState::NotStarted("the forkserver died before starting it".into()));
         }
+        // Exits first, then the books (see `ready`).
+        *children() = Children::default();
     }
 
     fn ensure_forkserver(&mut self) -> Result<()> {
         if self.forkserver.is_none() {
-            self.forkserver = Some(start_forkserver()?);
+            let (fs, sock) = start_forkserver(self.generation + 1)?;
+            self.generation = fs.generation;
+            *direct() = Some(Direct { generation: fs.generation, sock });
+            self.forkserver = Some(fs);
         }
         Ok(())
     }
@@ -434,10 +713,13 @@ fn wait_reap(pidfd: &OwnedFd) -> Result<()> {
     }
 }
 
-/// Re-executes this binary as the forkserver and shakes hands with it.
-fn start_forkserver() -> Result<Forkserver> {
+/// Re-executes this binary as the forkserver and shakes hands with it;
+/// returns it and our end of its direct request socket.
+fn start_forkserver(generation: u64) -> Result<(Forkserver, OwnedFd)> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
     let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)?;
+    let (direct, direct_theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
+    multiproc_sys::fd::set_nonblocking(direct.as_fd())?;
     let mut cmd = Command::new("/proc/self/exe");
     {
         use std::os::unix::process::CommandExt;
@@ -445,16 +727,22 @@ fn start_forkserver() -> Result<Forkserver> {
         cmd.arg0("multiproc-forkserver");
     }
     cmd.envs(role_env("forkserver", FORKSERVER_FD, std::process::id()));
+    cmd.env(DIRECT_FD_ENV, FORKSERVER_DIRECT_FD.to_string());
     // The forkserver, and every child it forks, belongs to this process's
     // tree (and shares its resource tracker).
     cmd.envs(super::tracker::child_env(std::process::id()));
     super::boot::boot_env(&mut cmd);
-    let _kept = sys::command_with_fds(&mut cmd, &[(theirs.as_fd(), FORKSERVER_FD)], true)?;
+    let _kept = sys::command_with_fds(
+        &mut cmd,
+        &[(theirs.as_fd(), FORKSERVER_FD), (direct_theirs.as_fd(), FORKSERVER_DIRECT_FD)],
+        true,
+    )?;
     let child = cmd.spawn()?;
     drop(theirs);
+    drop(direct_theirs);
     let pid = child.id();
     let pidfd = sys::pidfd_open(pid as i32)?;
-    set_nonblocking(ours.as_fd())?;
+    multiproc_sys::fd::set_nonblocking(ours.as_fd())?;
     let mut ch = BlockingChannel::new(ours, DEFAULT_MAX_FRAME);
     let deadline = Instant::now() + FORKSERVER_START;
     let hello = ch.send(&Hello::ours()).and_then(|()| ch.recv_until::<Hello>(deadline)).and_then(|hello| {
@@ -469,14 +757,7 @@ fn start_forkserver() -> Result<Forkserver> {
         return Err(e);
     }
     tracing::debug!(pid, "forkserver started");
-    Ok(Forkserver { ch, pidfd, pid })
-}
-
-fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    Ok(())
+    Ok((Forkserver { ch, pidfd, pid, generation }, direct))
 }
 
 #[cfg(test)]

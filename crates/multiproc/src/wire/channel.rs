@@ -16,13 +16,6 @@ use super::fds;
 use super::frame::{Frame, FrameReader, FrameWriter};
 use crate::error::{Error, Result};
 
-fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    Ok(())
-}
-
 /// Encodes `msg` into `buf`, collecting the fds its handles own.
 fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, msg: &T) -> (Result<()>, Vec<OwnedFd>) {
     fds::capture(|| rmp_serde::encode::write(buf, msg).map_err(|e| Error::encode("a message", e)))
@@ -46,26 +39,7 @@ fn would_block(e: &io::Error) -> bool {
 /// Waits until `fd` is readable or writable, as a blocking socket would;
 /// with a deadline, fails with `TimedOut` once it passed.
 fn wait_ready(fd: BorrowedFd<'_>, write: bool, deadline: Option<Instant>) -> io::Result<()> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let flags = if write { PollFlags::POLLOUT } else { PollFlags::POLLIN };
-    loop {
-        let timeout = match deadline {
-            None => PollTimeout::NONE,
-            Some(at) => {
-                let left = at.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-                PollTimeout::try_from(left.as_millis().clamp(1, 60_000) as u32).unwrap_or(PollTimeout::MAX)
-            }
-        };
-        match poll(&mut [PollFd::new(fd, flags)], timeout) {
-            Ok(0) => continue,
-            Ok(_) => return Ok(()),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    if multiproc_sys::fd::wait_ready(fd, write, deadline)? { Ok(()) } else { Err(io::ErrorKind::TimedOut.into()) }
 }
 
 /// A framed channel used from synchronous code.
@@ -123,6 +97,11 @@ impl BlockingChannel {
         self.flush()
     }
 
+    /// Whether everything queued has been written.
+    pub fn is_flushed(&self) -> bool {
+        self.writer.is_empty()
+    }
+
     /// Reads until a frame is buffered (or the deadline passes: `Timeout`;
     /// a deadline needs a non-blocking fd).
     fn fill(&mut self, deadline: Option<Instant>) -> Result<()> {
@@ -156,6 +135,11 @@ impl BlockingChannel {
         self.fill(None)?;
         let frame = self.reader.next_frame()?.ok_or(Error::Eof)?;
         decode_frame_raw(frame)
+    }
+
+    /// Whether the other end closed the stream (what is buffered is all).
+    pub fn is_eof(&self) -> bool {
+        self.reader.is_eof()
     }
 
     /// Reads without waiting until the socket has nothing more (or the
@@ -200,7 +184,7 @@ pub(crate) struct Channel {
 impl Channel {
     /// Registers the socket with the current runtime (sets `O_NONBLOCK`).
     pub fn new(fd: OwnedFd, max: usize) -> Result<Self> {
-        set_nonblocking(fd.as_fd())?;
+        multiproc_sys::fd::set_nonblocking(fd.as_fd())?;
         Ok(Self {
             fd: UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))?,
             reader: FrameReader::new(max),

@@ -6,6 +6,20 @@
 //! what it holds), never to the announced length up front: a peer that
 //! announces 64 MiB and sends two bytes costs a chunk, not 64 MiB. Buffers
 //! that grew for a large frame are given back once it is consumed.
+//!
+//! One framing core for every channel: [`FrameReader`] and [`FrameWriter`]
+//! hold the bytes and fds and know the format, and do no I/O of their own
+//! beyond the one-call helpers (`read_from`, `write_to`) built on their
+//! sans-I/O halves (`read_buf` + `filled`, `pending` + `consumed`). The
+//! async `Channel`, the `BlockingChannel` and `Connection` (socket or
+//! shared-memory bytes) differ only in how they wait.
+//!
+//! Fds and their frame: the writer sends a frame's fds with the `sendmsg`
+//! that starts at that frame's first byte (one frame's fds per call), and
+//! the kernel hands them to the `recvmsg` that reads that byte. So the
+//! frame owning fds always starts inside the bytes of the read that
+//! brought them: fds still unclaimed when a frame starting after those
+//! bytes is decoded were announced by no frame, and are closed.
 
 use std::collections::VecDeque;
 use std::io;
@@ -39,12 +53,22 @@ pub(crate) fn header(len: usize, nfds: usize, max: usize) -> Result<[u8; HEADER_
     Ok(h)
 }
 
+/// An fd received and not yet claimed by a frame, with the stream position
+/// the read that brought it ended at: the frame owning it starts before.
+type QueuedFd = (u64, OwnedFd);
+
+/// Position tag for fds that come on their own (the shared-memory path):
+/// they precede their frame's bytes and never expire.
+const NO_EXPIRY: u64 = u64::MAX;
+
 /// The receiving half of a framed stream: bytes and fds read so far.
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    fds: VecDeque<OwnedFd>,
+    /// Stream position of `buf[start]` (bytes consumed so far).
+    consumed: u64,
+    fds: VecDeque<QueuedFd>,
     cmsg: CmsgBuffer,
     max: usize,
     eof: bool,
@@ -75,6 +99,7 @@ impl FrameReader {
             buf: Vec::new(),
             start: 0,
             end: 0,
+            consumed: 0,
             fds: VecDeque::new(),
             cmsg: CmsgBuffer::default(),
             max,
@@ -129,12 +154,18 @@ impl FrameReader {
         if self.end - self.start < HEADER_LEN + len {
             return self.eof_check();
         }
+        // Fds from reads that ended where this frame starts, or before,
+        // belong to no frame still to come: close them.
+        while self.fds.front().is_some_and(|(expiry, _)| *expiry <= self.consumed) {
+            self.fds.pop_front();
+        }
         if self.fds.len() < nfds {
             return Err(Error::Malformed(format!("frame announces {nfds} fds, {} arrived", self.fds.len())));
         }
-        let fds = self.fds.drain(..nfds).collect();
+        let fds = self.fds.drain(..nfds).map(|(_, fd)| fd).collect();
         let at = self.start + HEADER_LEN;
         self.start = at + len;
+        self.consumed += (HEADER_LEN + len) as u64;
         Ok(Some(Frame { payload: &self.buf[at..at + len], fds }))
     }
 
@@ -149,22 +180,42 @@ impl FrameReader {
         Ok(None)
     }
 
-    /// One `recvmsg` into the buffer. `Ok(0)` is end of stream (remembered).
-    pub fn read_from(&mut self, sock: BorrowedFd<'_>) -> io::Result<usize> {
+    /// The sans-I/O read half: free space to read into (made first: a
+    /// chunk, or following a large frame's bytes). Report what was read
+    /// with [`filled`](Self::filled).
+    pub fn read_buf(&mut self) -> &mut [u8] {
         self.make_room();
-        let n = fdpass::recv(sock, &mut self.buf[self.end..], &mut self.cmsg, &mut self.fds)?;
-        if self.refuse_fds {
-            self.fds.clear();
-        } else if self.fds.len() > MAX_QUEUED_FDS {
-            // More fds than any run of frames announces: close them rather
-            // than let a peer fill our fd table.
-            self.fds.clear();
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "more file descriptors than frames announce"));
-        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Records `n` bytes read into [`read_buf`](Self::read_buf) and the fds
+    /// that came with them; 0 bytes is the end of the stream (remembered).
+    /// Fails, closing the queued fds, when more fds wait than any run of
+    /// frames announces (a peer must not fill our fd table).
+    pub fn filled(&mut self, n: usize, fds: Vec<OwnedFd>) -> io::Result<()> {
+        let n = n.min(self.buf.len() - self.end);
+        self.end += n;
         if n == 0 {
             self.eof = true;
         }
-        self.end += n;
+        if self.refuse_fds || fds.is_empty() {
+            return Ok(());
+        }
+        let expiry = self.consumed + (self.end - self.start) as u64;
+        self.fds.extend(fds.into_iter().map(|fd| (expiry, fd)));
+        if self.fds.len() > MAX_QUEUED_FDS {
+            self.fds.clear();
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "more file descriptors than frames announce"));
+        }
+        Ok(())
+    }
+
+    /// One `recvmsg` into the buffer. `Ok(0)` is end of stream (remembered).
+    pub fn read_from(&mut self, sock: BorrowedFd<'_>) -> io::Result<usize> {
+        let mut fds = Vec::new();
+        self.make_room();
+        let n = fdpass::recv(sock, &mut self.buf[self.end..], &mut self.cmsg, &mut fds)?;
+        self.filled(n, fds)?;
         Ok(n)
     }
 
@@ -184,9 +235,9 @@ impl FrameReader {
     /// Reads into the buffer with `read` (given the free space) instead of
     /// from a socket.
     pub fn fill_with(&mut self, read: impl FnOnce(&mut [u8]) -> io::Result<usize>) -> io::Result<usize> {
-        self.make_room();
-        let n = read(&mut self.buf[self.end..])?;
-        self.end += n;
+        let n = read(self.read_buf())?;
+        // Not the end of the stream: a ring with nothing in it yet.
+        self.end += n.min(self.buf.len() - self.end);
         Ok(n)
     }
 
@@ -200,7 +251,16 @@ impl FrameReader {
     /// socket's end).
     pub fn recv_fds(&mut self, sock: BorrowedFd<'_>) -> io::Result<usize> {
         let mut markers = [0u8; 64];
-        fdpass::recv(sock, &mut markers, &mut self.cmsg, &mut self.fds)
+        let mut fds = Vec::new();
+        let n = fdpass::recv(sock, &mut markers, &mut self.cmsg, &mut fds)?;
+        if !self.refuse_fds {
+            self.fds.extend(fds.into_iter().map(|fd| (NO_EXPIRY, fd)));
+            if self.fds.len() > MAX_QUEUED_FDS {
+                self.fds.clear();
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "more file descriptors than frames announce"));
+            }
+        }
+        Ok(n)
     }
 
     /// No more bytes will come: what is buffered is all there is.
@@ -245,12 +305,13 @@ impl FrameReader {
 pub(crate) struct FrameWriter {
     buf: Vec<u8>,
     sent: usize,
-    fds: Vec<OwnedFd>,
+    /// Each frame's fds, with the offset in `buf` where the frame starts.
+    fds: VecDeque<(usize, Vec<OwnedFd>)>,
 }
 
 impl std::fmt::Debug for FrameWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FrameWriter").field("pending", &self.pending_len()).field("fds", &self.fds.len()).finish()
+        f.debug_struct("FrameWriter").field("pending", &self.pending_len()).field("fds", &self.fd_count()).finish()
     }
 }
 
@@ -260,19 +321,14 @@ impl FrameWriter {
     pub fn push(&mut self, max: usize, encode: impl FnOnce(&mut Vec<u8>) -> Result<Vec<OwnedFd>>) -> Result<()> {
         let at = self.buf.len();
         self.buf.extend_from_slice(&[0; HEADER_LEN]);
-        let written = encode(&mut self.buf).and_then(|fds| {
-            if self.fds.len() + fds.len() > MAX_FDS_PER_MESSAGE {
-                return Err(Error::encode(
-                    "a message",
-                    format!("more than {MAX_FDS_PER_MESSAGE} file descriptors queued at once"),
-                ));
-            }
-            Ok((header(self.buf.len() - at - HEADER_LEN, fds.len(), max)?, fds))
-        });
+        let written =
+            encode(&mut self.buf).and_then(|fds| Ok((header(self.buf.len() - at - HEADER_LEN, fds.len(), max)?, fds)));
         match written {
             Ok((h, fds)) => {
                 self.buf[at..at + HEADER_LEN].copy_from_slice(&h);
-                self.fds.extend(fds);
+                if !fds.is_empty() {
+                    self.fds.push_back((at, fds));
+                }
                 Ok(())
             }
             Err(e) => {
@@ -298,48 +354,36 @@ impl FrameWriter {
         self.buf.len() - self.sent
     }
 
-    /// Hands what is pending to `write` (a shared ring, issue 13) and
-    /// forgets the bytes it took. Queued fds must have gone first
-    /// ([`send_fds`](Self::send_fds)).
-    pub fn write_with(&mut self, write: impl FnOnce(&[u8]) -> io::Result<usize>) -> io::Result<usize> {
-        debug_assert!(self.fds.is_empty(), "fds go before their frame's bytes");
-        let n = write(&self.buf[self.sent..])?;
-        self.sent += n;
-        if self.sent == self.buf.len() {
-            self.buf.clear();
-            self.sent = 0;
-        }
-        Ok(n)
+    /// Fds queued and not yet sent.
+    pub fn fd_count(&self) -> usize {
+        self.fds.iter().map(|(_, fds)| fds.len()).sum()
     }
 
-    /// Sends the queued fds on their own (one marker byte), ahead of the
-    /// bytes of their frames.
-    pub fn send_fds(&mut self, sock: BorrowedFd<'_>) -> io::Result<()> {
-        use std::os::fd::AsFd;
-        if self.fds.is_empty() {
-            return Ok(());
-        }
-        let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(|f| f.as_fd()).collect();
-        fdpass::send(sock, &[io::IoSlice::new(&[0])], &fds)?;
-        self.fds.clear();
-        Ok(())
-    }
-
-    /// One `sendmsg` of what is pending; fds ride on the first write so they
-    /// arrive no later than the first byte of their frame.
-    pub fn write_to(&mut self, sock: BorrowedFd<'_>) -> io::Result<()> {
-        use std::os::fd::{AsFd, AsRawFd};
-        let pending = &self.buf[self.sent..];
-        let n = if self.fds.is_empty() {
-            // The common case: a plain send, no ancillary data to build.
-            use nix::sys::socket::{MsgFlags, send};
-            send(sock.as_raw_fd(), pending, MsgFlags::MSG_NOSIGNAL)?
-        } else {
-            let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(|f| f.as_fd()).collect();
-            fdpass::send(sock, &[io::IoSlice::new(pending)], &fds)?
+    /// The sans-I/O write half: the bytes to write next, and the fds that
+    /// must go with their first byte (a frame's, when it starts there). The
+    /// bytes stop where the next frame with fds starts, so each write
+    /// carries at most one frame's fds. Report with
+    /// [`consumed`](Self::consumed).
+    pub fn pending(&self) -> (&[u8], &[OwnedFd]) {
+        let mut groups = self.fds.iter();
+        let (fds, next): (&[OwnedFd], Option<usize>) = match groups.next() {
+            Some((at, fds)) if *at == self.sent => (fds, groups.next().map(|(at, _)| *at)),
+            Some((at, _)) => (&[], Some(*at)),
+            None => (&[], None),
         };
-        self.fds.clear();
-        self.sent += n;
+        (&self.buf[self.sent..next.unwrap_or(self.buf.len())], fds)
+    }
+
+    /// Records that `n` bytes of [`pending`](Self::pending) were written,
+    /// with its fds if `n > 0`.
+    pub fn consumed(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if self.fds.front().is_some_and(|(at, _)| *at == self.sent) {
+            self.fds.pop_front();
+        }
+        self.sent = (self.sent + n).min(self.buf.len());
         if self.sent == self.buf.len() {
             self.buf.clear();
             self.sent = 0;
@@ -347,6 +391,43 @@ impl FrameWriter {
                 self.buf.shrink_to(READ_CHUNK);
             }
         }
+    }
+
+    /// Hands what is pending to `write` (a shared ring, issue 13) and
+    /// forgets the bytes it took. Queued fds must have gone first
+    /// ([`send_fds`](Self::send_fds)).
+    pub fn write_with(&mut self, write: impl FnOnce(&[u8]) -> io::Result<usize>) -> io::Result<usize> {
+        debug_assert!(self.fds.is_empty(), "fds go before their frame's bytes");
+        let n = write(&self.buf[self.sent..])?;
+        self.consumed(n);
+        Ok(n)
+    }
+
+    /// Sends the queued fds on their own (one marker byte per frame's fds),
+    /// ahead of the bytes of their frames.
+    pub fn send_fds(&mut self, sock: BorrowedFd<'_>) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        while let Some((_, fds)) = self.fds.front() {
+            let fds: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+            fdpass::send(sock, &[io::IoSlice::new(&[0])], &fds)?;
+            self.fds.pop_front();
+        }
+        Ok(())
+    }
+
+    /// One `sendmsg` of what is pending (see [`pending`](Self::pending)).
+    pub fn write_to(&mut self, sock: BorrowedFd<'_>) -> io::Result<()> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let (bytes, fds) = self.pending();
+        let n = if fds.is_empty() {
+            // The common case: a plain send, no ancillary data to build.
+            use nix::sys::socket::{MsgFlags, send};
+            send(sock.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL)?
+        } else {
+            let fds: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+            fdpass::send(sock, &[io::IoSlice::new(bytes)], &fds)?
+        };
+        self.consumed(n);
         Ok(())
     }
 }
@@ -483,5 +564,183 @@ mod tests {
         });
         assert!(matches!(r, Err(Error::FrameTooLarge { len: 5, max: 4 })));
         assert!(w.is_empty());
+    }
+
+    /// Whether the other end of `y`'s socketpair is closed everywhere.
+    fn peer_closed(y: &UnixStream) -> bool {
+        y.set_nonblocking(true).expect("nonblocking");
+        match std::io::Read::read(&mut &*y, &mut [0u8; 1]) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => {
+                assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+                false
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_read_a_byte_at_a_time_comes_whole() {
+        let mut w = FrameWriter::default();
+        w.push(1024, |buf| {
+            buf.extend_from_slice(b"hello");
+            Ok(Vec::new())
+        })
+        .expect("push");
+        let (bytes, fds) = w.pending();
+        assert!(fds.is_empty());
+        let bytes = bytes.to_vec();
+        w.consumed(bytes.len());
+        assert!(w.is_empty());
+        let mut r = FrameReader::new(1024);
+        for (i, b) in bytes.iter().enumerate() {
+            assert!(r.next_frame().expect("no error").is_none(), "whole after {i} bytes?");
+            let spare = r.read_buf();
+            spare[0] = *b;
+            r.filled(1, Vec::new()).expect("filled");
+        }
+        assert_eq!(r.next_frame().expect("ok").expect("whole").payload, b"hello");
+        assert!(r.next_frame().expect("ok").is_none());
+    }
+
+    #[test]
+    fn each_frames_fds_go_with_its_first_byte() {
+        let mut w = FrameWriter::default();
+        let (x1, y1) = pair();
+        let (x2, y2) = pair();
+        for (byte, fds) in [(1u8, vec![]), (2, vec![OwnedFd::from(x1)]), (3, vec![]), (4, vec![OwnedFd::from(x2)])] {
+            w.push(1024, |buf| {
+                buf.push(byte);
+                Ok(fds)
+            })
+            .expect("push");
+        }
+        // Frame 1 alone (frame 2 starts with fds), then 2 and 3 with frame
+        // 2's fd, then 4 with its own.
+        let (bytes, fds) = w.pending();
+        assert_eq!((bytes.len(), fds.len()), (HEADER_LEN + 1, 0));
+        let (a, b) = pair();
+        let mut writes = 0;
+        while !w.is_empty() {
+            w.write_to(a.as_fd()).expect("write");
+            writes += 1;
+        }
+        assert_eq!(writes, 3);
+        let mut r = FrameReader::new(1024);
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            r.read_from(b.as_fd()).expect("read");
+            while let Some(f) = r.next_frame().expect("ok") {
+                got.push((f.payload[0], f.fds));
+            }
+        }
+        assert_eq!(got.iter().map(|(p, f)| (*p, f.len())).collect::<Vec<_>>(), [(1, 0), (2, 1), (3, 0), (4, 1)]);
+        // The right fd went with each frame: closing frame 2's closes x1.
+        let (_, f2) = got.remove(1);
+        drop(f2);
+        assert!(peer_closed(&y1), "frame 2 carried x1");
+        assert!(!peer_closed(&y2), "x2 is still held by frame 4");
+    }
+
+    #[test]
+    fn fds_no_frame_announces_are_closed() {
+        let (a, b) = pair();
+        let (x, y) = pair();
+        // A frame announcing no fd, sent with one anyway.
+        let fd = OwnedFd::from(x);
+        fdpass::send(a.as_fd(), &[io::IoSlice::new(&[0, 0, 0, 1, 0, 7])], &[fd.as_fd()]).expect("send");
+        drop(fd);
+        let mut r = FrameReader::new(1024);
+        r.read_from(b.as_fd()).expect("read");
+        let f = r.next_frame().expect("ok").expect("frame");
+        assert!(f.fds.is_empty());
+        // A later frame that announces one fd, sent with its own: it gets
+        // its own, and the stray one is closed, not handed on.
+        let (x2, y2) = pair();
+        let fd2 = OwnedFd::from(x2);
+        fdpass::send(a.as_fd(), &[io::IoSlice::new(&[0, 0, 0, 1, 1, 8])], &[fd2.as_fd()]).expect("send");
+        drop(fd2);
+        r.read_from(b.as_fd()).expect("read");
+        let f = r.next_frame().expect("ok").expect("frame");
+        assert_eq!((f.payload, f.fds.len()), (&[8u8][..], 1));
+        assert!(peer_closed(&y), "the unannounced fd was closed");
+        assert!(!peer_closed(&y2), "the announced one was kept");
+    }
+
+    #[test]
+    fn a_frame_whose_fds_never_came_is_malformed() {
+        let (mut a, b) = pair();
+        a.write_all(&[0, 0, 0, 1, 2, 7]).expect("write");
+        let mut r = FrameReader::new(1024);
+        r.read_from(b.as_fd()).expect("read");
+        assert!(matches!(r.next_frame(), Err(Error::Malformed(_))));
+    }
+
+    #[test]
+    fn more_fds_than_one_message_carries_go_in_a_burst() {
+        // 300 frames with an fd each: more than SCM_RIGHTS takes at once.
+        let (a, b) = pair();
+        b.set_nonblocking(true).expect("nonblocking");
+        let mut w = FrameWriter::default();
+        let mut keep = Vec::new();
+        for i in 0..300u16 {
+            let (x, y) = pair();
+            keep.push(y);
+            w.push(1024, |buf| {
+                buf.extend_from_slice(&i.to_be_bytes());
+                Ok(vec![x.into()])
+            })
+            .expect("push");
+        }
+        let mut r = FrameReader::new(1024);
+        let mut seen = 0u16;
+        while seen < 300 {
+            if !w.is_empty() {
+                w.write_to(a.as_fd()).expect("write");
+            }
+            match r.read_from(b.as_fd()) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => panic!("read: {e}"),
+            }
+            while let Some(f) = r.next_frame().expect("ok") {
+                assert_eq!((f.payload, f.fds.len()), (&seen.to_be_bytes()[..], 1));
+                seen += 1;
+            }
+        }
+        assert!(w.is_empty());
+        assert_eq!(w.fd_count(), 0);
+    }
+
+    #[test]
+    fn the_writer_gives_back_a_large_buffer() {
+        let (a, b) = pair();
+        b.set_nonblocking(true).expect("nonblocking");
+        a.set_nonblocking(true).expect("nonblocking");
+        let mut w = FrameWriter::default();
+        w.push(8 << 20, |buf| {
+            buf.resize(buf.len() + (4 << 20), 1);
+            Ok(Vec::new())
+        })
+        .expect("push");
+        let mut r = FrameReader::new(8 << 20);
+        loop {
+            match w.write_to(a.as_fd()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("write: {e}"),
+            }
+            match r.read_from(b.as_fd()) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+            if let Some(f) = r.next_frame().expect("ok") {
+                assert_eq!(f.payload.len(), 4 << 20);
+                break;
+            }
+        }
+        assert!(w.is_empty());
+        assert!(w.buf.capacity() <= READ_CHUNK, "writer kept {} bytes", w.buf.capacity());
     }
 }

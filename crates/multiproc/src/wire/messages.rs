@@ -48,7 +48,10 @@ pub enum ToForkserver {
     /// Fork a child that talks to its parent over `control`; `exec` re-executes
     /// the binary first (the `spawn` start method).
     /// `id` names the child from then on (pids are reused; spawn ids are not).
-    Spawn { id: u64, exec: bool, control: PassFd },
+    /// `report` (a `SOCK_SEQPACKET` end) gets the child's exit status
+    /// straight from the forkserver, ahead of the `Exited` report (8 bytes,
+    /// see `tree::forkserver::exit_report`).
+    Spawn { id: u64, exec: bool, control: PassFd, report: PassFd },
     /// Send `signal` to child `id` if it has not been reaped yet.
     Signal { id: u64, signal: i32 },
 }

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Identifies this build of the program: processes only talk to processes
 /// running the same binary file.

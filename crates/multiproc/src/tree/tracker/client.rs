@@ -105,10 +105,7 @@ fn start_tracker(listen: OwnedFd) -> Result<()> {
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    Ok(())
+    Ok(multiproc_sys::fd::set_nonblocking(fd.as_fd())?)
 }
 
 impl Client {

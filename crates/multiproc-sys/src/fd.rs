@@ -1,0 +1,77 @@
+//! Small fd helpers every part of `multiproc` needs, kept here once:
+//! switching a socket to non-blocking mode, and waiting for readiness with
+//! an optional deadline (`poll(2)`, retried on `EINTR`, never waking early).
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::time::Instant;
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+/// Sets `O_NONBLOCK` on `fd` (a no-op when it is already set).
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    if !flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    }
+    Ok(())
+}
+
+/// The `poll(2)` timeout that ends no earlier than `deadline` (rounded up
+/// to the next millisecond; `None`: wait forever).
+pub fn timeout_until(deadline: Option<Instant>) -> PollTimeout {
+    match deadline {
+        None => PollTimeout::NONE,
+        Some(at) => {
+            let left = at.saturating_duration_since(Instant::now());
+            let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        }
+    }
+}
+
+/// Waits until `fd` is readable (or writable, with `write`), or the
+/// deadline passes: `Ok(false)`. A hang-up or error on `fd` counts as
+/// ready (the next read or write says what happened).
+pub fn wait_ready(fd: BorrowedFd<'_>, write: bool, deadline: Option<Instant>) -> io::Result<bool> {
+    let flags = if write { PollFlags::POLLOUT } else { PollFlags::POLLIN };
+    loop {
+        match poll(&mut [PollFd::new(fd, flags)], timeout_until(deadline)) {
+            Ok(0) if deadline.is_some_and(|d| Instant::now() >= d) => return Ok(false),
+            Ok(0) => {}
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn wait_ready_times_out_then_sees_data() {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        let deadline = Instant::now() + Duration::from_millis(20);
+        assert!(!wait_ready(b.as_fd(), false, Some(deadline)).expect("poll"));
+        assert!(Instant::now() >= deadline, "never returns before the deadline");
+        io::Write::write_all(&mut &a, b"x").expect("write");
+        assert!(wait_ready(b.as_fd(), false, None).expect("poll"));
+        assert!(wait_ready(b.as_fd(), true, Some(Instant::now())).expect("poll"), "room to write");
+    }
+
+    #[test]
+    fn set_nonblocking_makes_reads_return_would_block() {
+        let (_a, b) = UnixStream::pair().expect("socketpair");
+        set_nonblocking(b.as_fd()).expect("set");
+        set_nonblocking(b.as_fd()).expect("idempotent");
+        let err = io::Read::read(&mut &b, &mut [0u8; 1]).expect_err("nothing to read");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+}
