@@ -116,8 +116,8 @@ impl PoolBuilder {
     /// its socket (issue 13): the waiting side spins briefly while a core is
     /// idle, then sleeps (see ARCHITECTURE.md, "The shared-memory call
     /// path"). The socket still carries file descriptors and tells a dead
-    /// worker, so every crash rule is the same. Default: see
-    /// [`SHARED_MEMORY_DEFAULT`](super::SHARED_MEMORY_DEFAULT).
+    /// worker, so every crash rule is the same. Default: off (the link did
+    /// not measure faster under load on every run; ARCHITECTURE.md says why).
     pub fn shared_memory(mut self, on: bool) -> Self {
         self.shared_memory = Some(on);
         self
