@@ -251,10 +251,7 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn random(&mut self, n: u64) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng % n.max(1)
+        multiproc_suite::xorshift(&mut self.rng) % n.max(1)
     }
 
     async fn spawn(&mut self, kind: usize) {

@@ -84,12 +84,7 @@ async fn soak(kills: u32) {
     let t = Instant::now();
     let handles: Vec<_> = (0..jobs).map(|n| pool.apply_async(job, (n,))).collect();
     let mut rng = u64::from(std::process::id()) | 1;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = move || multiproc_suite::xorshift(&mut rng);
     let mut done = 0;
     // Each kill takes a live worker not killed before (a slot lists its
     // dead worker until it notices).
@@ -168,12 +163,7 @@ async fn leased_soak(kills: u32) {
     let sup = builder.start().await.expect("start the consumers");
     let signal = multiproc::shutdown_on_signals();
     let mut rng = u64::from(std::process::id()) | 1;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = move || multiproc_suite::xorshift(&mut rng);
     let mut killed = std::collections::HashSet::new();
     while (killed.len() as u32) < kills {
         tokio::time::sleep(Duration::from_micros(500 + next() % 4_000)).await;

@@ -24,6 +24,16 @@ pub fn open_fds() -> usize {
 }
 
 /// Whether `pid` is alive (and not a zombie).
+/// CPU time (user + system) of `pid` so far, in clock ticks, from
+/// `/proc/<pid>/stat` (fields 14 and 15); `None` once it is gone.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command may hold spaces and parentheses: count from its last ')'.
+    let after = stat.rsplit(')').next()?;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
 pub fn pid_alive(pid: u32) -> bool {
     multiproc_sys::pidlock::process_alive(pid)
 }

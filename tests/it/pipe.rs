@@ -20,6 +20,7 @@ mod shm_path {
 
     use multiproc::{Connection, Error, Pipe, Process, StartMethod};
 
+    use crate::common::cpu_ticks;
     use crate::per_method;
 
     fn shm_pipe() -> (Connection, Connection) {
@@ -94,16 +95,6 @@ mod shm_path {
         let t = std::thread::spawn(move || a.blocking_recv::<u64>());
         drop(b);
         assert!(matches!(t.join().expect("thread"), Err(Error::Eof)));
-    }
-
-    /// CPU time (user + system) of a process, from /proc, in clock ticks;
-    /// `None` once it is gone.
-    fn cpu_ticks(pid: u32) -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let after = stat.rsplit(')').next()?;
-        let f: Vec<&str> = after.split_whitespace().collect();
-        // Fields 14 and 15 of stat (utime, stime) are 12 and 13 here.
-        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
     }
 
     /// 16 pairs on this 2-core machine, both ends of each in a child of its

@@ -22,6 +22,7 @@ mod shm_path {
 
     use multiproc::{Error, ExitStatus, PassFd, Pool, StartMethod};
 
+    use crate::common::cpu_ticks;
     use crate::per_method;
 
     async fn shm_pool(method: StartMethod, n: usize) -> Pool {
@@ -95,15 +96,6 @@ mod shm_path {
         assert_eq!(after.await.expect("the queued call ran on the replacement"), 81);
         assert!(pool.apply(on_shared_memory, ()).await.expect("apply"), "the replacement has a link too");
         assert_eq!(pool.stats().workers_replaced, 1);
-    }
-
-    /// Total CPU time (user + system) of `pid` so far, in clock ticks.
-    fn cpu_ticks(pid: u32) -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let rest = stat.rsplit(')').next()?;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // After the command: state is field 3, utime 14, stime 15.
-        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
     }
 
     /// 16 workers on this 2-core machine, every one of them warmed up on
