@@ -131,6 +131,17 @@ fn failing_init() {
     panic!("cannot initialize")
 }
 
+/// An initializer only the first worker passes: each start appends a byte
+/// to `marker`, and every start after the first fails.
+#[multiproc::task]
+fn init_first_only(marker: String) {
+    use std::io::Write;
+    let before = std::fs::metadata(&marker).map_or(0, |m| m.len());
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&marker).expect("open the marker");
+    f.write_all(b"x").expect("count the start");
+    assert_eq!(before, 0, "only the first worker may start");
+}
+
 /// Not registered: it has no `#[multiproc::task]`.
 fn unregistered(x: u64) -> u64 {
     x
@@ -465,6 +476,31 @@ async fn stop_cancelled_kills_the_running_call(method: StartMethod) {
     assert_eq!(pool.stats().workers_replaced, 1);
 }
 
+/// When no replacement worker can start, queued work fails with
+/// `PoolWorkerStart` instead of hanging, but only after several failed
+/// starts in a row (one failure is often a forkserver death being noticed).
+async fn queued_work_fails_once_replacements_keep_failing(method: StartMethod) {
+    let marker = std::env::temp_dir().join(format!("multiproc-init-first-{}-{method:?}-{SHM}", std::process::id()));
+    let marker = marker.to_string_lossy().into_owned();
+    let _ = std::fs::remove_file(&marker);
+    let pool = builder()
+        .processes(1)
+        .max_tasks_per_child(1)
+        .initializer(init_first_only, (marker.clone(),))
+        .start_method(method)
+        .build()
+        .await
+        .expect("pool");
+    assert_eq!(pool.apply(square, (3,)).await.expect("the first worker runs"), 9);
+    // That worker retires after its one task; no replacement can start.
+    let second = tokio::time::timeout(Duration::from_secs(60), pool.apply(square, (4,))).await.expect("no hang");
+    assert!(matches!(second, Err(Error::PoolWorkerStart(_))), "{second:?}");
+    let starts = std::fs::metadata(&marker).expect("marker").len();
+    assert!(starts >= 4, "the work failed after {} failed start(s), not 3", starts - 1);
+    drop(pool);
+    std::fs::remove_file(&marker).expect("remove the marker");
+}
+
 async fn failing_initializer_fails_build(method: StartMethod) {
     let err = builder().processes(2).initializer(failing_init, ()).start_method(method).build().await;
     match err {
@@ -668,6 +704,7 @@ per_method!(
 );
 
 per_method!(
+    queued_work_fails_once_replacements_keep_failing,
     failing_initializer_fails_build,
     retries_rerun_a_lost_call,
     stop_cancelled_kills_the_running_call,
