@@ -89,6 +89,10 @@ struct Consumer {
 impl Target for Consumer {
     fn run(self) {
         loop {
+            // As in the seed: `empty()` is a snapshot, so this consumer may
+            // stop while the producer still has items to put (or stop at
+            // once, if it starts first). A real consumer waits for a
+            // sentinel or a count instead.
             if self.queue.empty() {
                 println!("the queue is empty");
                 break;

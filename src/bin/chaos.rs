@@ -619,6 +619,11 @@ async fn queue(kills: u64, leased: bool) -> Report {
         }
     }
     report.lost += produced.saturating_sub(seen.len() as u64 + left);
+    // Every item put has now been acked (as a task_done): join returns.
+    if leased && !matches!(tokio::time::timeout(STUCK_AFTER, joinable.join()).await, Ok(Ok(()))) {
+        eprintln!("join: {} unfinished after every item was acked", joinable.unfinished_tasks());
+        report.deadlocks += 1;
+    }
     let ok = if leased {
         joinable.put_timeout(1, STUCK_AFTER).await.is_ok() && joinable.get_leased_timeout(STUCK_AFTER).await.is_ok()
     } else {

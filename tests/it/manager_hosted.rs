@@ -315,7 +315,20 @@ async fn objects_are_freed_with_their_last_proxy_anywhere() {
     let q = manager.queue::<u8>(0).await.expect("queue");
     let mut p = Process::new(hold_then_wait, (d.clone(), q.clone()));
     p.start().await.expect("start");
-    assert_eq!(q.get_timeout(Duration::from_secs(60)).await.expect("ready"), 1);
+    let ready = tokio::select! {
+        got = q.get_timeout(Duration::from_secs(60)) => got,
+        code = p.join() => panic!("the child ended ({code:?}) before it had used the dict"),
+    };
+    let pid = p.pid().expect("started");
+    let server = manager.pid().expect("a local manager");
+    assert_eq!(
+        ready.unwrap_or_else(|e| panic!(
+            "the child's first calls: {e}; child: {}; manager: {}",
+            crate::common::threads_of(pid),
+            crate::common::threads_of(server)
+        )),
+        1
+    );
     drop(d);
     wait_for_count(&manager, baseline + 2).await;
     assert_eq!(manager.object_count().await.expect("count"), baseline + 2, "the child still holds the dict");

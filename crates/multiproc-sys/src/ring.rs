@@ -25,6 +25,15 @@
 //! - Counts (`count`, `leased`, `abandoned`) are derived state: whoever takes
 //!   the lock over from a dead holder recounts them, validating every
 //!   position and record length on the way.
+//! - The JoinableQueue count of unfinished items is not derived (a plain
+//!   `get` and its `task_done` are separate calls), so the two operations
+//!   that change it together with a record — a push and a joinable ack —
+//!   are journaled: the lock holder numbers the operation, writes a journal
+//!   word (record position and kind), changes the count with one CAS that
+//!   also stamps the operation's number into the count word, then changes
+//!   the record and clears the journal. Whoever takes the lock over from a
+//!   dead holder finishes or undoes a journaled operation, knowing from the
+//!   stamp whether the count moved.
 //! - Nothing read from the mapping is trusted: positions, lengths and states
 //!   are checked before use, and a check that fails is a [`Corrupt`] error
 //!   (never a panic, an out-of-bounds access or a huge allocation).
@@ -40,7 +49,7 @@ use crate::futex;
 use crate::pidlock::{self, Acquired, Liveness, PidLock};
 use crate::shm::SharedRegion;
 
-const MAGIC: u32 = 0x6d70_7132; // "mpq2"
+const MAGIC: u32 = 0x6d70_7133; // "mpq3"
 const DATA: usize = 128;
 /// Bytes of a record before its payload: length, state, deliveries.
 const REC_HDR: usize = 12;
@@ -61,12 +70,26 @@ const O_TAIL: usize = 48;
 const O_COUNT: usize = 56;
 const O_MAXSIZE: usize = 64;
 const O_CAPACITY: usize = 72;
+/// Items put and not yet marked done (low 32 bits), and the number of the
+/// last journaled operation that changed them (high 32 bits).
 const O_UNFINISHED: usize = 80;
 const O_KEEP: usize = 88;
 /// Monotonic milliseconds of the last look for leases of dead consumers.
 const O_LAST_SCAN: usize = 96;
 /// Records in `keep..head` abandoned (their lease dropped unacknowledged).
 const O_ABANDONED: usize = 104;
+/// Number of the last journaled operation.
+const O_OP_SEQ: usize = 108;
+/// The journaled operation in progress: its record position with the kind
+/// in the low two bits (positions are multiples of 4); 0 when none.
+const O_JOURNAL: usize = 112;
+
+// Journaled operation kinds.
+const OP_PUSH: u64 = 1;
+const OP_ACK: u64 = 2;
+
+/// The unfinished count in the low half of the `O_UNFINISHED` word.
+const COUNT_MASK: u64 = u32::MAX as u64;
 
 // Record states.
 const QUEUED: u32 = 0;
@@ -137,6 +160,17 @@ pub struct Lease {
     pub pos: u64,
     /// Times it was handed out, this time included.
     pub deliveries: u32,
+}
+
+/// Outcome of [`Ring::ack`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acked {
+    /// The lease ended; with `task_done`, one unfinished item was marked done.
+    Done,
+    /// The lease ended, but `task_done` found no unfinished item to mark.
+    NothingUnfinished,
+    /// `lease` is not held by this process (acknowledged already, or never).
+    NotHeld,
 }
 
 /// What a waiter waits for.
@@ -258,7 +292,7 @@ impl Ring {
     fn lock(&self) -> io::Result<Guard<'_>> {
         let lock = PidLock::new(self.u32(O_LOCK));
         let how = lock.lock()?;
-        let guard = Guard { ring: self, lock };
+        let mut guard = Guard { ring: self, lock, repaired: false };
         if let Acquired::FromDeadHolder(_) = how {
             guard.repair()?;
         }
@@ -344,20 +378,24 @@ impl Ring {
         Ok(popped)
     }
 
-    /// Ends a lease: the record is done. `false` if `lease` is not held by
-    /// this process (acknowledged already, or never).
-    pub fn ack(&self, lease: Lease) -> io::Result<bool> {
-        let (ok, freed) = self.lock()?.finish(lease, DONE)?;
+    /// Ends a lease: the record is done and, with `task_done`, one
+    /// unfinished item too — both or neither, even if this process dies in
+    /// the middle (see the journal in the module docs).
+    pub fn ack(&self, lease: Lease, task_done: bool) -> io::Result<Acked> {
+        let (acked, freed) = self.lock()?.ack(lease, task_done)?;
         if freed {
             self.wake(O_NOT_FULL, O_PUTTERS);
         }
-        Ok(ok)
+        if task_done && acked == Acked::Done && self.unfinished() == 0 {
+            self.wake(O_ALL_DONE, O_JOINERS);
+        }
+        Ok(acked)
     }
 
     /// Gives a leased record back unacknowledged: the next consumer gets it,
     /// its delivery count one higher.
     pub fn abandon(&self, lease: Lease) -> io::Result<bool> {
-        let (ok, _) = self.lock()?.finish(lease, ABANDONED)?;
+        let ok = self.lock()?.abandon(lease)?;
         if ok {
             self.wake(O_NOT_EMPTY, O_GETTERS);
         }
@@ -488,12 +526,12 @@ impl Ring {
         let lock = PidLock::new(self.u32(O_LOCK));
         for _ in 0..SPINS {
             if lock.try_lock() {
-                return Ok(Some(Guard { ring: self, lock }));
+                return Ok(Some(Guard { ring: self, lock, repaired: false }));
             }
             std::hint::spin_loop();
         }
         if lock.try_take_over().is_some() {
-            let guard = Guard { ring: self, lock };
+            let mut guard = Guard { ring: self, lock, repaired: false };
             guard.repair()?;
             return Ok(Some(guard));
         }
@@ -544,26 +582,33 @@ impl Ring {
 
     /// Items put and not yet marked done (JoinableQueue).
     pub fn unfinished(&self) -> u64 {
-        self.u64(O_UNFINISHED).load(Ordering::SeqCst)
+        self.u64(O_UNFINISHED).load(Ordering::SeqCst) & COUNT_MASK
     }
 
     /// Marks one item done; `false` if none was outstanding.
     pub fn task_done(&self) -> bool {
+        let done = self.change_unfinished(-1, None);
+        if done == Some(0) {
+            self.wake(O_ALL_DONE, O_JOINERS);
+        }
+        done.is_some()
+    }
+
+    /// Adds `delta` (±1) to the unfinished count in one CAS, keeping the
+    /// word's stamp or, given `stamp`, writing it; the new count, or `None`
+    /// (nothing changed but the stamp) when the count would leave `0..=u32::MAX`.
+    fn change_unfinished(&self, delta: i64, stamp: Option<u32>) -> Option<u64> {
         let word = self.u64(O_UNFINISHED);
         let mut now = word.load(Ordering::SeqCst);
         loop {
-            if now == 0 {
-                return false;
-            }
-            match word.compare_exchange_weak(now, now - 1, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => break,
+            let count = (now & COUNT_MASK).checked_add_signed(delta).filter(|c| *c <= COUNT_MASK);
+            let high = stamp.map_or(now & !COUNT_MASK, |s| u64::from(s) << 32);
+            let new = high | count.unwrap_or(now & COUNT_MASK);
+            match word.compare_exchange_weak(now, new, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return count,
                 Err(actual) => now = actual,
             }
         }
-        if now == 1 {
-            self.wake(O_ALL_DONE, O_JOINERS);
-        }
-        true
     }
 
     /// Waits until every item put has been marked done, or `deadline`.
@@ -636,6 +681,10 @@ struct Positions {
 struct Guard<'a> {
     ring: &'a Ring,
     lock: PidLock<'a>,
+    /// Taken over from a dead holder and repaired: every kind of waiter is
+    /// woken on unlock (the dead holder may have made room, queued a record
+    /// or finished the last item without living to say so).
+    repaired: bool,
 }
 
 impl Guard<'_> {
@@ -679,20 +728,42 @@ impl Guard<'_> {
             return Ok(Push::NoRoom);
         }
         let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("record longer than 4 GiB"))?;
+        if r.unfinished() == COUNT_MASK {
+            return Err(io::Error::other("more than 4294967295 unfinished items"));
+        }
         r.rec(p.tail, 0)?.store(len, Ordering::Relaxed);
         r.rec(p.tail, 1)?.store(QUEUED, Ordering::Relaxed);
         r.rec(p.tail, 2)?.store(0, Ordering::Relaxed);
         r.copy_in(p.tail + REC_HDR as u64, payload);
+        let op = self.begin(p.tail, OP_PUSH);
+        r.change_unfinished(1, Some(op));
         r.u64(O_TAIL).store(p.tail + need, Ordering::Release);
+        self.end();
         r.u64(O_COUNT).store(count + 1, Ordering::SeqCst);
-        r.u64(O_UNFINISHED).fetch_add(1, Ordering::SeqCst);
         Ok(Push::Done)
+    }
+
+    /// Starts a journaled operation of `kind` on the record at `pos`;
+    /// returns its number, to stamp into the unfinished count word.
+    fn begin(&self, pos: u64, kind: u64) -> u32 {
+        let r = self.ring;
+        let op = r.u32(O_OP_SEQ).load(Ordering::Relaxed).wrapping_add(1);
+        // Numbered first: a death before the journal is written leaves none.
+        r.u32(O_OP_SEQ).store(op, Ordering::SeqCst);
+        r.u64(O_JOURNAL).store(pos | kind, Ordering::SeqCst);
+        op
+    }
+
+    /// The journaled operation is complete.
+    fn end(&self) {
+        self.ring.u64(O_JOURNAL).store(0, Ordering::SeqCst);
     }
 
     /// Takes a record: first one whose lease ended without an ack (holder
     /// dead, or abandoned), else the oldest queued one. Returns its lease
-    /// (for a plain take too, with its delivery count) and whether ring
-    /// bytes were freed.
+    /// (for a plain take too, with its delivery count) and whether it made
+    /// room for a producer (ring bytes freed, or the count fell below
+    /// `maxsize`).
     fn pop(&self, out: &mut Vec<u8>, take: Take) -> io::Result<(Option<Lease>, bool)> {
         let r = self.ring;
         let p = self.positions()?;
@@ -729,6 +800,8 @@ impl Guard<'_> {
         r.u64(O_HEAD).store(new_head, Ordering::Release);
         let count = r.u64(O_COUNT).load(Ordering::Relaxed);
         r.u64(O_COUNT).store(count.saturating_sub(1), Ordering::SeqCst);
+        // A producer waiting on `maxsize` may go on, bytes freed or not.
+        let below_max = r.maxsize() != 0 && count >= r.maxsize();
         let lease = Lease { pos: p.head, deliveries: 1 };
         let freed = match take {
             Take::Leased => {
@@ -737,7 +810,7 @@ impl Guard<'_> {
             }
             Take::Plain => self.advance_keep(&Positions { head: new_head, ..p })?,
         };
-        Ok((Some(lease), freed))
+        Ok((Some(lease), freed || below_max))
     }
 
     fn mark(&self, take: Take) -> u32 {
@@ -791,28 +864,50 @@ impl Guard<'_> {
         Ok(None)
     }
 
-    /// Ends the lease `lease` held by this process with `state` (`DONE` or
-    /// `ABANDONED`); whether it was held, and whether bytes were freed.
-    fn finish(&self, lease: Lease, state: u32) -> io::Result<(bool, bool)> {
+    /// Whether `lease` is held by this process: a record boundary in
+    /// `keep..head` marked with this pid, delivered as many times.
+    fn holds(&self, p: &Positions, lease: Lease) -> io::Result<bool> {
+        let r = self.ring;
+        if lease.pos < p.keep || lease.pos >= p.head || !lease.pos.is_multiple_of(4) {
+            return Ok(false);
+        }
+        Ok(r.rec(lease.pos, 1)?.load(Ordering::Relaxed) == pidlock::current_pid()
+            && r.rec(lease.pos, 2)?.load(Ordering::Relaxed) == lease.deliveries)
+    }
+
+    /// Ends `lease` with an acknowledgement (and, with `task_done`, one
+    /// unfinished item, journaled); whether ring bytes were freed.
+    fn ack(&self, lease: Lease, task_done: bool) -> io::Result<(Acked, bool)> {
         let r = self.ring;
         let p = self.positions()?;
-        if lease.pos < p.keep || lease.pos >= p.head || !lease.pos.is_multiple_of(4) {
-            return Ok((false, false));
+        if !self.holds(&p, lease)? {
+            return Ok((Acked::NotHeld, false));
         }
-        let st = r.rec(lease.pos, 1)?;
-        if st.load(Ordering::Relaxed) != pidlock::current_pid()
-            || r.rec(lease.pos, 2)?.load(Ordering::Relaxed) != lease.deliveries
-        {
-            return Ok((false, false));
+        let mut acked = Acked::Done;
+        if task_done {
+            let op = self.begin(lease.pos, OP_ACK);
+            if r.change_unfinished(-1, Some(op)).is_none() {
+                acked = Acked::NothingUnfinished;
+            }
         }
-        st.store(state, Ordering::Relaxed);
-        if state == ABANDONED {
-            r.u32(O_ABANDONED).fetch_add(1, Ordering::SeqCst);
-            return Ok((true, false));
+        r.rec(lease.pos, 1)?.store(DONE, Ordering::Relaxed);
+        if task_done {
+            self.end();
         }
         let l = r.u32(O_LEASED);
         l.store(l.load(Ordering::Relaxed).saturating_sub(1), Ordering::SeqCst);
-        Ok((true, self.advance_keep(&p)?))
+        Ok((acked, self.advance_keep(&p)?))
+    }
+
+    /// Gives `lease` back unacknowledged; whether it was held.
+    fn abandon(&self, lease: Lease) -> io::Result<bool> {
+        let p = self.positions()?;
+        if !self.holds(&p, lease)? {
+            return Ok(false);
+        }
+        self.ring.rec(lease.pos, 1)?.store(ABANDONED, Ordering::Relaxed);
+        self.ring.u32(O_ABANDONED).fetch_add(1, Ordering::SeqCst);
+        Ok(true)
     }
 
     /// Moves `keep` past the `DONE` records at its front; whether it moved.
@@ -832,15 +927,36 @@ impl Guard<'_> {
         Ok(true)
     }
 
-    /// After a holder died mid-update: checks the positions and every
-    /// record, and recounts what is derived from them.
-    fn repair(&self) -> io::Result<()> {
+    /// After a holder died mid-update: finishes or undoes its journaled
+    /// operation, checks the positions and every record, and recounts what
+    /// is derived from them.
+    fn repair(&mut self) -> io::Result<()> {
+        self.repaired = true;
         let r = self.ring;
         let p = self.positions()?;
+        let journal = r.u64(O_JOURNAL).load(Ordering::SeqCst);
+        let (at, kind) = (journal & !3, journal & 3);
+        // Whether the journaled operation changed the unfinished count.
+        let counted =
+            r.u64(O_UNFINISHED).load(Ordering::SeqCst) >> 32 == u64::from(r.u32(O_OP_SEQ).load(Ordering::SeqCst));
+        if journal != 0 && kind == OP_PUSH && counted && p.tail == at {
+            // Counted, never published: the item was not put.
+            r.change_unfinished(-1, None);
+        }
         let (mut leased, mut abandoned, mut pos) = (0u32, 0u32, p.keep);
         while pos < p.head {
             let (_, size) = self.record(pos, p.head)?;
-            match r.rec(pos, 1)?.load(Ordering::Relaxed) {
+            let state = r.rec(pos, 1)?;
+            if journal != 0
+                && kind == OP_ACK
+                && counted
+                && pos == at
+                && !matches!(state.load(Ordering::Relaxed), DONE | QUEUED | ABANDONED)
+            {
+                // Marked done in the count, not yet in the record.
+                state.store(DONE, Ordering::Relaxed);
+            }
+            match state.load(Ordering::Relaxed) {
                 DONE => {}
                 ABANDONED => {
                     leased += 1;
@@ -860,6 +976,7 @@ impl Guard<'_> {
         r.u64(O_COUNT).store(count, Ordering::SeqCst);
         r.u32(O_LEASED).store(leased, Ordering::SeqCst);
         r.u32(O_ABANDONED).store(abandoned, Ordering::SeqCst);
+        self.end();
         self.advance_keep(&p)?;
         Ok(())
     }
@@ -868,6 +985,14 @@ impl Guard<'_> {
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
         self.lock.unlock();
+        if self.repaired {
+            let r = self.ring;
+            r.wake(O_NOT_EMPTY, O_GETTERS);
+            r.wake(O_NOT_FULL, O_PUTTERS);
+            if r.unfinished() == 0 {
+                r.wake(O_ALL_DONE, O_JOINERS);
+            }
+        }
     }
 }
 
@@ -971,8 +1096,8 @@ mod tests {
         assert!(ring.abandon(a).expect("abandon"));
         let again = ring.try_pop_leased(&mut out).expect("pop").expect("the abandoned record");
         assert_eq!((out.as_slice(), again.deliveries), (&[1u8; 20][..], 2));
-        assert!(!ring.ack(a).expect("ack"), "a lease of an earlier delivery is gone");
-        assert!(ring.ack(again).expect("ack"));
+        assert_eq!(ring.ack(a, false).expect("ack"), Acked::NotHeld, "a lease of an earlier delivery is gone");
+        assert_eq!(ring.ack(again, false).expect("ack"), Acked::Done);
         assert_eq!(ring.try_push(&[3; 20]).expect("push"), Push::Done);
         assert!(ring.try_pop(&mut out).expect("pop"));
         assert_eq!(out, [2; 20]);
@@ -990,8 +1115,123 @@ mod tests {
         let again = ring.try_pop_leased(&mut out).expect("pop").expect("redelivered");
         assert_eq!((out.as_slice(), again.deliveries), (&b"job"[..], 2));
         assert!(ring.try_pop_leased(&mut out).expect("pop").is_none(), "delivered once more, not twice");
-        assert!(ring.ack(again).expect("ack"));
+        assert_eq!(ring.ack(again, false).expect("ack"), Acked::Done);
         assert_eq!(ring.leased(), 0);
+    }
+
+    /// Leaves `ring` as a holder that died inside a journaled operation on
+    /// the record at `pos` would: numbered, journaled, and (if `counted`)
+    /// the unfinished count moved by `delta` under the operation's stamp.
+    fn die_inside(ring: &Ring, pos: u64, kind: u64, counted: Option<i64>) {
+        let op = ring.u32(O_OP_SEQ).load(Ordering::SeqCst).wrapping_add(1);
+        ring.u32(O_OP_SEQ).store(op, Ordering::SeqCst);
+        ring.u64(O_JOURNAL).store(pos | kind, Ordering::SeqCst);
+        if let Some(delta) = counted {
+            ring.change_unfinished(delta, Some(op)).expect("count moves");
+        }
+        PidLock::new(ring.u32(O_LOCK)).force_held_by(dead_pid());
+    }
+
+    #[test]
+    fn a_joinable_ack_cut_short_is_finished_or_undone_whole() {
+        let mut out = Vec::new();
+        // Died after counting the item done, before marking the record: the
+        // next holder marks it, so it is neither delivered again nor owed.
+        let ring = Ring::create(256, 0).expect("ring");
+        ring.try_push(b"job").expect("push");
+        let lease = ring.try_pop_leased(&mut out).expect("pop").expect("record");
+        ring.rec(lease.pos, 1).expect("state").store(dead_pid(), Ordering::SeqCst);
+        die_inside(&ring, lease.pos, OP_ACK, Some(-1));
+        assert!(ring.try_pop_leased(&mut out).expect("pop").is_none(), "a counted ack is not delivered again");
+        assert_eq!((ring.unfinished(), ring.leased()), (0, 0));
+        assert!(ring.wait_all_done(Some(Instant::now())).expect("join"));
+        // Died before counting: the record goes to the next consumer and
+        // stays owed until that consumer acks it.
+        let ring = Ring::create(256, 0).expect("ring");
+        ring.try_push(b"job").expect("push");
+        let lease = ring.try_pop_leased(&mut out).expect("pop").expect("record");
+        ring.rec(lease.pos, 1).expect("state").store(dead_pid(), Ordering::SeqCst);
+        die_inside(&ring, lease.pos, OP_ACK, None);
+        let again = ring.try_pop_leased(&mut out).expect("pop").expect("redelivered");
+        assert_eq!((again.deliveries, ring.unfinished()), (2, 1));
+        assert_eq!(ring.ack(again, true).expect("ack"), Acked::Done);
+        assert_eq!((ring.unfinished(), ring.leased()), (0, 0));
+    }
+
+    #[test]
+    fn a_push_cut_short_is_not_counted() {
+        let mut out = Vec::new();
+        let ring = Ring::create(256, 0).expect("ring");
+        ring.try_push(b"one").expect("push");
+        // Counted, then died before moving `tail`: the item was never put.
+        let tail = ring.u64(O_TAIL).load(Ordering::SeqCst);
+        die_inside(&ring, tail, OP_PUSH, Some(1));
+        assert!(ring.try_pop(&mut out).expect("pop"));
+        assert_eq!((out.as_slice(), ring.unfinished()), (&b"one"[..], 1));
+        assert!(!ring.try_pop(&mut out).expect("pop"));
+        // Counted and published, died before clearing the journal: it stays.
+        ring.try_push(b"two").expect("push");
+        let tail = ring.u64(O_TAIL).load(Ordering::SeqCst);
+        ring.u64(O_JOURNAL).store((tail - 16) | OP_PUSH, Ordering::SeqCst);
+        PidLock::new(ring.u32(O_LOCK)).force_held_by(dead_pid());
+        assert!(ring.try_pop(&mut out).expect("pop"));
+        assert_eq!((out.as_slice(), ring.unfinished(), ring.len()), (&b"two"[..], 2, 0));
+        // A plain task_done keeps the stamp: a later repair still reads it.
+        assert!(ring.task_done());
+        assert_eq!(
+            ring.u64(O_UNFINISHED).load(Ordering::SeqCst) >> 32,
+            u64::from(ring.u32(O_OP_SEQ).load(Ordering::SeqCst))
+        );
+    }
+
+    /// Runs `push_wait(payload)` without a deadline on a thread: only a
+    /// wake-up ends its wait. Its outcome arrives on the channel.
+    fn waiting_producer(ring: &std::sync::Arc<Ring>, payload: &'static [u8]) -> std::sync::mpsc::Receiver<Push> {
+        let (ring, (tx, rx)) = (ring.clone(), std::sync::mpsc::channel());
+        std::thread::spawn(move || tx.send(ring.push_wait(payload, None).expect("push")));
+        rx
+    }
+
+    /// A producer that was never woken (so never returns) fails the test
+    /// instead of hanging it.
+    const NEVER: Duration = Duration::from_secs(30);
+
+    /// Waits until a producer sleeps on the ring's room word.
+    fn until_a_producer_sleeps(ring: &Ring) {
+        while ring.u32(O_PUTTERS).load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_leased_get_wakes_a_producer_waiting_on_maxsize() {
+        let ring = std::sync::Arc::new(Ring::create(1024, 1).expect("ring"));
+        let mut out = Vec::new();
+        ring.try_push(b"one").expect("push");
+        let producer = waiting_producer(&ring, b"two");
+        until_a_producer_sleeps(&ring);
+        // The lease keeps the record's bytes, but the count fell below 1.
+        let lease = ring.try_pop_leased(&mut out).expect("pop").expect("record");
+        assert_eq!(producer.recv_timeout(NEVER), Ok(Push::Done), "woken when the count fell below maxsize");
+        assert_eq!(ring.ack(lease, false).expect("ack"), Acked::Done);
+    }
+
+    #[test]
+    fn taking_over_from_a_dead_holder_wakes_waiting_producers() {
+        let ring = std::sync::Arc::new(Ring::create(64, 0).expect("ring"));
+        let mut out = Vec::new();
+        ring.try_push(&[1; 40]).expect("push");
+        let producer = waiting_producer(&ring, &[2; 40]);
+        until_a_producer_sleeps(&ring);
+        // A consumer took the record (state, head, count) and died before
+        // moving `keep` past it: the room it made is only found by repair.
+        let tail = ring.u64(O_TAIL).load(Ordering::SeqCst);
+        ring.rec(0, 1).expect("state").store(DONE, Ordering::SeqCst);
+        ring.u64(O_HEAD).store(tail, Ordering::SeqCst);
+        ring.u64(O_COUNT).store(0, Ordering::SeqCst);
+        PidLock::new(ring.u32(O_LOCK)).force_held_by(dead_pid());
+        assert!(!ring.try_pop(&mut out).expect("pop"), "nothing queued");
+        assert_eq!(producer.recv_timeout(NEVER), Ok(Push::Done), "woken by the repair that freed the room");
     }
 
     #[test]

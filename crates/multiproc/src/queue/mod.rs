@@ -225,8 +225,9 @@ impl Shared {
             Ok(item) => Ok(Leased { shared: self.clone(), lease, item: Some(item), joinable }),
             Err(e) => {
                 // An item no consumer can decode would come back forever:
-                // it is dropped, as a plain get drops it.
-                let _ = self.ring.ack(lease);
+                // it is dropped, as a plain get drops it (and counted done,
+                // or a JoinableQueue's join would wait for it forever).
+                let _ = self.ring.ack(lease, joinable);
                 Err(e)
             }
         }
@@ -327,14 +328,11 @@ impl<T> Leased<T> {
     /// item.
     pub fn ack(mut self) -> Result<T> {
         let item = self.item.take();
-        let held = self.shared.ring.ack(self.lease).map_err(ring_error)?;
-        if !held {
-            return Err(Error::LeaseLost);
+        match self.shared.ring.ack(self.lease, self.joinable).map_err(ring_error)? {
+            ring::Acked::Done => item.ok_or(Error::LeaseLost),
+            ring::Acked::NothingUnfinished => Err(Error::TaskDoneTooManyTimes),
+            ring::Acked::NotHeld => Err(Error::LeaseLost),
         }
-        if self.joinable && !self.shared.ring.task_done() {
-            return Err(Error::TaskDoneTooManyTimes);
-        }
-        item.ok_or(Error::LeaseLost)
     }
 
     /// [`ack`](Self::ack) under `JoinableQueue`'s name.
@@ -502,7 +500,10 @@ impl<T> Queue<T> {
         usize::try_from(self.shared.ring.len()).unwrap_or(usize::MAX)
     }
 
-    /// `q.empty()`.
+    /// `q.empty()`: no item is queued right now. Another process may put
+    /// one the next moment, so as in Python this is no way to decide that
+    /// the work is over: send a sentinel, count the items, or `join` a
+    /// [`JoinableQueue`].
     pub fn empty(&self) -> bool {
         self.shared.ring.is_empty()
     }
