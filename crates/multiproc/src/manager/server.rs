@@ -18,6 +18,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use multiproc_sys::fd::set_nonblocking;
 use multiproc_sys::fdpass::{self, CmsgBuffer};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde_bytes::ByteBuf;
@@ -67,13 +68,6 @@ fn raise_fd_limit() {
     {
         tracing::debug!(error = %e, "could not raise the fd limit");
     }
-}
-
-fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL)?);
-    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    Ok(())
 }
 
 fn out_of_fds(e: &std::io::Error) -> bool {
@@ -383,7 +377,7 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let fd = OwnedFd::from(stream);
-            if set_nonblocking(&fd).is_err() {
+            if set_nonblocking(fd.as_fd()).is_err() {
                 continue;
             }
             let logins = self.conns.values().filter(|c| c.login.is_some()).count();
@@ -507,7 +501,7 @@ fn serve(listen: OwnedFd, tcp: Option<(TcpListener, Vec<u8>)>) -> Result<()> {
                 }
                 Ok(_) => {
                     for fd in received {
-                        if set_nonblocking(&fd).is_ok() {
+                        if set_nonblocking(fd.as_fd()).is_ok() {
                             server.add(Conn::new(fd, DEFAULT_MAX_FRAME, None));
                         }
                     }

@@ -64,7 +64,7 @@ fn dial() -> Result<BlockingChannel> {
         match socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
             Ok(()) => {
                 same_user(&fd)?;
-                set_nonblocking(&fd)?;
+                multiproc_sys::fd::set_nonblocking(fd.as_fd())?;
                 let mut ch = BlockingChannel::new(fd, MAX_FRAME);
                 ch.send(&TrackerMessage::Hello { pid: std::process::id() })?;
                 return Ok(ch);
@@ -102,10 +102,6 @@ fn start_tracker(listen: OwnedFd) -> Result<()> {
     sys::spawn_detached(&mut cmd, &[(listen.as_fd(), TRACKER_LISTEN_FD)])?;
     tracing::debug!(tree = %tree(), "resource tracker started");
     Ok(())
-}
-
-fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
-    Ok(multiproc_sys::fd::set_nonblocking(fd.as_fd())?)
 }
 
 impl Client {
