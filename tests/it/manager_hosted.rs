@@ -281,8 +281,12 @@ async fn a_cancelled_call_never_answers_the_next_one() {
 fn hold_then_wait(d: multiproc::DictProxy<u8, u8>, q: QueueProxy<u8>) {
     d.blocking_set(1, 1).expect("use it");
     q.blocking_put(1).expect("ready");
-    // Killed while waiting here, holding its reference.
-    let _ = q.blocking_get();
+    // Killed while waiting here, holding its reference. (Not a get on `q`:
+    // that could take the child's own "ready" before the parent asks for
+    // it, end the child, and leave the parent waiting.)
+    loop {
+        std::thread::park();
+    }
 }
 
 async fn wait_for_count(m: &Manager, want: usize) {
