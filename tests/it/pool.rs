@@ -122,3 +122,56 @@ mod shm_path {
         assert_eq!(pool.apply(square, (12,)).await.expect("apply"), 144);
     }
 }
+
+/// A large map encodes its items on the caller's thread: the runtime's
+/// other tasks must not stall meanwhile.
+mod runtime_threads {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use multiproc::Pool;
+
+    #[multiproc::task]
+    fn len(s: String) -> usize {
+        s.len()
+    }
+
+    /// One runtime worker thread runs both a ticker and the task that
+    /// submits a 300,000-item map. Had the encoding run on that thread as
+    /// it is, the ticker could not tick until `map_async` returned.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_large_map_does_not_stall_the_other_tasks_of_its_worker() {
+        let pool = Pool::new(1).await.expect("pool");
+        let (ticks, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let ticker = tokio::spawn({
+            let (ticks, stop) = (ticks.clone(), stop.clone());
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        // The ticker has run: the worker thread is shared from here on.
+        while ticks.load(Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let items: Vec<String> = (0..300_000).map(|i| format!("item number {i:>24}")).collect();
+        let submitter = tokio::spawn({
+            let (pool, ticks) = (pool.clone(), ticks.clone());
+            async move {
+                let before = ticks.load(Ordering::Relaxed);
+                let result = pool.map_async(len, items);
+                let during = ticks.load(Ordering::Relaxed) - before;
+                (result.await, during)
+            }
+        });
+        let (results, during) = submitter.await.expect("submitter");
+        stop.store(true, Ordering::Relaxed);
+        ticker.await.expect("ticker");
+        let results = results.expect("map");
+        assert_eq!(results.len(), 300_000);
+        assert!(results.iter().all(|r| matches!(r, Ok(36))), "{:?}", &results[..1]);
+        assert!(during > 0, "the ticker never ran while the map was encoded");
+    }
+}

@@ -196,21 +196,29 @@ impl<T: DeserializeOwned, X> MapCall<T, X> {
         };
         let batch = self.shared.next_batch();
         let timeout = self.timeout.or(self.shared.config.task_timeout);
-        // Each chunk is queued as soon as it is encoded, so workers start
-        // while the rest is still being encoded.
-        let mut pieces = Vec::with_capacity(1);
-        for (i, chunk) in self.items.chunks(chunksize).enumerate() {
-            encode_pieces(chunk, i * chunksize, self.encode, &mut prefailed, &mut pieces);
-            for (base, args, ends, fds) in pieces.drain(..) {
-                let task = Arc::clone(&task);
-                let job = Job { batch, base, task, args, ends, fds, timeout, attempts: 0, sink: tx.clone() };
-                if let Err(e) = self.shared.submit(std::iter::once(job)) {
-                    return MapResult::failed(e);
+        let mut encode_all = || -> Result<Vec<Result<T>>> {
+            // Each chunk is queued as soon as it is encoded, so workers start
+            // while the rest is still being encoded.
+            let mut pieces = Vec::with_capacity(1);
+            for (i, chunk) in self.items.chunks(chunksize).enumerate() {
+                encode_pieces(chunk, i * chunksize, self.encode, &mut prefailed, &mut pieces);
+                for (base, args, ends, fds) in pieces.drain(..) {
+                    let task = Arc::clone(&task);
+                    let job = Job { batch, base, task, args, ends, fds, timeout, attempts: 0, sink: tx.clone() };
+                    self.shared.submit(std::iter::once(job))?;
                 }
             }
+            // Filled while the workers run the first chunks.
+            Ok(placeholders(n))
+        };
+        // A large map takes milliseconds to encode (the items need not be
+        // `Send`, so it cannot move to the blocking pool): the runtime
+        // worker's other tasks move to another thread meanwhile.
+        let results = if n >= LONG_MAP_ITEMS { crate::runtime::long_stretch(encode_all) } else { encode_all() };
+        match results {
+            Ok(results) => MapResult { rx: Some(rx), results, remaining: n, prefailed, error: None },
+            Err(e) => MapResult::failed(e),
         }
-        // Filled while the workers run the first chunks.
-        MapResult { rx: Some(rx), results: placeholders(n), remaining: n, prefailed, error: None }
     }
 }
 
@@ -222,6 +230,10 @@ impl<T: DeserializeOwned, X> IntoFuture for MapCall<T, X> {
         self.submit()
     }
 }
+
+/// Maps of at least this many items encode inside
+/// [`long_stretch`](crate::runtime::long_stretch).
+const LONG_MAP_ITEMS: usize = 16_384;
 
 /// `n` results that say `PoolTerminated` until their chunk arrives. A large
 /// vector is backed by huge pages where the kernel allows it: it is written
