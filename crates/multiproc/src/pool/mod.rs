@@ -222,7 +222,10 @@ impl Pool {
 
     /// `f(item)` for every item, results in input order (`pool.map(f, items)`):
     /// `.await` it, or set `.chunksize(n)` first. Each item's result is its
-    /// own `Result`, so one failure does not hide the others.
+    /// own `Result`, so one failure does not hide the others. The items are
+    /// encoded on the caller's thread when the map is submitted; a map of
+    /// many items (16,384 or more) on a multi-thread runtime does it inside
+    /// `block_in_place`, so the thread's other tasks run elsewhere meanwhile.
     ///
     /// `f` must be a `#[multiproc::task]` function; a closure or an
     /// un-annotated `fn` fails with [`Error::UnregisteredTask`] (see [What a
