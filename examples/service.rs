@@ -84,7 +84,7 @@ fn crash() {
 async fn primes(State(pool): State<Arc<Pool>>, Path(below): Path<u64>) -> (StatusCode, String) {
     match pool.apply(count_primes, (below,)).await {
         Ok(count) => (StatusCode::OK, format!("{count} primes below {below}")),
-        Err(Error::TaskFailed { message, .. }) => (StatusCode::BAD_REQUEST, message),
+        Err(Error::TaskFailed(failure)) => (StatusCode::BAD_REQUEST, failure.message),
         Err(e) => unavailable(e),
     }
 }

@@ -327,7 +327,7 @@ async fn the_pool_api_works_across_the_cluster() {
     assert_eq!(unordered, squares(40));
 
     match pool.apply(boom, (5,)).await {
-        Err(Error::TaskPanicked { message, .. }) => assert!(message.contains("boom 5"), "{message}"),
+        Err(Error::TaskPanicked(p)) => assert!(p.message.contains("boom 5"), "{}", p.message),
         other => panic!("a panicking task gives TaskPanicked, got {other:?}"),
     }
     match pool.apply_timeout(slow_square, (2, 5_000), Duration::from_millis(200)).await {

@@ -240,7 +240,7 @@ async fn intensity_exceeded_stops_children_and_fails() {
         .expect("start");
     let steady = Watch::all(&[sup.stats().await.expect("stats").children[0].pid.expect("pid")]);
     match tokio::time::timeout(WAIT, sup.wait()).await.expect("it gives up") {
-        Err(Error::RestartIntensity { name, max, .. }) => assert_eq!((name.as_str(), max), ("flaky", 3)),
+        Err(Error::RestartIntensity(limit)) => assert_eq!((limit.name.as_str(), limit.max), ("flaky", 3)),
         other => panic!("expected RestartIntensity, got {other:?}"),
     }
     assert_all_gone(&steady).await;

@@ -251,8 +251,8 @@ async fn a_registered_type_is_hosted_and_called_through_its_proxy() {
     let same = manager.hosted_named("tally", Tally { counts: Default::default() }).await.expect("same");
     assert_eq!(same.top().await.expect("top"), Some(("x".to_string(), 5)), "found by name, not made again");
     match manager.dict_named::<u8, u8>("tally").await {
-        Err(Error::WrongKind { found, wanted, .. }) => {
-            assert!(found.ends_with("Tally") && wanted == "dict", "{found} / {wanted}");
+        Err(Error::WrongKind(kind)) => {
+            assert!(kind.found.ends_with("Tally") && kind.wanted == "dict", "{} / {}", kind.found, kind.wanted);
         }
         other => panic!("expected WrongKind, got {other:?}"),
     }

@@ -300,9 +300,9 @@ async fn panic_arrives_at_its_item(method: StartMethod) {
     let out = pool.map(panic_on, 0..8).chunksize(4).await.expect("map");
     for (i, r) in out.into_iter().enumerate() {
         match (i, r) {
-            (3, Err(Error::TaskPanicked { message, location })) => {
-                assert_eq!(message, "three is not allowed");
-                assert!(location.contains("pool_suite.rs"), "{location}");
+            (3, Err(Error::TaskPanicked(p))) => {
+                assert_eq!(p.message, "three is not allowed");
+                assert!(p.location.contains("pool_suite.rs"), "{}", p.location);
             }
             (3, other) => panic!("item 3: {other:?}"),
             (i, r) => assert_eq!(r.expect("other items succeed"), i as u32),
@@ -504,7 +504,7 @@ async fn queued_work_fails_once_replacements_keep_failing(method: StartMethod) {
 async fn failing_initializer_fails_build(method: StartMethod) {
     let err = builder().processes(2).initializer(failing_init, ()).start_method(method).build().await;
     match err {
-        Err(Error::TaskMismatch { reason, .. }) => assert!(reason.contains("initializer failed"), "{reason}"),
+        Err(Error::TaskMismatch(m)) => assert!(m.reason.contains("initializer failed"), "{}", m.reason),
         other => panic!("expected the initializer's failure, got {other:?}"),
     }
 }

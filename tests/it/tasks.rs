@@ -69,7 +69,7 @@ async fn pool(method: StartMethod) -> Pool {
 
 fn expect_failed(r: multiproc::Result<impl fmt::Debug>) -> (String, String, Vec<String>, String) {
     match r {
-        Err(Error::TaskFailed { task, message, sources, location }) => (task, message, sources, location),
+        Err(Error::TaskFailed(f)) => (f.task, f.message, f.sources, f.location),
         other => panic!("expected TaskFailed, got {other:?}"),
     }
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use multiproc::{Error, ExitStatus};
+use multiproc::{Error, ExitStatus, TaskMismatch, TaskPanic};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
@@ -87,10 +87,8 @@ impl RemoteError {
     /// How an agent reports an item's error.
     pub fn from_local(e: &Error) -> Self {
         match e {
-            Error::TaskPanicked { message, location } => {
-                Self::Panicked { message: message.clone(), location: location.clone() }
-            }
-            Error::TaskMismatch { name, reason } => Self::Mismatch { name: name.clone(), reason: reason.clone() },
+            Error::TaskPanicked(p) => Self::Panicked { message: p.message.clone(), location: p.location.clone() },
+            Error::TaskMismatch(m) => Self::Mismatch { name: m.name.clone(), reason: m.reason.clone() },
             Error::Decode { source, .. } => Self::Decode(source.to_string()),
             Error::Encode { source, .. } => Self::Encode(source.to_string()),
             Error::WorkerLost { pid, status } => Self::WorkerLost { pid: *pid, status: *status },
@@ -103,8 +101,8 @@ impl RemoteError {
     /// The error the caller sees, the same variant the local `Pool` gives.
     pub fn into_error(self) -> Error {
         match self {
-            Self::Panicked { message, location } => Error::TaskPanicked { message, location },
-            Self::Mismatch { name, reason } => Error::TaskMismatch { name, reason },
+            Self::Panicked { message, location } => Error::TaskPanicked(Box::new(TaskPanic { message, location })),
+            Self::Mismatch { name, reason } => Error::TaskMismatch(Box::new(TaskMismatch { name, reason })),
             Self::Decode(reason) => {
                 Error::Decode { what: "in the cluster agent", source: Arc::from(Box::from(reason)) }
             }

@@ -107,40 +107,18 @@ pub enum Error {
     NoSuchChild(String),
 
     // ----- Task outcomes ([`ErrorKind::Task`]) -----
-    /// The worker has no task by that name and signature.
-    #[error("run task `{name}` in the worker: {reason}")]
-    TaskMismatch {
-        /// The task's registered name.
-        name: String,
-        /// Why the worker refused it.
-        reason: String,
-    },
+    /// The worker has no task by that name and signature, or could not
+    /// get it ready (its initializer failed).
+    #[error("run task `{}` in the worker: {}", .0.name, .0.reason)]
+    TaskMismatch(Box<TaskMismatch>),
     /// A task panicked; its message and source location.
-    #[error("run the task: it panicked at {location}: {message}")]
-    TaskPanicked {
-        /// The panic's message.
-        message: String,
-        /// `file:line:column` of the panic.
-        location: String,
-    },
+    #[error("run the task: it panicked at {}: {}", .0.location, .0.message)]
+    TaskPanicked(Box<TaskPanic>),
     /// A task returned `Err(e)` with `e` an ordinary `std::error::Error` (not
-    /// a serde type): Python's exception raised in the worker. `message` is
-    /// `e.to_string()`, `sources` the messages of its `source()` chain,
-    /// outermost first; `location` is where the task is defined. (The chain
-    /// lived in another process, so it arrives as text and is part of the
-    /// message.)
-    #[error("run task `{task}` (defined at {location}): it returned an error: {message}{}", causes(.sources))]
-    TaskFailed {
-        /// The task's registered name (module path and ident).
-        task: String,
-        /// The error's `Display`.
-        message: String,
-        /// The `Display` of each error in its `source()` chain, outermost
-        /// first (at most 32).
-        sources: Vec<String>,
-        /// `file:line:column` of the task's definition.
-        location: String,
-    },
+    /// a serde type): Python's exception raised in the worker (see
+    /// [`TaskFailure`]).
+    #[error("run task `{}` (defined at {}): it returned an error: {}{}", .0.task, .0.location, .0.message, causes(&.0.sources))]
+    TaskFailed(Box<TaskFailure>),
     /// A deadline passed: `get_timeout`, `join_timeout`, a pool's
     /// `task_timeout` (Python's `TimeoutError`).
     #[error("wait: the operation timed out")]
@@ -186,15 +164,8 @@ pub enum Error {
     PoolWorkerStart(#[source] Arc<Error>),
     /// A supervisor's children restarted more than `max` times within
     /// `within`: it stopped them all and gave up.
-    #[error("supervise {name:?}: more than {max} restarts within {within:?}; every child was stopped")]
-    RestartIntensity {
-        /// The supervisor's name.
-        name: String,
-        /// The restarts allowed within `within`.
-        max: u32,
-        /// The window.
-        within: std::time::Duration,
-    },
+    #[error("supervise {:?}: more than {} restarts within {:?}; every child was stopped", .0.name, .0.max, .0.within)]
+    RestartIntensity(Box<RestartLimit>),
 
     // ----- Transport, protocol and the OS ([`ErrorKind::Transport`]) -----
     /// A peer speaks another protocol version or runs another build.
@@ -311,21 +282,14 @@ pub enum Error {
     #[error("connect to the manager at {address}")]
     ManagerUnreachable {
         /// The address tried.
-        address: std::net::SocketAddr,
+        address: Box<std::net::SocketAddr>,
         /// Why the connection failed.
         #[source]
         source: io::Error,
     },
     /// A named manager object exists with another type.
-    #[error("open the manager object {name:?}: it is a {found}, not a {wanted}")]
-    WrongKind {
-        /// The object's name.
-        name: String,
-        /// Its type.
-        found: String,
-        /// The type asked for.
-        wanted: String,
-    },
+    #[error("open the manager object {:?}: it is a {}, not a {}", .0.name, .0.found, .0.wanted)]
+    WrongKind(Box<WrongKind>),
 
     // ----- The cluster, `multiproc-cluster` ([`ErrorKind::Cluster`]) -----
     /// A cluster task killed its worker on each of its `deliveries`
@@ -343,6 +307,66 @@ pub enum Error {
     #[error("find a cluster agent: {0}")]
     NoClusterWorkers(String),
     // New variants go into their group above (and into `kind`).
+}
+
+// The payloads of the variants that carry several strings live in boxes,
+// so that `Error` stays small: a 1M-item map returns a million
+// `Result<T, Error>`, and at 96 bytes each its results alone took ~100 MB
+// (see the size test below).
+
+/// What a task that returned `Err(e)` sent back ([`Error::TaskFailed`]).
+/// The chain lived in another process, so it arrives as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFailure {
+    /// The task's registered name (module path and ident).
+    pub task: String,
+    /// The error's `Display` (`e.to_string()`).
+    pub message: String,
+    /// The `Display` of each error in its `source()` chain, outermost first
+    /// (at most 32).
+    pub sources: Vec<String>,
+    /// `file:line:column` of the task's definition.
+    pub location: String,
+}
+
+/// A task's panic ([`Error::TaskPanicked`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskPanic {
+    /// The panic's message.
+    pub message: String,
+    /// `file:line:column` of the panic.
+    pub location: String,
+}
+
+/// A task the worker could not run ([`Error::TaskMismatch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskMismatch {
+    /// The task's registered name.
+    pub name: String,
+    /// Why the worker refused it.
+    pub reason: String,
+}
+
+/// A supervisor that gave up ([`Error::RestartIntensity`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartLimit {
+    /// The supervisor's name.
+    pub name: String,
+    /// The restarts allowed within `within`.
+    pub max: u32,
+    /// The window.
+    pub within: std::time::Duration,
+}
+
+/// A named manager object of another type ([`Error::WrongKind`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrongKind {
+    /// The object's name.
+    pub name: String,
+    /// Its type.
+    pub found: String,
+    /// The type asked for.
+    pub wanted: String,
 }
 
 /// The groups of [`Error`]'s variants: what kind of thing went wrong, for
@@ -387,16 +411,14 @@ impl Error {
             | BadRange { .. }
             | NoRuntime { .. }
             | NoSuchChild(_) => ErrorKind::Usage,
-            TaskMismatch { .. }
-            | TaskPanicked { .. }
-            | TaskFailed { .. }
+            TaskMismatch(_)
+            | TaskPanicked(_)
+            | TaskFailed(_)
             | Timeout
             | PoolTerminated
             | ArgumentsTooLarge { .. }
             | ResultTooLarge { .. } => ErrorKind::Task,
-            WorkerLost { .. } | ForkserverLost { .. } | PoolWorkerStart(_) | RestartIntensity { .. } => {
-                ErrorKind::Process
-            }
+            WorkerLost { .. } | ForkserverLost { .. } | PoolWorkerStart(_) | RestartIntensity(_) => ErrorKind::Process,
             Handshake(_) | Encode { .. } | Decode { .. } | FrameTooLarge { .. } | Malformed(_) | Eof | Io(_) => {
                 ErrorKind::Transport
             }
@@ -413,7 +435,7 @@ impl Error {
             | TooManyWaiters { .. }
             | ShmExists { .. }
             | ShmNotFound { .. } => ErrorKind::SharedState,
-            Remote(_) | Authentication(_) | ManagerUnreachable { .. } | WrongKind { .. } => ErrorKind::Manager,
+            Remote(_) | Authentication(_) | ManagerUnreachable { .. } | WrongKind(_) => ErrorKind::Manager,
             TaskPoisoned { .. } | ClusterUnavailable(_) | NoClusterWorkers(_) => ErrorKind::Cluster,
         }
     }
@@ -474,3 +496,16 @@ impl From<nix::Error> for Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_and_a_result_of_a_word_stay_small() {
+        // A map's results are a `Vec<Result<T, Error>>`: every byte here is
+        // a megabyte of a million-item map.
+        assert!(std::mem::size_of::<Error>() <= 40, "Error is {} bytes", std::mem::size_of::<Error>());
+        assert!(std::mem::size_of::<Result<u64>>() <= 40);
+    }
+}

@@ -30,7 +30,9 @@ mod wire;
 pub use current::{
     ChildProcess, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process,
 };
-pub use error::{Cause, Error, ErrorKind, ExitStatus, Result};
+pub use error::{
+    Cause, Error, ErrorKind, ExitStatus, RestartLimit, Result, TaskFailure, TaskMismatch, TaskPanic, WrongKind,
+};
 pub use fleet::{
     ChildSpec, ChildStats, ExitCause, RecycleReason, Restart, Strategy, Supervisor, SupervisorBuilder, SupervisorEvent,
     SupervisorStats,

@@ -108,8 +108,8 @@ pub(crate) fn resolve(task: &TaskRef) -> std::result::Result<&'static TaskEntry,
 /// | the task returns | the caller gets | marker |
 /// | --- | --- | --- |
 /// | `R: Serialize + DeserializeOwned` (including `Result<T, E>` with a serde `E`) | `Ok(R)`, the exact value | [`Plain`] / [`Async`] |
-/// | `Result<T, E>` with `E: std::error::Error` | `Ok(T)`, or `Err(Error::TaskFailed { .. })` | [`ErrorResult`] |
-/// | `Result<T, Box<dyn Error + Send + Sync>>` (or anything that derefs to `dyn Error`, such as `anyhow::Error`) | `Ok(T)`, or `Err(Error::TaskFailed { .. })` | [`BoxedErrorResult`] |
+/// | `Result<T, E>` with `E: std::error::Error` | `Ok(T)`, or `Err(Error::TaskFailed(_))` | [`ErrorResult`] |
+/// | `Result<T, Box<dyn Error + Send + Sync>>` (or anything that derefs to `dyn Error`, such as `anyhow::Error`) | `Ok(T)`, or `Err(Error::TaskFailed(_))` | [`BoxedErrorResult`] |
 ///
 /// An error type that is both `std::error::Error` and
 /// `Serialize + DeserializeOwned` fits two rows: the call does not compile

@@ -335,7 +335,9 @@ impl Supervisor {
         let mut outcome = self.outcome.clone();
         let ended = outcome.wait_for(Option::is_some).await.map_err(|_| Error::Closed("supervisor"))?.clone();
         match ended {
-            Some(Outcome::GaveUp { name, max, within }) => Err(Error::RestartIntensity { name, max, within }),
+            Some(Outcome::GaveUp { name, max, within }) => {
+                Err(Error::RestartIntensity(Box::new(crate::RestartLimit { name, max, within })))
+            }
             _ => Ok(()),
         }
     }

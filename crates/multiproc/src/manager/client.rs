@@ -89,7 +89,7 @@ fn closed_is_eof(e: Error) -> Error {
 }
 
 fn unreachable(address: SocketAddr, source: std::io::Error) -> Error {
-    Error::ManagerUnreachable { address, source }
+    Error::ManagerUnreachable { address: Box::new(address), source }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -320,7 +320,9 @@ impl Server {
 pub(crate) fn failure(f: ManagerFailure) -> Error {
     match f {
         ManagerFailure::Remote(m) => Error::Remote(m),
-        ManagerFailure::WrongKind { name, found, wanted } => Error::WrongKind { name, found, wanted },
+        ManagerFailure::WrongKind { name, found, wanted } => {
+            Error::WrongKind(Box::new(crate::WrongKind { name, found, wanted }))
+        }
         ManagerFailure::NoObject(id) => Error::Remote(format!("the manager has no object {id} (freed or never made)")),
         ManagerFailure::Timeout => Error::Timeout,
         ManagerFailure::Empty => Error::Empty,

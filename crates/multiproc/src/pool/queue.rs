@@ -170,21 +170,23 @@ impl ChunkError {
 pub(crate) fn failure_to_error(f: &Failure) -> Error {
     match f {
         Failure::Panicked { message, location } => {
-            Error::TaskPanicked { message: message.clone(), location: location.clone() }
+            Error::TaskPanicked(Box::new(crate::TaskPanic { message: message.clone(), location: location.clone() }))
         }
         Failure::Decode(reason) => Error::decode("in the worker", reason.clone()),
         Failure::Encode(reason) => Error::encode("in the worker", reason.clone()),
-        Failure::Unknown { name, reason } => Error::TaskMismatch { name: name.clone(), reason: reason.clone() },
+        Failure::Unknown { name, reason } => {
+            Error::TaskMismatch(Box::new(crate::TaskMismatch { name: name.clone(), reason: reason.clone() }))
+        }
         Failure::ResultTooLarge { len, max } => Error::ResultTooLarge {
             len: usize::try_from(*len).unwrap_or(usize::MAX),
             max: usize::try_from(*max).unwrap_or(usize::MAX),
         },
-        Failure::Returned { task, message, sources, location } => Error::TaskFailed {
+        Failure::Returned { task, message, sources, location } => Error::TaskFailed(Box::new(crate::TaskFailure {
             task: task.clone(),
             message: message.clone(),
             sources: sources.clone(),
             location: location.clone(),
-        },
+        })),
     }
 }
 
@@ -482,7 +484,7 @@ mod tests {
         let out: Vec<Result<u64>> =
             decode_chunk(done(&[&enc(&1u64), &[], &enc(&3u64)], vec![(1, failure)]), &mut HashMap::new());
         assert_eq!(*out[0].as_ref().expect("item 0"), 1);
-        assert!(matches!(&out[1], Err(Error::TaskPanicked { message, .. }) if message == "boom"));
+        assert!(matches!(&out[1], Err(Error::TaskPanicked(p)) if p.message == "boom"));
         assert_eq!(*out[2].as_ref().expect("item 2"), 3);
         let mut prefailed = HashMap::from([(0, Error::encode("x", "y"))]);
         let out: Vec<Result<u64>> = decode_chunk(done(&[&[], &enc(&2u64)], Vec::new()), &mut prefailed);

@@ -270,8 +270,8 @@ impl Barrier {
     fn run_action(&self) -> Result<()> {
         let Some(action) = &self.action else { return Ok(()) };
         let Action { task, args, fds: held } = &**action;
-        let entry =
-            crate::registry::resolve(task).map_err(|reason| Error::TaskMismatch { name: task.name.clone(), reason })?;
+        let entry = crate::registry::resolve(task)
+            .map_err(|reason| Error::TaskMismatch(Box::new(crate::TaskMismatch { name: task.name.clone(), reason })))?;
         let fds = held.iter().map(|fd| fd.0.try_clone()).collect::<std::io::Result<Vec<_>>>()?;
         let Invoke::Sync(f) = entry.invoke else {
             return Err(Error::InvalidArgument("a barrier action must be a plain fn".into()));

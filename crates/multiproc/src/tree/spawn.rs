@@ -77,7 +77,9 @@ pub(crate) async fn handshake(
             supervisor::ready(&spawned, &name, daemon);
             Ok((spawned, ch))
         }
-        Some(Ok(FromWorker::Refused { reason })) => Err(Error::TaskMismatch { name: task.to_owned(), reason }),
+        Some(Ok(FromWorker::Refused { reason })) => {
+            Err(Error::TaskMismatch(Box::new(crate::TaskMismatch { name: task.to_owned(), reason })))
+        }
         Some(Ok(FromWorker::Done { .. } | FromWorker::Fds)) => {
             let _ = supervisor::signal_child(spawned.id, nix::libc::SIGKILL);
             Err(Error::Malformed("a worker answered before being asked".into()))
