@@ -94,7 +94,7 @@ impl RemoteError {
             Error::WorkerLost { pid, status } => Self::WorkerLost { pid: *pid, status: *status },
             Error::Timeout => Self::Timeout,
             Error::TaskPoisoned { deliveries } => Self::Poisoned { deliveries: *deliveries },
-            other => Self::Other(chain(other)),
+            other => Self::Other(other.chain().to_string()),
         }
     }
 
@@ -126,17 +126,4 @@ pub(crate) fn encode<T: Serialize>(what: &'static str, value: &T) -> multiproc::
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> multiproc::Result<T> {
     rmp_serde::from_slice(bytes).map_err(|e| Error::Decode { what, source: Arc::new(e) })
-}
-
-/// An error and its `source()` chain on one line, joined by ": " (what an
-/// agent reports for an error the caller has no variant for).
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    out
 }

@@ -440,6 +440,20 @@ impl Error {
         }
     }
 
+    /// This error with its `source()` chain, for logs: see [`ErrorChain`](crate::ErrorChain).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use multiproc::Error;
+    ///
+    /// let e = Error::PoolWorkerStart(Arc::new(Error::Handshake("no answer".into())));
+    /// assert_eq!(e.to_string(), "start a pool worker");
+    /// assert_eq!(e.chain().to_string(), "start a pool worker: handshake with a peer: no answer");
+    /// ```
+    pub fn chain(&self) -> ErrorChain<'_> {
+        ErrorChain(self)
+    }
+
     /// A value could not be encoded: `what` was being encoded, `e` is why.
     pub(crate) fn encode(what: &'static str, e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
         Self::Encode { what, source: cause(e) }
@@ -451,11 +465,13 @@ impl Error {
     }
 }
 
-/// Displays an error with its whole `source()` chain, joined by ": " (for
-/// logs and for messages that cross to another process).
-pub(crate) struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+/// Displays an error with its whole `source()` chain on one line, joined
+/// by ": " (`Error`'s own `Display` names only the operation that failed):
+/// `format!("{}", e.chain())` gives "start a pool worker: handshake with a
+/// peer: …". Works for any `std::error::Error`: `ErrorChain(&io_err)`.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
 
-impl std::fmt::Display for Chain<'_> {
+impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.0)?;
         let mut next = self.0.source();

@@ -31,7 +31,8 @@ pub use current::{
     ChildProcess, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process,
 };
 pub use error::{
-    Cause, Error, ErrorKind, ExitStatus, RestartLimit, Result, TaskFailure, TaskMismatch, TaskPanic, WrongKind,
+    Cause, Error, ErrorChain, ErrorKind, ExitStatus, RestartLimit, Result, TaskFailure, TaskMismatch, TaskPanic,
+    WrongKind,
 };
 pub use fleet::{
     ChildSpec, ChildStats, ExitCause, RecycleReason, Restart, Strategy, Supervisor, SupervisorBuilder, SupervisorEvent,

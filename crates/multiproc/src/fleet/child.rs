@@ -199,7 +199,7 @@ pub(crate) async fn start(spec: &ChildSpec, note: Ended, notes: mpsc::UnboundedS
                 let cause = tokio::select! {
                     r = kept.wait() => match r {
                         Ok(()) => ExitCause::Exited(ExitStatus::Code(0)),
-                        Err(e) => ExitCause::Failed(crate::error::Chain(&e).to_string()),
+                        Err(e) => ExitCause::Failed(e.chain().to_string()),
                     },
                     c = ctl.recv() => {
                         let grace = match c {

@@ -126,7 +126,7 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut first: Option<Wor
                     w
                 }
                 Err(e) => {
-                    tracing::warn!(error = %crate::error::Chain(&e), "could not start a pool worker; retrying");
+                    tracing::warn!(error = %e.chain(), "could not start a pool worker; retrying");
                     failed_starts += 1;
                     if failed_starts >= START_FAILURES_BEFORE_FAILING_WORK
                         && shared.pids.lock().expect("pids lock").is_empty()
@@ -271,7 +271,7 @@ impl<'a> Owner<'a> {
                 work.as_mut().as_pin_mut().expect("just set").enable();
             }
             if let Err(e) = self.take_jobs() {
-                tracing::warn!(error = %crate::error::Chain(&e), "could not send work to a pool worker");
+                tracing::warn!(error = %e.chain(), "could not send work to a pool worker");
                 return self.lost().await;
             }
             if !self.in_flight.is_empty() {

@@ -504,7 +504,7 @@ impl Supervisor {
             }
             Request::Spawn { id, request, name, daemon, child } => {
                 let not_started = |child: Pending, e: Error| {
-                    child.exit.publish(ExitState::NotStarted(crate::error::Chain(&e).to_string()));
+                    child.exit.publish(ExitState::NotStarted(e.chain().to_string()));
                 };
                 if let Err(e) = self.ensure_forkserver() {
                     not_started(child, e);
