@@ -52,6 +52,11 @@ fn boom(x: u64) -> u64 {
     panic!("boom {x}")
 }
 
+#[multiproc::task]
+fn parse(s: String) -> Result<i64, std::num::ParseIntError> {
+    s.parse()
+}
+
 /// Kills its worker process every time.
 #[multiproc::task]
 fn poison(_x: u64) -> u64 {
@@ -329,6 +334,13 @@ async fn the_pool_api_works_across_the_cluster() {
     match pool.apply(boom, (5,)).await {
         Err(Error::TaskPanicked(p)) => assert!(p.message.contains("boom 5"), "{}", p.message),
         other => panic!("a panicking task gives TaskPanicked, got {other:?}"),
+    }
+    match pool.apply(parse, ("twelve".to_owned(),)).await {
+        Err(Error::TaskFailed(f)) => {
+            assert_eq!(f.message, "invalid digit found in string");
+            assert!(f.task.ends_with("parse") && f.location.contains("cluster.rs"), "{f:?}");
+        }
+        other => panic!("a task's returned error gives TaskFailed, as on a local pool, got {other:?}"),
     }
     match pool.apply_timeout(slow_square, (2, 5_000), Duration::from_millis(200)).await {
         Err(Error::Timeout) => {}

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use multiproc::{Error, ExitStatus, TaskMismatch, TaskPanic};
+use multiproc::{Error, ExitStatus, TaskFailure, TaskMismatch, TaskPanic};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
@@ -64,6 +64,13 @@ pub(crate) enum RemoteError {
         name: String,
         reason: String,
     },
+    /// The task returned an ordinary error (`Error::TaskFailed`).
+    Failed {
+        task: String,
+        message: String,
+        sources: Vec<String>,
+        location: String,
+    },
     Decode(String),
     Encode(String),
     WorkerLost {
@@ -89,6 +96,12 @@ impl RemoteError {
         match e {
             Error::TaskPanicked(p) => Self::Panicked { message: p.message.clone(), location: p.location.clone() },
             Error::TaskMismatch(m) => Self::Mismatch { name: m.name.clone(), reason: m.reason.clone() },
+            Error::TaskFailed(f) => Self::Failed {
+                task: f.task.clone(),
+                message: f.message.clone(),
+                sources: f.sources.clone(),
+                location: f.location.clone(),
+            },
             Error::Decode { source, .. } => Self::Decode(source.to_string()),
             Error::Encode { source, .. } => Self::Encode(source.to_string()),
             Error::WorkerLost { pid, status } => Self::WorkerLost { pid: *pid, status: *status },
@@ -103,6 +116,9 @@ impl RemoteError {
         match self {
             Self::Panicked { message, location } => Error::TaskPanicked(Box::new(TaskPanic { message, location })),
             Self::Mismatch { name, reason } => Error::TaskMismatch(Box::new(TaskMismatch { name, reason })),
+            Self::Failed { task, message, sources, location } => {
+                Error::TaskFailed(Box::new(TaskFailure { task, message, sources, location }))
+            }
             Self::Decode(reason) => {
                 Error::Decode { what: "in the cluster agent", source: Arc::from(Box::from(reason)) }
             }
