@@ -288,7 +288,10 @@ impl Process {
         }
     }
 
-    /// Waits for the child to exit; returns its exit code.
+    /// Waits for the child to exit; returns its exit code (negative: the
+    /// signal that ended it, as Python's `exitcode`). Joining again returns
+    /// the same code. [`Error::NotStarted`] before [`start`](Self::start)
+    /// (Python raises there too).
     pub async fn join(&self) -> Result<i32> {
         let (pid, exit) = match &self.state {
             State::Started { pid, exit, .. } => (pid, exit),
