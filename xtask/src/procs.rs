@@ -151,17 +151,25 @@ impl Tree {
     }
 
     /// Polls until no process of the run is left, at most `within`; then
-    /// kills and returns whatever is.
+    /// kills and returns whatever is. "None left" must be seen twice in a
+    /// row: a process that left the group (`setsid`) and is in the middle
+    /// of an `execve` shows an empty environment for a moment (the new
+    /// image's is not set up yet), so one look can miss its marker.
     fn drain(&self, within: Duration) -> Vec<Proc> {
         let deadline = Instant::now() + within;
+        let mut seen_empty = false;
         loop {
             let left = self.members();
             if left.is_empty() {
-                return left;
-            }
-            if Instant::now() > deadline {
+                if seen_empty {
+                    return left;
+                }
+                seen_empty = true;
+            } else if Instant::now() > deadline {
                 self.kill();
                 return left;
+            } else {
+                seen_empty = false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
