@@ -14,33 +14,58 @@ use crate::error::Result;
 /// `multiprocessing.Event()`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
-    /// Words: 0 flag, 1 sleepers, 2 how many times it was set (waiters
-    /// sleep on this one, so that a `set` quickly followed by a `clear`
-    /// still releases them, as in Python).
+    /// Words: 0 the state, 1 sleepers. The state is the flag (bit 0) and
+    /// how many times the event was set (the rest), in one word so that a
+    /// `set` is one atomic step: a waiter that noted the count before a
+    /// set returns once it changes (a `set` quickly followed by a `clear`
+    /// still releases it, as in Python), and never counts one set twice
+    /// (with flag and count in two words, a waiter that looked between a
+    /// set's two stores took the late count for a second set, and a
+    /// ping-pong between two events slipped a round and hung).
     block: Block,
 }
 
-/// A wait in progress: the set count when it began.
+/// The flag in the state word; the set count is the rest.
+const FLAG: u32 = 1;
+
+/// A wait in progress: the state word when it began.
 #[derive(Clone)]
 struct Waiting {
     block: Block,
-    sets: u32,
+    began: u32,
 }
 
 impl Waiting {
-    fn attempt(&self) -> Result<Option<()>> {
-        let flag = self.block.word(0).load(Ordering::Acquire) != 0;
-        Ok((flag || self.block.word(2).load(Ordering::Acquire) != self.sets).then_some(()))
+    /// Whether the wait is over at `state`: set now, or set (and maybe
+    /// cleared) since the wait began.
+    fn over(&self, state: u32) -> bool {
+        state & FLAG != 0 || state >> 1 != self.began >> 1
     }
 
+    fn now(&self) -> u32 {
+        self.block.word(0).load(Ordering::Acquire)
+    }
+
+    fn attempt(&self) -> Result<Option<()>> {
+        Ok(self.over(self.now()).then_some(()))
+    }
+
+    /// Sleeps until the state word changes (a `clear` also wakes it; the
+    /// caller then looks again).
     fn watch(&self) -> wait::Sleep {
-        wait::Sleep { src: block_word(&self.block, 2, Some(1)), expected: self.sets, cap: None }
+        wait::Sleep { src: block_word(&self.block, 0, Some(1)), expected: self.now(), cap: None }
     }
 
     fn sleep(&self, deadline: Option<Instant>) -> Result<()> {
+        // The value slept on is the value looked at: a set after this load
+        // changes the word, so the futex returns at once.
+        let state = self.now();
+        if self.over(state) {
+            return Ok(());
+        }
         let sleepers = self.block.word(1);
         sleepers.fetch_add(1, Ordering::SeqCst);
-        let r = futex::wait(self.block.word(2), self.sets, wait::left(deadline));
+        let r = futex::wait(self.block.word(0), state, wait::left(deadline));
         sleepers.fetch_sub(1, Ordering::SeqCst);
         r?;
         Ok(())
@@ -63,31 +88,32 @@ impl Event {
     /// # Ok(()) }
     /// ```
     pub fn new() -> Result<Self> {
-        Ok(Self { block: Block::new(c"multiproc-event", 12)? })
+        Ok(Self { block: Block::new(c"multiproc-event", 8)? })
     }
 
     /// Whether the flag is set (`ev.is_set()`).
     pub fn is_set(&self) -> bool {
-        self.block.word(0).load(Ordering::Acquire) != 0
+        self.block.word(0).load(Ordering::Acquire) & FLAG != 0
     }
 
     /// Sets the flag and wakes every waiter, in every process.
     pub fn set(&self) {
-        self.block.word(0).store(1, Ordering::SeqCst);
-        self.block.word(2).fetch_add(1, Ordering::SeqCst);
+        let state = self.block.word(0);
+        // One step: the count one higher and the flag on (the count wraps).
+        let _ = state.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| Some(s.wrapping_add(2) | FLAG));
         if self.block.word(1).load(Ordering::SeqCst) > 0 {
-            futex::wake(self.block.word(2), u32::MAX);
+            futex::wake(state, u32::MAX);
         }
     }
 
     /// Clears the flag (`ev.clear()`): later waits block until the next
     /// [`set`](Self::set).
     pub fn clear(&self) {
-        self.block.word(0).store(0, Ordering::Release);
+        self.block.word(0).fetch_and(!FLAG, Ordering::SeqCst);
     }
 
     fn waiting(&self) -> Waiting {
-        Waiting { block: self.block.clone(), sets: self.block.word(2).load(Ordering::SeqCst) }
+        Waiting { block: self.block.clone(), began: self.block.word(0).load(Ordering::SeqCst) }
     }
 
     /// `event.wait()` from sync code: returns once the flag is set (or was
