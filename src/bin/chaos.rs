@@ -284,19 +284,12 @@ impl Run<'_> {
         true
     }
 
-    /// Prints what each party is doing (kernel state, wait channel,
-    /// syscall), for a stuck run.
+    /// Prints what each party is doing (each thread's kernel state, wait
+    /// channel and syscall), for a stuck run.
     fn describe(&self) {
         for (kind, p) in &self.parties {
             let Some(pid) = p.pid() else { continue };
-            let read = |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
-            let state =
-                read("stat").rsplit(')').next().and_then(|r| r.split_whitespace().next()).unwrap_or("?").to_owned();
-            eprintln!(
-                "stuck: party kind {kind} pid {pid} state {state} wchan {} syscall {}",
-                read("wchan"),
-                read("syscall").trim()
-            );
+            eprintln!("stuck: party kind {kind} pid {pid}: {}", multiproc_suite::threads_of(pid));
         }
     }
 

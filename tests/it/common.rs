@@ -33,26 +33,6 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-/// Where each thread of `pid` is: name, state and kernel wait channel
-/// (from `/proc`), for the message of a test that timed out waiting on it.
-pub fn threads_of(pid: u32) -> String {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return format!("{pid}: gone") };
-    let mut lines = Vec::new();
-    for task in tasks.flatten() {
-        let dir = task.path();
-        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default().trim().to_owned();
-        let state = read("stat").rsplit(')').next().and_then(|s| s.split_whitespace().next().map(str::to_owned));
-        lines.push(format!(
-            "{} {} {} {}",
-            read("comm"),
-            task.file_name().to_string_lossy(),
-            state.unwrap_or_default(),
-            read("wchan")
-        ));
-    }
-    lines.join("; ")
-}
-
 /// Whether `pid` is alive (and not a zombie).
 pub fn pid_alive(pid: u32) -> bool {
     multiproc_sys::pidlock::process_alive(pid)

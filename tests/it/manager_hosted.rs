@@ -328,8 +328,8 @@ async fn objects_are_freed_with_their_last_proxy_anywhere() {
     assert_eq!(
         ready.unwrap_or_else(|e| panic!(
             "the child's first calls: {e}; child: {}; manager: {}",
-            crate::common::threads_of(pid),
-            crate::common::threads_of(server)
+            multiproc_suite::threads_of(pid),
+            multiproc_suite::threads_of(server)
         )),
         1
     );

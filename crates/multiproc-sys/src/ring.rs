@@ -1123,12 +1123,13 @@ mod tests {
     /// the record at `pos` would: numbered, journaled, and (if `counted`)
     /// the unfinished count moved by `delta` under the operation's stamp.
     fn die_inside(ring: &Ring, pos: u64, kind: u64, counted: Option<i64>) {
-        let op = ring.u32(O_OP_SEQ).load(Ordering::SeqCst).wrapping_add(1);
-        ring.u32(O_OP_SEQ).store(op, Ordering::SeqCst);
-        ring.u64(O_JOURNAL).store(pos | kind, Ordering::SeqCst);
+        let guard = ring.lock().expect("lock");
+        let op = guard.begin(pos, kind);
         if let Some(delta) = counted {
             ring.change_unfinished(delta, Some(op)).expect("count moves");
         }
+        // Never unlocked: the holder "dies" here.
+        std::mem::forget(guard);
         PidLock::new(ring.u32(O_LOCK)).force_held_by(dead_pid());
     }
 
@@ -1171,8 +1172,8 @@ mod tests {
         assert!(!ring.try_pop(&mut out).expect("pop"));
         // Counted and published, died before clearing the journal: it stays.
         ring.try_push(b"two").expect("push");
-        let tail = ring.u64(O_TAIL).load(Ordering::SeqCst);
-        ring.u64(O_JOURNAL).store((tail - 16) | OP_PUSH, Ordering::SeqCst);
+        let two_at = ring.u64(O_TAIL).load(Ordering::SeqCst) - (REC_HDR as u64 + pad4(3));
+        ring.u64(O_JOURNAL).store(two_at | OP_PUSH, Ordering::SeqCst);
         PidLock::new(ring.u32(O_LOCK)).force_held_by(dead_pid());
         assert!(ring.try_pop(&mut out).expect("pop"));
         assert_eq!((out.as_slice(), ring.unfinished(), ring.len()), (&b"two"[..], 2, 0));
