@@ -5,12 +5,14 @@
 //   unix_socket_roundtrip_us  under pool_apply_roundtrip_us, pipe_roundtrip_us
 //   futex_roundtrip_us        under event_wake_us (one wake is half a round)
 //   fork_exit_wait_us         under process_start_join_forkserver_us
+//   forkserver_start_join_us  the same, through a forkserver (the design's floor)
 //   cas_lock_ns               under lock_uncontended_ns
 #define _GNU_SOURCE
 #include <linux/futex.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -117,6 +119,80 @@ static void fork_exit_wait(int rounds) {
     printf("fork_exit_wait_us %.1f us\n", (now() - t) / rounds * 1e6);
 }
 
+// One fd over a Unix socket with SCM_RIGHTS (and one byte beside it).
+static void send_fd(int sock, int fd) {
+    char byte = 0;
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union { struct cmsghdr h; char space[CMSG_SPACE(sizeof(int))]; } u;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.space, .msg_controllen = sizeof u.space};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    if (sendmsg(sock, &m, 0) != 1) die("sendmsg");
+}
+
+// The fd sent by send_fd, or -1 when the socket closed.
+static int recv_fd(int sock) {
+    char byte;
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union { struct cmsghdr h; char space[CMSG_SPACE(sizeof(int))]; } u;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.space, .msg_controllen = sizeof u.space};
+    if (recvmsg(sock, &m, MSG_CMSG_CLOEXEC) != 1) return -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    if (c == NULL || c->cmsg_type != SCM_RIGHTS) die("no fd");
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    return fd;
+}
+
+// process_start_join_forkserver_us with nothing but syscalls: the starter
+// hands a fresh socket to a single-threaded C forkserver, which forks a
+// child; the child says it is ready on that socket and exits; the
+// forkserver reaps it and reports its status. The starter waits for the
+// ready byte (start) and the report (join): one fork and four wake-ups of
+// one process by another, the least any forkserver design that confirms
+// its child started can do.
+static void forkserver_start_join(int rounds) {
+    int req[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, req) != 0) die("socketpair");
+    pid_t server = fork();
+    if (server < 0) die("fork");
+    if (server == 0) {
+        close(req[0]);
+        for (int fd; (fd = recv_fd(req[1])) >= 0;) {
+            pid_t c = fork();
+            if (c < 0) die("fork");
+            if (c == 0) {
+                transfer(fd, "R", 1, 1);
+                _exit(0);
+            }
+            close(fd);
+            int status;
+            if (waitpid(c, &status, 0) != c) die("waitpid");
+            transfer(req[1], (char *)&status, sizeof status, 1);
+        }
+        _exit(0);
+    }
+    close(req[1]);
+    double t = now();
+    for (int i = 0; i < rounds; i++) {
+        int ctl[2], status;
+        char ready;
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) != 0) die("socketpair");
+        send_fd(req[0], ctl[1]);
+        close(ctl[1]);
+        transfer(ctl[0], &ready, 1, 0);
+        transfer(req[0], (char *)&status, sizeof status, 0);
+        if (!WIFEXITED(status)) die("child");
+        close(ctl[0]);
+    }
+    printf("forkserver_start_join_us %.1f us\n", (now() - t) / rounds * 1e6);
+    close(req[0]);
+    reap(server);
+}
+
 // An uncontended lock: one compare-and-swap to take it, one store to give
 // it back.
 static void cas_lock(long rounds) {
@@ -135,6 +211,7 @@ int main(void) {
     socket_roundtrip(50000);
     futex_roundtrip(50000);
     fork_exit_wait(2000);
+    forkserver_start_join(1000);
     cas_lock(20000000);
     return 0;
 }

@@ -35,6 +35,11 @@
 //! killed.
 //! `scenario shm-use`: creates, syncs and unlinks a segment (so a tracker
 //! of its own starts and sweeps leftovers); prints `ok`.
+//! `scenario spare-killed`: checks the forkserver's spare child (it holds
+//! only its link) and kills it before a start; prints `ok`.
+//! `scenario spares-killed`: kills spares at random moments while starts
+//! run back to back, under both start methods; prints a line of counts per
+//! method, then `ok`.
 
 use multiproc::{Array, Error, Event, Lock, Pool, Process, Queue, SharedMemory, StartMethod, Value};
 
@@ -362,6 +367,161 @@ async fn forkserver_killed() {
     println!("ok");
 }
 
+/// The children of `pid` now: pid, name and state letter (`Z` a zombie).
+fn children_of(pid: u32) -> Vec<(u32, String, char)> {
+    let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    list.split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+        .filter_map(|c| {
+            let stat = std::fs::read_to_string(format!("/proc/{c}/stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            Some((c, head.split_once('(')?.1.to_owned(), rest.trim_start().chars().next()?))
+        })
+        .collect()
+}
+
+/// The forkserver of this test binary (the parent of a child started with
+/// `m`), after one start and join.
+async fn forkserver(m: StartMethod) -> u32 {
+    let mut p = Process::new(block_forever, ()).start_method(m);
+    p.start().await.expect("start");
+    let fs = parent_of(p.pid().expect("pid")).expect("the child's parent");
+    p.kill().expect("kill");
+    p.join().await.expect("join");
+    fs
+}
+
+/// After a start the forkserver keeps a spare child forked ahead of the
+/// next one; it holds nothing but its link (one socket beside stdio), and
+/// killing it costs the next start nothing: the start forks instead, and the
+/// dead spare is reaped, not left a zombie.
+async fn spare_killed() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let fs = forkserver(StartMethod::Forkserver).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let spare = loop {
+        if let Some((pid, ..)) =
+            children_of(fs).into_iter().find(|(_, comm, state)| comm == "mp-spare" && *state != 'Z')
+        {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no spare appeared: {:?}", children_of(fs));
+        tokio::task::yield_now().await;
+    };
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{spare}/fd"))
+        .expect("/proc/<spare>/fd")
+        .flatten()
+        .filter(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()).is_some_and(|n| n > 2))
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .collect();
+    assert!(fds.len() == 1 && fds[0].starts_with("socket:["), "the spare holds only its link: {fds:?}");
+    kill(Pid::from_raw(spare as i32), Signal::SIGKILL).expect("kill the spare");
+    // Until it is dead its link still takes a request (and that start
+    // would fail as a lost worker, as for any child killed that early).
+    wait_dead(spare).await;
+    let mut p = Process::new(returns, ()).start_method(StartMethod::Forkserver);
+    p.start().await.expect("a start right after its spare was killed");
+    assert_eq!(p.join().await.expect("join"), 0);
+    // Serving that start reaped the dead spare, one way or the other.
+    assert!(
+        children_of(fs).iter().all(|(pid, ..)| *pid != spare),
+        "the killed spare was not reaped: {:?}",
+        children_of(fs)
+    );
+    println!("ok");
+}
+
+/// A thread SIGKILLs the forkserver's spare at random moments (before it is
+/// handed a request, while it is, or just after) while starts run back to
+/// back: every start either succeeds or fails as a lost worker, every
+/// join ends, the forkserver keeps serving, and no child is left a zombie.
+async fn spares_killed_at_random(m: StartMethod) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    const STARTS: u32 = 150;
+    let fs = forkserver(m).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let kills = Arc::new(AtomicU32::new(0));
+    let killed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let killer = {
+        let (stop, kills, killed) = (stop.clone(), kills.clone(), killed.clone());
+        std::thread::spawn(move || {
+            let mut seed = u64::from(std::process::id()) | 1;
+            while !stop.load(Ordering::Relaxed) {
+                for (pid, comm, _) in children_of(fs) {
+                    if comm != "mp-spare" {
+                        continue;
+                    }
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    // A random moment within a start's span.
+                    std::thread::sleep(std::time::Duration::from_micros(seed % 1500));
+                    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
+                        .is_ok()
+                    {
+                        kills.fetch_add(1, Ordering::Relaxed);
+                        killed.lock().expect("killed").push(pid);
+                    }
+                }
+                std::thread::yield_now();
+            }
+        })
+    };
+    let (mut ran, mut lost) = (0, 0);
+    for i in 0..STARTS {
+        let mut p = Process::new(returns, ()).start_method(m);
+        let limit = std::time::Duration::from_secs(60);
+        match tokio::time::timeout(limit, p.start()).await.unwrap_or_else(|_| panic!("start {i} hung")) {
+            Ok(()) => {
+                let code = tokio::time::timeout(limit, p.join()).await.unwrap_or_else(|_| panic!("join {i} hung"));
+                // 0, or -9 when a kill meant for the spare found it just
+                // after it became this child.
+                match code.expect("join") {
+                    0 => ran += 1,
+                    -9 => lost += 1,
+                    other => panic!("start {i}: exit code {other}"),
+                }
+            }
+            Err(multiproc::Error::WorkerLost { .. }) => lost += 1,
+            Err(e) => panic!("start {i}: {e}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    killer.join().expect("killer");
+    let killed: Vec<u32> = std::mem::take(&mut *killed.lock().expect("killed"));
+    for pid in killed {
+        wait_dead(pid).await;
+    }
+    let kills = kills.load(Ordering::Relaxed);
+    assert!(kills > 0, "no spare was ever seen to kill");
+    assert!(ran > 0, "{ran} ran, {lost} lost, {kills} kills");
+    // The forkserver still serves, and reaped everything it forked.
+    let mut p = Process::new(returns, ()).start_method(m);
+    p.start().await.expect("start after the storm");
+    assert_eq!(p.join().await.expect("join"), 0);
+    let zombies: Vec<_> = children_of(fs).into_iter().filter(|(_, _, state)| *state == 'Z').collect();
+    assert!(zombies.is_empty(), "zombies left: {zombies:?} ({kills} kills, {ran} ran, {lost} lost)");
+    println!("{m:?}: {STARTS} starts, {kills} spares killed, {ran} ran, {lost} lost");
+}
+
+/// Waits until `pid` has exited (a zombie, or reaped and gone).
+async fn wait_dead(pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()));
+        if matches!(state, None | Some('Z' | 'X')) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "process {pid} did not die of SIGKILL in 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 async fn tree() {
     // Play a terminal's foreground program: default actions for the group
     // signals, whatever this process inherited (a shell's background job
@@ -399,6 +559,12 @@ async fn main() {
         Some("group-sigterm-drain") => group_sigterm_drain().await,
         Some("shm-orphans") => shm_orphans().await,
         Some("shm-use") => shm_use(),
+        Some("spare-killed") => spare_killed().await,
+        Some("spares-killed") => {
+            spares_killed_at_random(StartMethod::Forkserver).await;
+            spares_killed_at_random(StartMethod::Spawn).await;
+            println!("ok");
+        }
         other => {
             eprintln!("usage: scenario forkserver-killed|tree (got {other:?})");
             std::process::exit(2);

@@ -16,6 +16,22 @@ fn forkserver_killed_between_starts_is_restarted() {
     assert!(out.status.success() && stdout.contains("ok"), "{out:?}");
 }
 
+/// The forkserver's spare child holds only its link, and a start right
+/// after it was killed forks instead (and reaps it).
+#[test]
+fn a_killed_spare_costs_no_start() {
+    let out = Command::new(SCENARIO).arg("spare-killed").output().expect("run scenario");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
+}
+
+/// Spares SIGKILLed at random moments while starts run back to back: every
+/// start succeeds or fails as a lost worker, nothing hangs, no zombie.
+#[test]
+fn starts_survive_spares_killed_at_random_moments() {
+    let out = Command::new(SCENARIO).arg("spares-killed").output().expect("run scenario");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
+}
+
 /// Every descendant of `root`, found through /proc.
 fn descendants(root: u32) -> Vec<u32> {
     let mut parent_of: Vec<(u32, u32)> = Vec::new();

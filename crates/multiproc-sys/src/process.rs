@@ -81,6 +81,19 @@ pub fn try_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<Exit>> {
     }
 }
 
+/// Reaps the child behind `pidfd`, waiting for it to exit.
+pub fn reap(pidfd: BorrowedFd<'_>) -> io::Result<Exit> {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    loop {
+        match waitid(Id::PIDFd(pidfd), WaitPidFlag::WEXITED) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Exit::Code(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Exit::Signal(sig as i32)),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Asks the kernel to send `SIGKILL` to this process when its parent dies,
 /// then checks the parent is still `expected_parent`: if it died before the
 /// request, the signal would never come, so we exit at once.

@@ -17,9 +17,21 @@
 //! a signal for a child already reaped finds nothing, even if its pid was
 //! reused.
 //!
-//! A forked child closes every fd but its own control socket (and the
-//! tracker's rendezvous) before anything else: the forkserver may hold the
-//! control sockets of siblings queued in the same read.
+//! A forked child closes every fd but its own control socket before
+//! anything else: the forkserver may hold the control sockets of siblings
+//! queued in the same read.
+//!
+//! Forking is kept off the starter's path: after serving a spawn request the
+//! forkserver forks one *spare* child ahead of need (Android's zygote keeps
+//! a pool of unspecialised processes for the same reason). The spare closes
+//! every fd but its link to the forkserver and waits there; the next request
+//! hands it its control socket (one message to a process already running)
+//! and from then on it is that request's child in every respect. A spare
+//! that dies is reaped and not replaced until the next request; a spare the
+//! link cannot reach is killed, reaped, and the request forks as before. A
+//! spare killed just before a request may still take it (its link is open
+//! until it has died): that start fails as `WorkerLost`, as for a child
+//! killed right after its fork.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::Command;
@@ -30,6 +42,13 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use super::role::{ControlFd, DIRECT_FD_ENV, role_env};
 use crate::error::{Error, ExitStatus, Result};
 use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, FromForkserver, Hello, ToForkserver};
+
+/// A child forked ahead of need, waiting on `link` for its control socket.
+struct Spare {
+    pid: u32,
+    pidfd: OwnedFd,
+    link: OwnedFd,
+}
 
 struct Child {
     id: u64,
@@ -105,18 +124,25 @@ fn serve(fd: ControlFd) -> Result<()> {
     hello.check().map_err(Error::Handshake)?;
     ch.send(&Hello::ours())?;
     let mut children: Vec<Child> = Vec::new();
+    let mut spare: Option<Spare> = None;
+    // Set by a spawn request: make a spare once the requests are served.
+    let mut want_spare = false;
     // When the reports queued for the supervisor must go at the latest.
     let mut flush_by: Option<std::time::Instant> = None;
     loop {
         let mut urgent = false;
         // The fds polled: the control stream, the direct socket (if any),
-        // then one pidfd per child.
-        let first_child = 1 + usize::from(direct.is_some());
-        let (control_ready, direct_ready, exited) = {
+        // the spare's pidfd (if any), then one pidfd per child.
+        let spare_at = 1 + usize::from(direct.is_some());
+        let first_child = spare_at + usize::from(spare.is_some());
+        let (control_ready, direct_ready, spare_ended, exited) = {
             let mut fds = Vec::with_capacity(children.len() + first_child);
             fds.push(PollFd::new(ch.fd(), PollFlags::POLLIN));
             if let Some(d) = &direct {
                 fds.push(PollFd::new(d.fd(), PollFlags::POLLIN));
+            }
+            if let Some(s) = &spare {
+                fds.push(PollFd::new(s.pidfd.as_fd(), PollFlags::POLLIN));
             }
             fds.extend(children.iter().map(|c| PollFd::new(c.pidfd.as_fd(), PollFlags::POLLIN)));
             match poll(&mut fds, multiproc_sys::fd::timeout_until(flush_by)) {
@@ -127,8 +153,13 @@ fn serve(fd: ControlFd) -> Result<()> {
             let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
             let exited: Vec<usize> =
                 fds[first_child..].iter().enumerate().filter(|(_, f)| ready(f)).map(|(i, _)| i).collect();
-            (ready(&fds[0]), first_child == 2 && ready(&fds[1]), exited)
+            let spare_ended = first_child > spare_at && ready(&fds[spare_at]);
+            (ready(&fds[0]), spare_at == 2 && ready(&fds[1]), spare_ended, exited)
         };
+        if spare_ended && let Some(s) = spare.take() {
+            // Killed while waiting (nothing was handed to it): reap it.
+            retire(s);
+        }
         for i in exited.into_iter().rev() {
             if let Some(exit) = sys::try_reap(children[i].pidfd.as_fd())? {
                 let child = children.swap_remove(i);
@@ -155,7 +186,7 @@ fn serve(fd: ControlFd) -> Result<()> {
             let mut open = d.read_all_available().is_ok() && !d.is_eof();
             loop {
                 match d.try_recv::<ToForkserver>() {
-                    Ok(Some(req)) => urgent |= handle(req, &mut ch, &mut children)?,
+                    Ok(Some(req)) => urgent |= handle(req, &mut ch, &mut children, &mut spare, &mut want_spare)?,
                     Ok(None) => break,
                     Err(_) => {
                         open = false;
@@ -173,11 +204,14 @@ fn serve(fd: ControlFd) -> Result<()> {
             ch.read_available()?;
             loop {
                 match ch.try_recv::<ToForkserver>() {
-                    Ok(Some(req)) => urgent |= handle(req, &mut ch, &mut children)?,
+                    Ok(Some(req)) => urgent |= handle(req, &mut ch, &mut children, &mut spare, &mut want_spare)?,
                     Ok(None) => break,
                     Err(Error::Eof) => {
                         // Our parent is gone or done with us: nothing we
                         // started may outlive it.
+                        if let Some(s) = spare.take() {
+                            retire(s);
+                        }
                         stop_all(&mut children);
                         return Ok(());
                     }
@@ -190,6 +224,10 @@ fn serve(fd: ControlFd) -> Result<()> {
             flush_by = None;
         } else if !ch.is_flushed() {
             flush_by.get_or_insert_with(|| std::time::Instant::now() + REPORT_BATCH);
+        }
+        if std::mem::take(&mut want_spare) && spare.is_none() {
+            // No spare this time (fork failed): the next request forks.
+            spare = fork_spare().ok();
         }
     }
 }
@@ -225,11 +263,26 @@ fn stop_all(children: &mut Vec<Child>) {
 
 /// Carries out one request; `Ok(true)` when the report it queued must go
 /// to the supervisor at once.
-fn handle(req: ToForkserver, ch: &mut BlockingChannel, children: &mut Vec<Child>) -> Result<bool> {
+fn handle(
+    req: ToForkserver,
+    ch: &mut BlockingChannel,
+    children: &mut Vec<Child>,
+    spare: &mut Option<Spare>,
+    want_spare: &mut bool,
+) -> Result<bool> {
     match req {
         ToForkserver::Spawn { id, exec, control, report } => {
-            let reply = match spawn(id, exec, control.0, report.0, children) {
-                Ok(pid) => FromForkserver::Started { id, pid },
+            *want_spare = true;
+            let started = match spare.take() {
+                Some(s) => hand_over(s, exec, control.0),
+                None => Err(control.0),
+            }
+            .or_else(|control| fork_child(exec, control));
+            let reply = match started {
+                Ok((pid, pidfd)) => {
+                    children.push(Child { id, pid, pidfd, report: report.0 });
+                    FromForkserver::Started { id, pid }
+                }
                 Err(e) => FromForkserver::SpawnFailed { id, reason: e.to_string() },
             };
             let urgent = matches!(reply, FromForkserver::SpawnFailed { .. });
@@ -244,14 +297,11 @@ fn handle(req: ToForkserver, ch: &mut BlockingChannel, children: &mut Vec<Child>
     }
 }
 
-fn spawn(id: u64, exec: bool, control: OwnedFd, report: OwnedFd, children: &mut Vec<Child>) -> Result<u32> {
+/// Forks a child for one request: its pid and pidfd.
+fn fork_child(exec: bool, control: OwnedFd) -> Result<(u32, OwnedFd)> {
     let me = std::process::id();
     match sys::fork_single_threaded()? {
-        Fork::Parent(pid) => {
-            let pidfd = sys::pidfd_open(pid)?;
-            children.push(Child { id, pid: pid as u32, pidfd, report });
-            Ok(pid as u32)
-        }
+        Fork::Parent(pid) => Ok((pid as u32, pidfd_of(pid)?)),
         Fork::Child => {
             // Keep only what this child was given: its control socket.
             // Everything else (our channel, pidfds, siblings' control
@@ -267,6 +317,83 @@ fn spawn(id: u64, exec: bool, control: OwnedFd, report: OwnedFd, children: &mut 
             if exec { exec_worker(control, me) } else { super::child::run(control) }
         }
     }
+}
+
+/// A pidfd for a child just forked; if none can be had the child is killed
+/// and reaped at once (nothing could watch it).
+fn pidfd_of(pid: i32) -> Result<OwnedFd> {
+    sys::pidfd_open(pid).map_err(|e| {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        e.into()
+    })
+}
+
+/// Forks a spare: it keeps only its end of the link and waits there for
+/// the control socket of the request it will serve.
+fn fork_spare() -> Result<Spare> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let (link, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
+    let me = std::process::id();
+    match sys::fork_single_threaded()? {
+        Fork::Parent(pid) => Ok(Spare { pid: pid as u32, pidfd: pidfd_of(pid)?, link }),
+        Fork::Child => {
+            // As for any child: nothing of the forkserver's survives but
+            // the link (see `fork_child`).
+            if sys::close_all_fds_except(&[theirs.as_raw_fd()]).is_err() || sys::die_with_parent(me as i32).is_err() {
+                sys::exit_now(70);
+            }
+            let _ = sys::set_process_name("mp-spare");
+            let (exec, control) = wait_for_work(theirs);
+            if exec { exec_worker(control, me) } else { super::child::run(control) }
+        }
+    }
+}
+
+/// The spare's wait: one message, one byte (`exec`) and one fd. Anything
+/// else (the link closed: the forkserver retired it or is gone) ends it.
+fn wait_for_work(link: OwnedFd) -> (bool, OwnedFd) {
+    let mut byte = [0u8; 1];
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    let mut cmsg = multiproc_sys::fdpass::CmsgBuffer::default();
+    loop {
+        match multiproc_sys::fdpass::recv(link.as_fd(), &mut byte, &mut cmsg, &mut fds) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Ok(1) if fds.len() == 1 && byte[0] <= 1 => break,
+            _ => sys::exit_now(0),
+        }
+    }
+    match fds.pop() {
+        Some(control) => (byte[0] == 1, control),
+        None => sys::exit_now(0),
+    }
+}
+
+/// Gives a spare the request's control socket: it is that request's child
+/// from now on. If the spare cannot take it (it died), it is reaped and the
+/// control socket comes back for a fresh fork.
+fn hand_over(spare: Spare, exec: bool, control: OwnedFd) -> std::result::Result<(u32, OwnedFd), OwnedFd> {
+    let sent = multiproc_sys::fdpass::send(
+        spare.link.as_fd(),
+        &[std::io::IoSlice::new(&[u8::from(exec)])],
+        &[control.as_fd()],
+    );
+    match sent {
+        Ok(1) => Ok((spare.pid, spare.pidfd)),
+        _ => {
+            retire(spare);
+            Err(control)
+        }
+    }
+}
+
+/// Ends a spare that holds no request (closing its link is enough; the kill
+/// covers one that is not reading it) and reaps it.
+fn retire(spare: Spare) {
+    drop(spare.link);
+    let _ = sys::pidfd_send_signal(spare.pidfd.as_fd(), nix::libc::SIGKILL);
+    let _ = sys::reap(spare.pidfd.as_fd());
 }
 
 /// The `spawn` start method: a fresh image of the binary in worker role.
