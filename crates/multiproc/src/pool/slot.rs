@@ -39,6 +39,10 @@ const CALL_WINDOW: usize = 64;
 const PIPELINE_AHEAD: Duration = Duration::from_micros(300);
 /// How long a worker whose channel closed may take to exit before it is killed.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
+/// Once a worker is gone, how long reading what it sent may take. Only a
+/// safety net: its socket ends at once (no other process holds its end),
+/// unless something it forked by hand still holds it.
+const LAST_WORDS: Duration = Duration::from_secs(5);
 /// Restart backoff when workers cannot be started.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -560,16 +564,26 @@ impl<'a> Owner<'a> {
         }
     }
 
-    /// Reads what the dead worker managed to send, then learns how it ended.
+    /// Learns how the worker ended, then reads everything it managed to
+    /// send.
+    ///
+    /// The exit comes first: once the worker is gone nothing more can reach
+    /// its socket, so the drain reads every reply in it and stops at the end
+    /// of the stream; no clock decides when its last words are over (a 100
+    /// ms cut-off per reply here dropped a reply already sent, on a loaded
+    /// machine, and its finished item failed as lost). Nothing is written:
+    /// the calls still queued for it go back to the queue.
     async fn drain_and_reap(&mut self) -> ChunkError {
         self.unmark_idle();
+        let why = self.reap(EXIT_WAIT).await;
+        let deadline = tokio::time::Instant::now() + LAST_WORDS;
         loop {
             // Whole replies on the link first (their fds may still be on
             // the socket: then read it and look again).
             if self.ring_replies().is_err() {
                 break;
             }
-            match tokio::time::timeout(Duration::from_millis(100), self.ch.recv_flushing::<FromWorker>()).await {
+            match tokio::time::timeout_at(deadline, self.ch.recv_raw::<FromWorker>()).await {
                 Ok(Ok((FromWorker::Done { id, data, ends, failures, more }, fds))) if self.ring.is_none() => {
                     if !self.on_done(id, ChunkDone { data: data.into_vec(), ends: ends.0, failures, fds }, more) {
                         break;
@@ -583,7 +597,7 @@ impl<'a> Owner<'a> {
                 _ => break,
             }
         }
-        self.reap(EXIT_WAIT).await
+        why
     }
 
     /// Waits for the worker's exit, killing it if it takes longer than `wait`.

@@ -252,6 +252,14 @@ impl Channel {
         decode_frame(frame)
     }
 
+    /// Receives one message and the fds that came with it, writing
+    /// nothing. Cancel-safe.
+    pub async fn recv_raw<T: DeserializeOwned>(&mut self) -> Result<(T, Vec<OwnedFd>)> {
+        self.fill().await?;
+        let frame = self.reader.next_frame()?.ok_or(Error::Eof)?;
+        decode_frame_raw(frame)
+    }
+
     /// Receives one message while writing what `feed` queued, so that a
     /// peer busy writing its replies can never deadlock against our own
     /// writes. A buffered frame is returned first: writes then go out in one
