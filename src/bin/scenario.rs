@@ -208,10 +208,22 @@ fn zombie_children() -> Vec<u32> {
 
 /// SIGKILLs `pid` and waits until it has exited (its pidfd turns readable).
 fn kill_and_wait(pid: u32) {
+    wait_exited(&kill_via_pidfd(pid).expect("a process to kill"));
+}
+
+/// SIGKILLs `pid` through a pidfd (so never a process that reused its pid
+/// meanwhile); `None` when it is gone already.
+fn kill_via_pidfd(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    let pidfd = multiproc_sys::process::pidfd_open(pid as i32).ok()?;
+    multiproc_sys::process::pidfd_send_signal(pidfd.as_fd(), nix::libc::SIGKILL).ok()?;
+    Some(pidfd)
+}
+
+/// Waits until the process behind `pidfd` has exited.
+fn wait_exited(pidfd: &std::os::fd::OwnedFd) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd;
-    let pidfd = multiproc_sys::process::pidfd_open(pid as i32).expect("pidfd of the tracker");
-    multiproc_sys::process::pidfd_send_signal(pidfd.as_fd(), nix::libc::SIGKILL).expect("kill the tracker");
     poll(&mut [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)], PollTimeout::NONE).expect("wait for its exit");
 }
 
@@ -396,8 +408,6 @@ async fn forkserver(m: StartMethod) -> u32 {
 /// killing it costs the next start nothing: the start forks instead, and the
 /// dead spare is reaped, not left a zombie.
 async fn spare_killed() {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
     let fs = forkserver(StartMethod::Forkserver).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let spare = loop {
@@ -417,10 +427,9 @@ async fn spare_killed() {
         .map(|t| t.to_string_lossy().into_owned())
         .collect();
     assert!(fds.len() == 1 && fds[0].starts_with("socket:["), "the spare holds only its link: {fds:?}");
-    kill(Pid::from_raw(spare as i32), Signal::SIGKILL).expect("kill the spare");
     // Until it is dead its link still takes a request (and that start
     // would fail as a lost worker, as for any child killed that early).
-    wait_dead(spare).await;
+    kill_and_wait(spare);
     let mut p = Process::new(returns, ()).start_method(StartMethod::Forkserver);
     p.start().await.expect("a start right after its spare was killed");
     assert_eq!(p.join().await.expect("join"), 0);
@@ -439,14 +448,13 @@ async fn spare_killed() {
 /// join ends, the forkserver keeps serving, and no child is left a zombie.
 async fn spares_killed_at_random(m: StartMethod) {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::atomic::{AtomicBool, Ordering};
     const STARTS: u32 = 150;
     let fs = forkserver(m).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let kills = Arc::new(AtomicU32::new(0));
     let killed = Arc::new(std::sync::Mutex::new(Vec::new()));
     let killer = {
-        let (stop, kills, killed) = (stop.clone(), kills.clone(), killed.clone());
+        let (stop, killed) = (stop.clone(), killed.clone());
         std::thread::spawn(move || {
             let mut seed = u64::from(std::process::id()) | 1;
             while !stop.load(Ordering::Relaxed) {
@@ -459,11 +467,8 @@ async fn spares_killed_at_random(m: StartMethod) {
                     seed ^= seed << 17;
                     // A random moment within a start's span.
                     std::thread::sleep(std::time::Duration::from_micros(seed % 1500));
-                    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
-                        .is_ok()
-                    {
-                        kills.fetch_add(1, Ordering::Relaxed);
-                        killed.lock().expect("killed").push(pid);
+                    if let Some(pidfd) = kill_via_pidfd(pid) {
+                        killed.lock().expect("killed").push(pidfd);
                     }
                 }
                 std::thread::yield_now();
@@ -491,11 +496,9 @@ async fn spares_killed_at_random(m: StartMethod) {
     }
     stop.store(true, Ordering::Relaxed);
     killer.join().expect("killer");
-    let killed: Vec<u32> = std::mem::take(&mut *killed.lock().expect("killed"));
-    for pid in killed {
-        wait_dead(pid).await;
-    }
-    let kills = kills.load(Ordering::Relaxed);
+    let killed = std::mem::take(&mut *killed.lock().expect("killed"));
+    killed.iter().for_each(wait_exited);
+    let kills = killed.len();
     assert!(kills > 0, "no spare was ever seen to kill");
     assert!(ran > 0, "{ran} ran, {lost} lost, {kills} kills");
     // The forkserver still serves, and reaped everything it forked.
@@ -505,21 +508,6 @@ async fn spares_killed_at_random(m: StartMethod) {
     let zombies: Vec<_> = children_of(fs).into_iter().filter(|(_, _, state)| *state == 'Z').collect();
     assert!(zombies.is_empty(), "zombies left: {zombies:?} ({kills} kills, {ran} ran, {lost} lost)");
     println!("{m:?}: {STARTS} starts, {kills} spares killed, {ran} ran, {lost} lost");
-}
-
-/// Waits until `pid` has exited (a zombie, or reaped and gone).
-async fn wait_dead(pid: u32) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()));
-        if matches!(state, None | Some('Z' | 'X')) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "process {pid} did not die of SIGKILL in 30 s");
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
 }
 
 async fn tree() {

@@ -9,27 +9,29 @@ use crate::common::pid_alive;
 
 const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
 
+/// Runs `scenario ARG` and checks it succeeded and printed `ok`.
+fn scenario_says_ok(arg: &str) {
+    let out = Command::new(SCENARIO).arg(arg).output().expect("run scenario");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
+}
+
 #[test]
 fn forkserver_killed_between_starts_is_restarted() {
-    let out = Command::new(SCENARIO).arg("forkserver-killed").output().expect("run scenario");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("ok"), "{out:?}");
+    scenario_says_ok("forkserver-killed");
 }
 
 /// The forkserver's spare child holds only its link, and a start right
 /// after it was killed forks instead (and reaps it).
 #[test]
 fn a_killed_spare_costs_no_start() {
-    let out = Command::new(SCENARIO).arg("spare-killed").output().expect("run scenario");
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
+    scenario_says_ok("spare-killed");
 }
 
 /// Spares SIGKILLed at random moments while starts run back to back: every
 /// start succeeds or fails as a lost worker, nothing hangs, no zombie.
 #[test]
 fn starts_survive_spares_killed_at_random_moments() {
-    let out = Command::new(SCENARIO).arg("spares-killed").output().expect("run scenario");
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
+    scenario_says_ok("spares-killed");
 }
 
 /// Every descendant of `root`, found through /proc.
@@ -120,8 +122,7 @@ fn orderly_exit_terminates_daemons_and_waits_for_the_rest() {
 
 #[test]
 fn starting_and_joining_leaks_no_fd_in_the_parent() {
-    let out = Command::new(SCENARIO).arg("fds-stable").output().expect("run scenario");
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
+    scenario_says_ok("fds-stable");
 }
 
 /// `kill -TERM -<pgid>` (what systemd and `kill` on a job send) while a
