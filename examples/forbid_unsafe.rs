@@ -49,7 +49,7 @@ fn add_to(tally: TallyProxy, k: u64) -> u64 {
 #[multiproc::main]
 async fn main() -> multiproc::Result<()> {
     let pool = Pool::new(2).await?;
-    let squares = pool.map(square, 0..10u64).await?.into_iter().collect::<multiproc::Result<Vec<_>>>()?;
+    let squares = pool.map(square, 0..10u64).await?.into_vec()?;
     println!("squares {squares:?}");
 
     let mut p = Process::from_target(Report { parent: std::process::id() });
@@ -59,7 +59,7 @@ async fn main() -> multiproc::Result<()> {
     let m = Manager::start().await?;
     let tally = m.hosted(Tally { n: 0 }).await?;
     let args: Vec<(TallyProxy, u64)> = (0..10).map(|k| (tally.clone(), k)).collect();
-    pool.starmap(add_to, args).await?.into_iter().collect::<multiproc::Result<Vec<_>>>()?;
+    pool.starmap(add_to, args).await?.into_vec()?;
     println!("tally {}", tally.add(0).await?);
     pool.close();
     pool.join().await?;

@@ -38,7 +38,7 @@ fn func(arg1: u64, arg2: u64) -> u64 {
 async fn main() -> multiproc::Result<()> {
     let pool = Pool::new(4).await?;
 
-    let results = pool.map(square, [1, 2, 3, 4]).await?.into_iter().collect::<multiproc::Result<Vec<_>>>()?;
+    let results = pool.map(square, [1, 2, 3, 4]).await?.into_vec()?;
     println!("{results:?}");
 
     let (arg1, arg2) = (3, 4);

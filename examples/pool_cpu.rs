@@ -39,7 +39,7 @@ async fn main() -> multiproc::Result<()> {
     {
         let p = Pool::new(8).await?;
         let res = p.map(task, (0..6).collect::<Vec<u64>>()).await?;
-        res.into_iter().collect::<multiproc::Result<Vec<()>>>()?;
+        res.into_vec()?;
     }
     println!("cost time: {:.4}s", start_time.elapsed().as_secs_f64());
     Ok(())

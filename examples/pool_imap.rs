@@ -51,7 +51,7 @@ async fn main() -> multiproc::Result<()> {
     let mut result = pool.apply_async(f, (10,)); // evaluate "f(10)" asynchronously in a single process
     println!("{}", result.get_timeout(second).await?); // prints "100"
 
-    let squares = pool.map(f, 0..10).await?.into_iter().collect::<multiproc::Result<Vec<_>>>()?;
+    let squares = pool.map(f, 0..10).await?.into_vec()?;
     println!("{squares:?}"); // prints "[0, 1, 4,..., 81]"
 
     let mut it = pool.imap(f, 0..10);

@@ -23,7 +23,7 @@ fn f(x: u64) -> u64 {
 #[tokio::main]
 async fn main() -> multiproc::Result<()> {
     let p = Pool::new(5).await?;
-    let squares: Vec<u64> = p.map(f, [1, 2, 3]).await?.into_iter().collect::<multiproc::Result<_>>()?;
+    let squares: Vec<u64> = p.map(f, [1, 2, 3]).await?.into_vec()?;
     println!("{squares:?}");
     Ok(())
 }

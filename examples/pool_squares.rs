@@ -30,7 +30,7 @@ fn function_square(data: u64) -> u64 {
 async fn main() -> multiproc::Result<()> {
     let inputs: Vec<u64> = (0..100).collect();
     let pool = Pool::new(4).await?;
-    let pool_outputs = pool.map(function_square, inputs).await?.into_iter().collect::<multiproc::Result<Vec<_>>>()?;
+    let pool_outputs = pool.map(function_square, inputs).await?.into_vec()?;
     pool.close();
     pool.join().await?;
     println!("Pool    : {pool_outputs:?}");

@@ -79,7 +79,7 @@ async fn main() -> multiproc::Result<()> {
         let pool = Pool::new(4).await?;
 
         // print "[0, 1, 4,..., 81]"
-        let squares = pool.map(f, 0..10).await?.into_iter().collect::<multiproc::Result<Vec<_>>>()?;
+        let squares = pool.map(f, 0..10).await?.into_vec()?;
         println!("{squares:?}");
 
         // print same numbers in arbitrary order

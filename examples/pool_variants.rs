@@ -66,10 +66,6 @@ fn getpid() -> u32 {
     std::process::id()
 }
 
-fn all<T>(v: Vec<multiproc::Result<T>>) -> multiproc::Result<Vec<T>> {
-    v.into_iter().collect()
-}
-
 #[tokio::main]
 async fn main() -> multiproc::Result<()> {
     // (a) apply_async
@@ -81,7 +77,7 @@ async fn main() -> multiproc::Result<()> {
 
     // (b) map_async(...).get()
     let pool = Pool::builder().build().await?;
-    let result = all(pool.map_async(f, 0..5).await?)?;
+    let result = pool.map_async(f, 0..5).await?.into_vec()?;
     pool.close();
     pool.join().await?;
     println!("map_async: {result:?}");
@@ -96,7 +92,7 @@ async fn main() -> multiproc::Result<()> {
 
     // (d) starmap_async(...).get()
     let pool = Pool::builder().build().await?;
-    let result = all(pool.starmap_async(add, [(0, 1), (2, 3), (4, 5)]).await?)?;
+    let result = pool.starmap_async(add, [(0, 1), (2, 3), (4, 5)]).await?.into_vec()?;
     pool.close();
     pool.join().await?;
     println!("starmap_async: {result:?}");

@@ -149,7 +149,7 @@ async fn map_chunk1(n: u64) -> Figure {
     let t = Instant::now();
     let out = pool.map(square, 0..n).chunksize(1).await.expect("map");
     let dt = t.elapsed().as_secs_f64();
-    assert!(out.iter().all(Result::is_ok));
+    assert!(out.all_ok());
     Figure { value: n as f64 / dt, unit: "task/s", better: "higher" }
 }
 
@@ -159,7 +159,7 @@ async fn map_auto(n: u64) -> Figure {
     let t = Instant::now();
     let out = pool.map(square, 0..n).await.expect("map");
     let dt = t.elapsed().as_secs_f64();
-    assert!(out.iter().all(Result::is_ok));
+    assert!(out.all_ok());
     Figure { value: n as f64 / dt, unit: "task/s", better: "higher" }
 }
 
@@ -183,7 +183,7 @@ async fn cpu_speedup() -> Figure {
         let t = Instant::now();
         let out = pool.starmap(process_range, chunks.clone()).await.expect("starmap");
         let par = t.elapsed().as_secs_f64();
-        assert!(out.iter().all(Result::is_ok));
+        assert!(out.all_ok());
         ratios.push(serial / par);
     }
     ratios.sort_by(f64::total_cmp);

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use multiproc::{Error, Result};
+use multiproc::{Error, Mapped, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -232,7 +232,7 @@ impl<T: DeserializeOwned, X> MapCall<T, X> {
         match submit(&spec, chunks) {
             Ok((ticket, rx)) => MapResult {
                 rx: Some(rx),
-                results: Vec::with_capacity(n),
+                results: Mapped::default(),
                 early: BTreeMap::new(),
                 remaining: n,
                 prefailed,
@@ -245,7 +245,7 @@ impl<T: DeserializeOwned, X> MapCall<T, X> {
 }
 
 impl<T: DeserializeOwned, X> IntoFuture for MapCall<T, X> {
-    type Output = Result<Vec<Result<T>>>;
+    type Output = Result<Mapped<T>>;
     type IntoFuture = MapResult<T>;
 
     fn into_future(self) -> MapResult<T> {
@@ -258,7 +258,7 @@ impl<T: DeserializeOwned, X> IntoFuture for MapCall<T, X> {
 #[derive(Debug)]
 pub struct MapResult<T> {
     rx: Option<mpsc::UnboundedReceiver<Outcome>>,
-    results: Vec<Result<T>>,
+    results: Mapped<T>,
     early: BTreeMap<usize, Vec<Result<T>>>,
     remaining: usize,
     prefailed: HashMap<usize, Error>,
@@ -272,7 +272,7 @@ impl<T: DeserializeOwned> MapResult<T> {
     fn failed(e: Error) -> Self {
         Self {
             rx: None,
-            results: Vec::new(),
+            results: Mapped::default(),
             early: BTreeMap::new(),
             remaining: 0,
             prefailed: HashMap::new(),
@@ -314,13 +314,13 @@ impl<T: DeserializeOwned> MapResult<T> {
 
     /// Waits at most `timeout`: [`Error::Timeout`] when results are still
     /// missing; the work goes on and the handle stays usable.
-    pub async fn get_timeout(&mut self, timeout: Duration) -> Result<Vec<Result<T>>> {
+    pub async fn get_timeout(&mut self, timeout: Duration) -> Result<Mapped<T>> {
         tokio::time::timeout(timeout, self).await.unwrap_or(Err(Error::Timeout))
     }
 }
 
 impl<T: DeserializeOwned> Future for MapResult<T> {
-    type Output = Result<Vec<Result<T>>>;
+    type Output = Result<Mapped<T>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if let Some(e) = self.error.take() {
@@ -342,7 +342,7 @@ impl<T: DeserializeOwned> Future for MapResult<T> {
         while results.len() < n {
             match early.next_if(|(base, _)| *base == results.len()) {
                 Some((_, items)) => results.extend(items),
-                None => results.push(Err(Error::PoolTerminated)),
+                None => results.extend([Err(Error::PoolTerminated)]),
             }
         }
         Poll::Ready(Ok(results))

@@ -130,7 +130,8 @@ fn expand_task(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
                     let __decoded: ::core::result::Result<(#(#types,)*), #p::Failure> = #p::decode_args(__args);
                     ::std::boxed::Box::pin(async move {
                         let (#(#vars,)*) = __decoded?;
-                        (&&&#p::Encode(&#ident(#(#vars),*).await)).encode(&__SITE)
+                        let __result = #ident(#(#vars),*).await;
+                        #p::encode_owned(|__out| (&&&#p::Encode(&__result)).encode(&__SITE, __out))
                     })
                 }
                 __call
@@ -139,10 +140,10 @@ fn expand_task(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     } else {
         quote! {
             #p::Invoke::Sync({
-                fn __call(__args: &[u8]) -> #p::Outcome {
+                fn __call(__args: &[u8], __out: &mut ::std::vec::Vec<u8>) -> #p::Written {
                     #encode_traits
                     let (#(#vars,)*): (#(#types,)*) = #p::decode_args(__args)?;
-                    (&&&#p::Encode(&#ident(#(#vars),*))).encode(&__SITE)
+                    (&&&#p::Encode(&#ident(#(#vars),*))).encode(&__SITE, __out)
                 }
                 __call
             })
@@ -216,9 +217,9 @@ pub fn target(attr: TokenStream, item: TokenStream) -> TokenStream {
                 __signature
             },
             invoke: #p::Invoke::Sync({
-                fn __call(__args: &[u8]) -> #p::Outcome {
+                fn __call(__args: &[u8], __out: &mut ::std::vec::Vec<u8>) -> #p::Written {
                     let (__target,): (#ty,) = #p::decode_args(__args)?;
-                    #p::encode_result(&<#ty as ::multiproc::Target>::run(__target))
+                    #p::encode_result(&<#ty as ::multiproc::Target>::run(__target), __out)
                 }
                 __call
             }),

@@ -519,8 +519,8 @@ mod tests {
 
     #[test]
     fn an_error_and_a_result_of_a_word_stay_small() {
-        // A map's results are a `Vec<Result<T, Error>>`: every byte here is
-        // a megabyte of a million-item map.
+        // Every call's result carries one (a map keeps only its failed
+        // items' errors, aside: `Mapped`), and imap streams one per item.
         assert!(std::mem::size_of::<Error>() <= 40, "Error is {} bytes", std::mem::size_of::<Error>());
         assert!(std::mem::size_of::<Result<u64>>() <= 40);
     }

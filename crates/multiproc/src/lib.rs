@@ -50,8 +50,8 @@ pub use multiproc_macros::task;
 pub use multiproc_macros::{hosted, main};
 pub use pipe::{Connection, Pipe, PipeBuilder};
 pub use pool::{
-    AsyncResult, FromStream, Imap, MAX_CALL_BYTES, MAX_RESULT_BYTES, MapCall, MapResult, Pool, PoolBuilder, PoolStats,
-    Source,
+    AsyncResult, FromStream, Imap, MAX_CALL_BYTES, MAX_RESULT_BYTES, MapCall, MapResult, Mapped, MappedIntoIter,
+    MappedIter, Pool, PoolBuilder, PoolStats, Source,
 };
 pub use process::{GroupSignals, Process, StartMethod, get_start_method, set_start_method};
 pub use queue::{JoinableQueue, Leased, Queue, QueueBuilder, SimpleQueue};
@@ -71,8 +71,8 @@ pub mod __private {
         HostedEntry, decode_args as hosted_decode_args, decode_init, encode_result as hosted_encode_result,
     };
     pub use crate::registry::{
-        BoxFuture, Encode, EncodeOutput, Invoke, Outcome, TaskEntry, TaskSite, decode_args, encode_result, tasks,
-        type_id_of_val,
+        BoxFuture, Encode, EncodeOutput, Invoke, Outcome, TaskEntry, TaskSite, Written, decode_args, encode_owned,
+        encode_result, tasks, type_id_of_val,
     };
     pub use crate::wire::Failure;
     /// For `multiproc-cluster`: the same build id and msgpack codec the

@@ -20,14 +20,19 @@ use crate::wire::{Failure, TaskRef};
 /// A task's encoded result, or why it has none.
 pub type Outcome = std::result::Result<Vec<u8>, Failure>;
 
+/// Whether a task's encoded result was appended to the caller's buffer, or
+/// why it has none (the buffer may then hold part of it: cut it back).
+pub type Written = std::result::Result<(), Failure>;
+
 /// A boxed, non-`Send` future (async tasks run on the worker's own thread).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 /// How to call a registered item from msgpack arguments.
 #[derive(Debug, Clone, Copy)]
 pub enum Invoke {
-    /// Decodes its arguments, runs the body and encodes the result.
-    Sync(fn(&[u8]) -> Outcome),
+    /// Decodes its arguments, runs the body and appends the encoded result
+    /// to the buffer (a pool worker's reply: no allocation per item).
+    Sync(fn(&[u8], &mut Vec<u8>) -> Written),
     /// Decodes its arguments at once and returns the future that runs the body.
     Async(fn(&[u8]) -> BoxFuture<'static, Outcome>),
 }
@@ -279,9 +284,15 @@ pub fn decode_args<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, 
     rmp_serde::from_slice(bytes).map_err(|e| Failure::Decode(format!("the task's arguments: {e}")))
 }
 
-/// Used by the macros: encodes a task's result.
-pub fn encode_result<T: Serialize>(value: &T) -> Outcome {
-    rmp_serde::to_vec(value).map_err(|e| Failure::Encode(format!("the task's result: {e}")))
+/// Used by the macros: appends a task's encoded result to `out`.
+pub fn encode_result<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Written {
+    rmp_serde::encode::write(out, value).map_err(|e| Failure::Encode(format!("the task's result: {e}")))
+}
+
+/// Used by the macros (async tasks): a task's encoded result on its own.
+pub fn encode_owned(output: impl FnOnce(&mut Vec<u8>) -> Written) -> Outcome {
+    let mut out = Vec::new();
+    output(&mut out).map(|()| out)
 }
 
 /// Used by the macros: where a task is defined (its registered name and
@@ -305,20 +316,21 @@ pub struct Encode<'a, R>(pub &'a R);
 /// for `Encode<Result<T, E>>` (`E` derefs to `dyn Error`). The caller's
 /// [`TaskFn`] markers make the same choice, so both ends agree.
 pub trait EncodeOutput {
-    /// Encodes the result, or turns its error into a [`Failure`].
-    fn encode(&self, site: &TaskSite) -> Outcome;
+    /// Appends the encoded result to `out`, or turns its error into a
+    /// [`Failure`].
+    fn encode(&self, site: &TaskSite, out: &mut Vec<u8>) -> Written;
 }
 
 impl<R: Serialize + DeserializeOwned> EncodeOutput for &&Encode<'_, R> {
-    fn encode(&self, _site: &TaskSite) -> Outcome {
-        encode_result(self.0)
+    fn encode(&self, _site: &TaskSite, out: &mut Vec<u8>) -> Written {
+        encode_result(self.0, out)
     }
 }
 
 impl<T: Serialize, E: StdError> EncodeOutput for &Encode<'_, std::result::Result<T, E>> {
-    fn encode(&self, site: &TaskSite) -> Outcome {
+    fn encode(&self, site: &TaskSite, out: &mut Vec<u8>) -> Written {
         match self.0 {
-            Ok(value) => encode_result(value),
+            Ok(value) => encode_result(value, out),
             Err(e) => Err(returned(site, e)),
         }
     }
@@ -329,9 +341,9 @@ where
     E: Deref,
     E::Target: DynError,
 {
-    fn encode(&self, site: &TaskSite) -> Outcome {
+    fn encode(&self, site: &TaskSite, out: &mut Vec<u8>) -> Written {
         match self.0 {
-            Ok(value) => encode_result(value),
+            Ok(value) => encode_result(value, out),
             Err(e) => Err(returned(site, (**e).as_dyn_error())),
         }
     }

@@ -39,12 +39,13 @@
 //! // with Pool(4) as pool: print(pool.map(square, range(10)))
 //! let pool = multiproc::Pool::new(4).await?;
 //! let squares = pool.map(square, 0..10).await?;
-//! println!("{:?}", squares.into_iter().collect::<multiproc::Result<Vec<u64>>>()?);
+//! println!("{:?}", squares.into_vec()?);
 //! # Ok(()) }
 //! ```
 
 mod builder;
 mod imap;
+mod mapped;
 mod queue;
 mod raw;
 mod result;
@@ -60,6 +61,7 @@ use serde::Serialize;
 
 pub use builder::PoolBuilder;
 pub use imap::{FromStream, Imap, Source};
+pub use mapped::{Mapped, MappedIntoIter, MappedIter};
 use queue::{ChunkError, Phase, Shared};
 pub use result::{AsyncResult, MapCall, MapResult};
 
@@ -221,8 +223,9 @@ impl Pool {
     }
 
     /// `f(item)` for every item, results in input order (`pool.map(f, items)`):
-    /// `.await` it, or set `.chunksize(n)` first. Each item's result is its
-    /// own `Result`, so one failure does not hide the others. The items are
+    /// `.await` it, or set `.chunksize(n)` first. It gives a [`Mapped`]:
+    /// each item has its own result, so one failure does not hide the
+    /// others ([`Mapped::into_vec`] is Python's list-or-first-exception). The items are
     /// encoded on the caller's thread when the map is submitted; a map of
     /// many items (16,384 or more) on a multi-thread runtime does it inside
     /// `block_in_place`, so the thread's other tasks run elsewhere meanwhile.

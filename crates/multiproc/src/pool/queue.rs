@@ -196,30 +196,29 @@ pub(crate) fn decode_chunk<T: serde::de::DeserializeOwned>(
     d: Delivery,
     prefailed: &mut HashMap<usize, Error>,
 ) -> Vec<Result<T>> {
-    let mut out: Vec<Result<T>> = (0..d.len).map(|_| Err(Error::PoolTerminated)).collect();
-    decode_chunk_into(d, prefailed, &mut out);
+    let mut out = Vec::with_capacity(d.len);
+    decode_chunk_each(d, prefailed, |r| out.push(r));
     out
 }
 
-/// [`decode_chunk`], writing item `i` of the delivery to `out[i]` (`out`
-/// holds exactly the delivery's items; a shorter `out` gets what fits).
+/// [`decode_chunk`], handing each of the delivery's items' results to `put`,
+/// in order (exactly `len` of them).
 ///
 /// A chunk whose items all succeeded is decoded in bulk: one decoder runs
 /// over its results back to back, each item's end checked against the
 /// boundary the worker sent; at the first item that fails or ends elsewhere
 /// it goes on item by item, so every item still gets its own result or
 /// error.
-pub(crate) fn decode_chunk_into<T: serde::de::DeserializeOwned>(
+pub(crate) fn decode_chunk_each<T: serde::de::DeserializeOwned>(
     d: Delivery,
     prefailed: &mut HashMap<usize, Error>,
-    out: &mut [Result<T>],
+    mut put: impl FnMut(Result<T>),
 ) {
     let Delivery { base, len, outcome } = d;
-    let len = len.min(out.len());
     match outcome {
         Err(e) => {
-            for (i, slot) in out[..len].iter_mut().enumerate() {
-                *slot = Err(take_prefailed(prefailed, base + i).unwrap_or_else(|| e.to_error()));
+            for i in 0..len {
+                put(Err(take_prefailed(prefailed, base + i).unwrap_or_else(|| e.to_error())));
             }
         }
         Ok(ChunkDone { data, ends, failures, fds }) => fds::provide(fds, || {
@@ -231,7 +230,7 @@ pub(crate) fn decode_chunk_into<T: serde::de::DeserializeOwned>(
                 while i < len {
                     let end = ends[i] as usize;
                     match T::deserialize(&mut de) {
-                        Ok(v) if de.position() == end as u64 => out[i] = Ok(v),
+                        Ok(v) if de.position() == end as u64 => put(Ok(v)),
                         _ => break,
                     }
                     start = end;
@@ -240,16 +239,16 @@ pub(crate) fn decode_chunk_into<T: serde::de::DeserializeOwned>(
             }
             let mut failures = failures.into_iter().peekable();
             while failures.next_if(|(at, _)| (*at as usize) < i).is_some() {}
-            for (i, slot) in out[..len].iter_mut().enumerate().skip(i) {
+            for i in i..len {
                 let end = ends.get(i).map_or(start, |&e| e as usize);
                 let bytes = data.get(start..end).unwrap_or_default();
                 start = end;
                 let failed = failures.next_if(|(at, _)| *at as usize == i);
-                *slot = match (take_prefailed(prefailed, base + i), failed) {
+                put(match (take_prefailed(prefailed, base + i), failed) {
                     (Some(e), _) => Err(e),
                     (None, Some((_, f))) => Err(failure_to_error(&f)),
                     (None, None) => wire::decode("the task's result", bytes),
-                };
+                });
             }
         }),
     }

@@ -3,7 +3,7 @@
 //! [`MapResult`] (`map_async`/`starmap_async`). Dropping a handle cancels the
 //! work still queued for it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -14,10 +14,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use super::queue::{ChunkError, Delivery, Job, Shared, decode_chunk, decode_chunk_into, encode_pieces};
+use super::mapped::Mapped;
+use super::queue::{ChunkError, Delivery, Job, Shared, decode_chunk, decode_chunk_each, encode_pieces};
 use crate::error::{Error, Result};
 use crate::wire::TaskRef;
-use multiproc_sys::hugepages;
 
 /// The result of [`Pool::apply_async`](super::Pool::apply_async), Python's
 /// `AsyncResult`: `.await` it (`res.get()`), or use [`get_timeout`](Self::get_timeout)
@@ -196,7 +196,7 @@ impl<T: DeserializeOwned, X> MapCall<T, X> {
         };
         let batch = self.shared.next_batch();
         let timeout = self.timeout.or(self.shared.config.task_timeout);
-        let mut encode_all = || -> Result<Vec<Result<T>>> {
+        let mut encode_all = || -> Result<()> {
             // Each chunk is queued as soon as it is encoded, so workers start
             // while the rest is still being encoded.
             let mut pieces = Vec::with_capacity(1);
@@ -208,22 +208,30 @@ impl<T: DeserializeOwned, X> MapCall<T, X> {
                     self.shared.submit(std::iter::once(job))?;
                 }
             }
-            // Filled while the workers run the first chunks.
-            Ok(placeholders(n))
+            Ok(())
         };
         // A large map takes milliseconds to encode (the items need not be
         // `Send`, so it cannot move to the blocking pool): the runtime
         // worker's other tasks move to another thread meanwhile.
-        let results = if n >= LONG_MAP_ITEMS { crate::runtime::long_stretch(encode_all) } else { encode_all() };
-        match results {
-            Ok(results) => MapResult { rx: Some(rx), results, remaining: n, prefailed, error: None },
+        let encoded = if n >= LONG_MAP_ITEMS { crate::runtime::long_stretch(encode_all) } else { encode_all() };
+        match encoded {
+            Ok(()) => MapResult {
+                rx: Some(rx),
+                // Reserved while the workers run the first chunks.
+                results: Mapped::with_capacity(n),
+                items: n,
+                remaining: n,
+                early: BTreeMap::new(),
+                prefailed,
+                error: None,
+            },
             Err(e) => MapResult::failed(e),
         }
     }
 }
 
 impl<T: DeserializeOwned, X> IntoFuture for MapCall<T, X> {
-    type Output = Result<Vec<Result<T>>>;
+    type Output = Result<Mapped<T>>;
     type IntoFuture = MapResult<T>;
 
     fn into_future(self) -> MapResult<T> {
@@ -235,28 +243,23 @@ impl<T: DeserializeOwned, X> IntoFuture for MapCall<T, X> {
 /// [`long_stretch`](crate::runtime::long_stretch).
 const LONG_MAP_ITEMS: usize = 16_384;
 
-/// `n` results that say `PoolTerminated` until their chunk arrives. A large
-/// vector is backed by huge pages where the kernel allows it: it is written
-/// once, and 4 KiB pages would fault one by one (issue 13).
-fn placeholders<T>(n: usize) -> Vec<Result<T>> {
-    let mut v = Vec::with_capacity(n);
-    hugepages::advise_spare(&mut v);
-    v.resize_with(n, || Err(Error::PoolTerminated));
-    v
-}
-
 /// The result of `map_async`/`starmap_async`: a future of every item's
 /// result, in input order; also [`ready`](Self::ready) and
 /// [`get_timeout`](Self::get_timeout) like [`AsyncResult`].
 #[derive(Debug)]
 pub struct MapResult<T> {
     rx: Option<mpsc::UnboundedReceiver<Delivery>>,
-    /// Every item's result, in place as its chunk arrives (in any order);
-    /// an item not delivered yet holds `PoolTerminated` (what it gets if
-    /// its chunk never comes).
-    results: Vec<Result<T>>,
+    /// The items decoded so far: every item before the first one not
+    /// delivered yet.
+    results: Mapped<T>,
+    /// Items in the map.
+    items: usize,
     /// Items not delivered yet.
     remaining: usize,
+    /// Deliveries that came before an earlier item's, by first index: kept
+    /// encoded until their turn, so results are decoded once, in order,
+    /// straight into place.
+    early: BTreeMap<usize, Delivery>,
     prefailed: HashMap<usize, Error>,
     error: Option<Error>,
 }
@@ -266,16 +269,55 @@ impl<T> Unpin for MapResult<T> {}
 
 impl<T: DeserializeOwned> MapResult<T> {
     fn failed(e: Error) -> Self {
-        Self { rx: None, results: Vec::new(), remaining: 0, prefailed: HashMap::new(), error: Some(e) }
+        Self {
+            rx: None,
+            results: Mapped::default(),
+            items: 0,
+            remaining: 0,
+            early: BTreeMap::new(),
+            prefailed: HashMap::new(),
+            error: Some(e),
+        }
     }
 
-    /// Decodes a chunk straight into its items' places.
+    /// Decodes a delivery if its items are next, and every early one that
+    /// follows it; otherwise keeps it for later.
     fn store(&mut self, d: Delivery) {
-        let (base, len) = (d.base, d.len);
-        self.remaining = self.remaining.saturating_sub(len);
-        let Some(slots) = self.results.get_mut(base..) else { return };
-        let len = len.min(slots.len());
-        decode_chunk_into(d, &mut self.prefailed, &mut slots[..len]);
+        let end = d.base.saturating_add(d.len);
+        let before = self.early.range(..=d.base).next_back().map(|(_, e)| e.base + e.len);
+        let after = self.early.range(d.base..).next().map(|(base, _)| *base);
+        if d.len == 0
+            || d.base < self.results.len()
+            || end > self.items
+            || before.is_some_and(|e| e > d.base)
+            || after.is_some_and(|b| b < end)
+        {
+            // Not an undelivered range of this map (never happens): ignored.
+            return;
+        }
+        self.remaining = self.remaining.saturating_sub(d.len);
+        self.early.insert(d.base, d);
+        while let Some(d) = self.early.remove(&self.results.len()) {
+            let results = &mut self.results;
+            decode_chunk_each(d, &mut self.prefailed, |r| results.push(r));
+        }
+    }
+
+    /// After the last delivery (or once none can come): items never
+    /// delivered fail with `PoolTerminated`, in place.
+    fn finish(&mut self) -> Mapped<T> {
+        let early = std::mem::take(&mut self.early);
+        for (base, d) in early {
+            while self.results.len() < base {
+                self.results.fail_next(Error::PoolTerminated);
+            }
+            let results = &mut self.results;
+            decode_chunk_each(d, &mut self.prefailed, |r| results.push(r));
+        }
+        while self.results.len() < self.items {
+            self.results.fail_next(Error::PoolTerminated);
+        }
+        std::mem::take(&mut self.results)
     }
 
     /// Whether every result has arrived.
@@ -291,13 +333,13 @@ impl<T: DeserializeOwned> MapResult<T> {
 
     /// Waits at most `timeout`: [`Error::Timeout`] when some results are
     /// still missing; the work goes on and the handle stays usable.
-    pub async fn get_timeout(&mut self, timeout: Duration) -> Result<Vec<Result<T>>> {
+    pub async fn get_timeout(&mut self, timeout: Duration) -> Result<Mapped<T>> {
         tokio::time::timeout(timeout, self).await.unwrap_or(Err(Error::Timeout))
     }
 }
 
 impl<T: DeserializeOwned> Future for MapResult<T> {
-    type Output = Result<Vec<Result<T>>>;
+    type Output = Result<Mapped<T>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if let Some(e) = self.error.take() {
@@ -312,8 +354,73 @@ impl<T: DeserializeOwned> Future for MapResult<T> {
             }
         }
         self.rx = None;
-        // Chunks that never came (their senders are gone) fail in place:
-        // their items still hold `PoolTerminated`.
-        Poll::Ready(Ok(std::mem::take(&mut self.results)))
+        // Chunks that never came (their senders are gone) fail in place.
+        Poll::Ready(Ok(self.finish()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::queue::ChunkDone;
+
+    /// A delivery of items `base..base + values.len()`, all succeeded.
+    fn delivery(base: usize, values: std::ops::Range<u64>) -> Delivery {
+        let mut data = Vec::new();
+        let mut ends = Vec::new();
+        for v in values.clone() {
+            rmp_serde::encode::write(&mut data, &v).expect("encode");
+            ends.push(data.len() as u32);
+        }
+        let len = ends.len();
+        Delivery { base, len, outcome: Ok(ChunkDone { data, ends, failures: Vec::new(), fds: Vec::new() }) }
+    }
+
+    fn handle(items: usize) -> (mpsc::UnboundedSender<Delivery>, MapResult<u64>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let r = MapResult {
+            rx: Some(rx),
+            results: Mapped::with_capacity(items),
+            items,
+            remaining: items,
+            early: BTreeMap::new(),
+            prefailed: HashMap::new(),
+            error: None,
+        };
+        (tx, r)
+    }
+
+    #[tokio::test]
+    async fn deliveries_in_any_order_land_in_input_order() {
+        let (tx, mut r) = handle(10);
+        // Parts of chunks, out of order, and a failed chunk between them.
+        tx.send(delivery(6, 6..10)).unwrap();
+        tx.send(delivery(2, 2..4)).unwrap();
+        assert!(!r.ready());
+        let lost = ChunkError::WorkerLost { pid: 7, status: crate::ExitStatus::Signal(9) };
+        tx.send(Delivery { base: 4, len: 2, outcome: Err(lost) }).unwrap();
+        // Waiting for items 0..2: nothing is decoded past the gap yet.
+        assert_eq!(r.results.len(), 0);
+        tx.send(delivery(0, 0..2)).unwrap();
+        let out = r.await.expect("map");
+        let shape: Vec<Option<u64>> = out.iter().map(|r| r.ok().copied()).collect();
+        assert_eq!(shape, [Some(0), Some(1), Some(2), Some(3), None, None, Some(6), Some(7), Some(8), Some(9)]);
+        assert!(matches!(out.get(4), Some(Err(Error::WorkerLost { pid: 7, .. }))));
+    }
+
+    #[tokio::test]
+    async fn items_never_delivered_fail_in_place() {
+        let (tx, r) = handle(8);
+        tx.send(delivery(2, 2..4)).unwrap();
+        tx.send(delivery(6, 6..7)).unwrap();
+        // A stray delivery (past the end, or already covered) is ignored.
+        tx.send(delivery(7, 7..9)).unwrap();
+        tx.send(delivery(2, 2..3)).unwrap();
+        drop(tx);
+        let out = r.await.expect("map");
+        assert_eq!(out.len(), 8);
+        let ok: Vec<usize> = out.iter().enumerate().filter(|(_, r)| r.is_ok()).map(|(i, _)| i).collect();
+        assert_eq!(ok, [2, 3, 6]);
+        assert!(out.failures().iter().all(|(_, e)| matches!(e, Error::PoolTerminated)));
     }
 }

@@ -276,7 +276,7 @@ impl Barrier {
         let Invoke::Sync(f) = entry.invoke else {
             return Err(Error::InvalidArgument("a barrier action must be a plain fn".into()));
         };
-        match std::panic::catch_unwind(|| fds::provide(fds, || f(args))) {
+        match std::panic::catch_unwind(|| fds::provide(fds, || f(args, &mut Vec::new()))) {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(failure)) => Err(Error::InvalidArgument(format!("the barrier action failed: {failure:?}"))),
             Err(_) => Err(Error::BrokenBarrier),

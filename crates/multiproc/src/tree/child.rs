@@ -18,7 +18,7 @@ use multiproc_sys::process as sys;
 
 use super::role::ControlFd;
 use crate::error::{Error, Result};
-use crate::registry::{Invoke, Outcome, TaskEntry, resolve};
+use crate::registry::{Invoke, TaskEntry, Written, resolve};
 use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, Failure, FromWorker, Hello, ToWorker, fds};
 
 /// Exit code of a worker that refused to start (bad handshake or task).
@@ -76,7 +76,7 @@ fn serve(control: ControlFd) -> Result<i32> {
                 crate::shutdown::install_control(fd);
             }
             let mut runtime = None;
-            match catch_unwind(AssertUnwindSafe(|| call(entry, &args, fds, &mut runtime))) {
+            match catch_unwind(AssertUnwindSafe(|| call(entry, &args, fds, &mut runtime, &mut Vec::new()))) {
                 Ok(Ok(_)) => Ok(0),
                 Ok(Err(failure)) => {
                     eprintln!("multiproc: process {}: {failure:?}", std::process::id());
@@ -106,12 +106,19 @@ fn with_fds<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
     if fds.is_empty() { f() } else { fds::provide(fds, f) }
 }
 
-/// Runs a registered item on its encoded arguments.
-fn call(entry: &TaskEntry, args: &[u8], fds: Vec<OwnedFd>, runtime: &mut Option<tokio::runtime::Runtime>) -> Outcome {
+/// Runs a registered item on its encoded arguments, appending its encoded
+/// result to `out` (which holds part of it, or none, if it failed).
+fn call(
+    entry: &TaskEntry,
+    args: &[u8],
+    fds: Vec<OwnedFd>,
+    runtime: &mut Option<tokio::runtime::Runtime>,
+    out: &mut Vec<u8>,
+) -> Written {
     // With no fds of its own, a call decodes against the table already
     // provided around it (a pool chunk's), so it must not shadow it.
     match entry.invoke {
-        Invoke::Sync(f) => with_fds(fds, || f(args)),
+        Invoke::Sync(f) => with_fds(fds, || f(args, out)),
         Invoke::Async(f) => {
             let fut = with_fds(fds, || f(args));
             let rt = match runtime {
@@ -122,7 +129,8 @@ fn call(entry: &TaskEntry, args: &[u8], fds: Vec<OwnedFd>, runtime: &mut Option<
                     })?)
                 }
             };
-            rt.block_on(fut)
+            out.extend_from_slice(&rt.block_on(fut)?);
+            Ok(())
         }
     }
 }
@@ -150,8 +158,9 @@ pub(crate) fn call_caught(
     args: &[u8],
     fds: Vec<OwnedFd>,
     runtime: &mut Option<tokio::runtime::Runtime>,
-) -> Outcome {
-    match catch_unwind(AssertUnwindSafe(|| call(entry, args, fds, runtime))) {
+    out: &mut Vec<u8>,
+) -> Written {
+    match catch_unwind(AssertUnwindSafe(|| call(entry, args, fds, runtime, out))) {
         Ok(outcome) => outcome,
         Err(_) => {
             let (message, location) = LAST_PANIC
