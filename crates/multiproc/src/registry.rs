@@ -81,6 +81,13 @@ fn index() -> &'static Index {
     })
 }
 
+/// Builds the index now: the forkserver does, so every child it forks finds
+/// it built (read-only, shared with the forkserver) instead of building its
+/// own at its first call.
+pub(crate) fn warm() {
+    let _ = index();
+}
+
 /// The entry registered for the item of type `F`.
 pub(crate) fn lookup<F: 'static>() -> Result<&'static TaskEntry> {
     index().by_key.get(&TypeId::of::<F>()).copied().ok_or(Error::UnregisteredTask { name: std::any::type_name::<F>() })

@@ -118,11 +118,12 @@ fn serve(fd: ControlFd) -> Result<()> {
     let mut direct = sys::take_inherited_fd(DIRECT_FD_ENV)
         .ok()
         .filter(|fd| multiproc_sys::fd::set_nonblocking(fd.as_fd()).is_ok())
-        .map(|fd| BlockingChannel::new(fd, DEFAULT_MAX_FRAME));
+        .map(|fd| BlockingChannel::datagrams(fd, DEFAULT_MAX_FRAME));
     let mut ch = BlockingChannel::new(fd, DEFAULT_MAX_FRAME);
     let hello: Hello = ch.recv()?;
     hello.check().map_err(Error::Handshake)?;
     ch.send(&Hello::ours())?;
+    crate::registry::warm();
     let mut children: Vec<Child> = Vec::new();
     let mut spare: Option<Spare> = None;
     // Set by a spawn request: make a spare once the requests are served.
@@ -345,6 +346,7 @@ fn fork_spare() -> Result<Spare> {
                 sys::exit_now(70);
             }
             let _ = sys::set_process_name("mp-spare");
+            super::child::rehearse();
             let (exec, control) = wait_for_work(theirs);
             if exec { exec_worker(control, me) } else { super::child::run(control) }
         }

@@ -23,6 +23,11 @@ const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(60);
 /// to be read (they are already in the socket; this only bounds a socket
 /// some other process still holds).
 const LAST_WORDS: Duration = Duration::from_secs(1);
+/// Once a child's socket has closed before it accepted, how long its end
+/// may take to be reported (a few milliseconds: the forkserver reaps it).
+/// No report by then means the forkserver never had the child: its start
+/// request was lost, and the start fails rather than wait forever.
+const END_REPORT: Duration = Duration::from_secs(10);
 
 /// Starts a child, says hello, sends its first message and waits until it
 /// accepts. Returns the child and the open channel.
@@ -89,7 +94,11 @@ pub(crate) async fn handshake(
             // (a no-op for a child already dead), then report how it ended.
             let _ = supervisor::signal_child(spawned.id, nix::libc::SIGKILL);
             let mut exit = spawned.exit.clone();
-            let state = exit.wait_for(Option::is_some).await.map_err(|_| Error::Closed("supervisor"))?.clone();
+            let Ok(state) = tokio::time::timeout(END_REPORT, exit.wait_for(Option::is_some)).await else {
+                tracing::warn!(id = spawned.id, "a child's start was never reported: its request was lost");
+                return Err(Error::Io(std::io::Error::other("the forkserver never reported this child's start")));
+            };
+            let state = state.map_err(|_| Error::Closed("supervisor"))?.clone();
             let pid = spawned.started.borrow().unwrap_or(spawned.pid);
             match state {
                 Some(ExitState::Exited(status)) => Err(Error::WorkerLost { pid, status }),

@@ -56,6 +56,16 @@ impl BlockingChannel {
         Self { fd, reader: FrameReader::new(max), writer: FrameWriter::default(), max }
     }
 
+    /// A channel over a datagram socket (`SOCK_SEQPACKET`), one frame per
+    /// datagram: every read is given room for a whole datagram, however
+    /// many frames are buffered unread (a stream's reader may be given
+    /// less, and a datagram cut short loses its tail).
+    pub fn datagrams(fd: OwnedFd, max: usize) -> Self {
+        let mut ch = Self::new(fd, max);
+        ch.reader.set_datagrams();
+        ch
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }

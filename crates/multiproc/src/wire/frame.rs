@@ -33,6 +33,12 @@ pub(crate) const HEADER_LEN: usize = 5;
 /// Default largest payload a connection accepts.
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 const READ_CHUNK: usize = 64 << 10;
+/// A new reader's first read: it doubles, up to [`READ_CHUNK`], each time a
+/// read fills all the room it was given. A fresh buffer is zero-filled before the first
+/// read, and a child just forked pays a page fault per page it writes: a
+/// connection that only ever carries a few small frames (a child's hello
+/// and first message) touches one page, not sixteen.
+const FIRST_READ: usize = 4 << 10;
 /// Buffers larger than this are freed once empty.
 const SHRINK_ABOVE: usize = 1 << 20;
 /// Fds queued ahead of the frames that announce them, at most.
@@ -74,6 +80,11 @@ pub(crate) struct FrameReader {
     eof: bool,
     /// Close every fd that arrives (for peers that never send any).
     refuse_fds: bool,
+    /// Room a read is given when no frame asks for more ([`FIRST_READ`] up
+    /// to [`READ_CHUNK`]).
+    chunk: usize,
+    /// One frame per datagram: every read gets [`READ_CHUNK`] of room.
+    datagrams: bool,
 }
 
 impl std::fmt::Debug for FrameReader {
@@ -105,6 +116,25 @@ impl FrameReader {
             max,
             eof: false,
             refuse_fds: false,
+            chunk: FIRST_READ,
+            datagrams: false,
+        }
+    }
+
+    /// Reads from a datagram socket from now on: each read is given
+    /// [`READ_CHUNK`] of room, whatever is buffered (a datagram that fills
+    /// it, which may have been cut, fails the read).
+    pub fn set_datagrams(&mut self) {
+        self.datagrams = true;
+        self.chunk = READ_CHUNK;
+    }
+
+    /// `n` more bytes are in the buffer: a read that filled all its room
+    /// asks for a larger one next time.
+    fn grew(&mut self, n: usize) {
+        self.end += n;
+        if n > 0 && self.end == self.buf.len() {
+            self.chunk = (self.chunk * 2).min(READ_CHUNK);
         }
     }
 
@@ -194,7 +224,7 @@ impl FrameReader {
     /// frames announces (a peer must not fill our fd table).
     pub fn filled(&mut self, n: usize, fds: Vec<OwnedFd>) -> io::Result<()> {
         let n = n.min(self.buf.len() - self.end);
-        self.end += n;
+        self.grew(n);
         if n == 0 {
             self.eof = true;
         }
@@ -214,7 +244,12 @@ impl FrameReader {
     pub fn read_from(&mut self, sock: BorrowedFd<'_>) -> io::Result<usize> {
         let mut fds = Vec::new();
         self.make_room();
+        let room = self.buf.len() - self.end;
         let n = fdpass::recv(sock, &mut self.buf[self.end..], &mut self.cmsg, &mut fds)?;
+        if self.datagrams && n >= room {
+            // It may have been longer (its tail is then gone): none of ours is.
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "a datagram as long as the read buffer"));
+        }
         self.filled(n, fds)?;
         Ok(n)
     }
@@ -237,7 +272,7 @@ impl FrameReader {
     pub fn fill_with(&mut self, read: impl FnOnce(&mut [u8]) -> io::Result<usize>) -> io::Result<usize> {
         let n = read(self.read_buf())?;
         // Not the end of the stream: a ring with nothing in it yet.
-        self.end += n.min(self.buf.len() - self.end);
+        self.grew(n.min(self.buf.len() - self.end));
         Ok(n)
     }
 
@@ -281,10 +316,10 @@ impl FrameReader {
             }
         }
         let have = self.end - self.start;
-        let chunk = READ_CHUNK.min(HEADER_LEN + self.max);
+        let chunk = self.chunk.min(HEADER_LEN + self.max);
         let need = match self.pending().ok().flatten() {
-            Some((len, _)) => (HEADER_LEN + len).saturating_sub(have).min(chunk.max(have)).max(1),
-            None => chunk,
+            Some((len, _)) if !self.datagrams => (HEADER_LEN + len).saturating_sub(have).min(chunk.max(have)).max(1),
+            _ => chunk,
         };
         if self.buf.len() - self.end >= need {
             return;
@@ -435,7 +470,7 @@ impl FrameWriter {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
-    use std::os::fd::AsFd;
+    use std::os::fd::{AsFd, AsRawFd};
     use std::os::unix::net::UnixStream;
 
     use super::*;
@@ -495,6 +530,74 @@ mod tests {
         r.read_from(b.as_fd()).expect("read");
         assert!(r.allocated() <= READ_CHUNK, "the large buffer is given back");
         assert_eq!(r.next_frame().expect("ok").expect("small").payload, &[9]);
+    }
+
+    #[test]
+    fn reads_start_small_and_grow_only_while_they_fill_up() {
+        let (mut a, b) = pair();
+        let mut r = FrameReader::new(64 << 20);
+        // A child's few small frames: one page of buffer, however many.
+        for i in 0..10u8 {
+            a.write_all(&[0, 0, 0, 1, 0, i]).expect("write");
+            r.read_from(b.as_fd()).expect("read");
+            assert_eq!(r.next_frame().expect("ok").expect("a frame").payload, &[i]);
+        }
+        assert!(r.allocated() <= FIRST_READ, "{} bytes for one-byte frames", r.allocated());
+        // A stream that fills every read: reads grow to the full chunk.
+        let stream: Vec<u8> = (0..20_000).flat_map(|_| [0, 0, 0, 1, 0, 7]).collect();
+        a.write_all(&stream).expect("write");
+        let mut frames = 0;
+        while frames < 20_000 {
+            r.read_from(b.as_fd()).expect("read");
+            while let Some(f) = r.next_frame().expect("ok") {
+                assert_eq!(f.payload, &[7]);
+                frames += 1;
+            }
+        }
+        assert_eq!(r.chunk, READ_CHUNK);
+    }
+
+    /// Datagrams read back to back before any frame is taken (what the
+    /// forkserver does with a burst of spawn requests): each read must get
+    /// room for a whole datagram. A stream's reader, given only what the
+    /// buffered frames leave, cut them once the buffer filled up (a burst
+    /// of 300 pool starts lost its tail of requests).
+    #[test]
+    fn a_burst_of_datagrams_read_before_any_frame_is_taken_stays_whole() {
+        use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, send, socketpair};
+        let (a, b) =
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_NONBLOCK).expect("socketpair");
+        let mut r = FrameReader::new(64 << 20);
+        r.set_datagrams();
+        let mut sent = 0u32;
+        for round in 0..4 {
+            // As many datagrams as the socket holds, 100-byte frames.
+            loop {
+                let mut frame = vec![0, 0, 0, 100, 0];
+                frame.extend_from_slice(&[0u8; 96]);
+                frame.extend_from_slice(&sent.to_be_bytes());
+                match send(a.as_raw_fd(), &frame, MsgFlags::empty()) {
+                    Ok(_) => sent += 1,
+                    Err(nix::errno::Errno::EAGAIN) => break,
+                    Err(e) => panic!("send: {e}"),
+                }
+            }
+            loop {
+                match r.read_from(b.as_fd()) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("round {round}: {e}"),
+                }
+            }
+            // Only now are the frames taken.
+            let mut got = Vec::new();
+            while let Some(f) = r.next_frame().expect("whole frames") {
+                got.push(u32::from_be_bytes(f.payload[96..].try_into().expect("four bytes")));
+            }
+            assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "round {round}: frames out of order or lost");
+            assert_eq!(got.last().copied(), Some(sent - 1));
+        }
+        assert!(sent > 100, "the socket held only {sent} datagrams");
     }
 
     #[test]
