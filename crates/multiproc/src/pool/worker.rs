@@ -11,8 +11,10 @@
 //!   [`PROGRESS_EVERY`], so a per-item timeout keeps the finished items and
 //!   restarts its clock at each report. The clock read after each item is
 //!   the kernel's coarse one (a few ns, where the precise one costs ~30 ns
-//!   on a VM: a tenth of a small item's cost); its resolution (1-4 ms) only
-//!   makes reports a little more frequent.
+//!   on a VM: a tenth of a small item's cost). Its resolution (1-4 ms)
+//!   shows in when reports go: a run of fast items reports at each tick,
+//!   and an item shorter than a tick may wait for the next report instead
+//!   of going at once.
 //!
 //! A running task sees the pool's shutdown through the stop token
 //! (`stop_requested()`, `stopped()`), an `Event` the pool sets.
