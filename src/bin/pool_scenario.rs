@@ -119,6 +119,76 @@ async fn soak(kills: u32) {
     }
 }
 
+/// Maps run back to back while workers are SIGKILLed at random moments:
+/// every item of every map has its own result in its own place (the right
+/// value, or `WorkerLost` for an item a killed worker held), whatever order
+/// chunks and partial replies arrive in. Exits 1 on anything else.
+async fn map_soak(kills: u32) {
+    use multiproc::Error;
+    use std::time::{Duration, Instant};
+    let pool = std::sync::Arc::new(Pool::builder().processes(4).build().await.expect("pool"));
+    let t = Instant::now();
+    let killer = {
+        let pool = std::sync::Arc::clone(&pool);
+        tokio::spawn(async move {
+            let mut rng = u64::from(std::process::id()) | 1;
+            let mut next = move || multiproc_suite::xorshift(&mut rng);
+            let mut killed = std::collections::HashSet::new();
+            let mut done = 0;
+            while done < kills {
+                tokio::time::sleep(Duration::from_micros(2_000 + next() % 10_000)).await;
+                let pids: Vec<u32> = pool.pids().into_iter().filter(|p| !killed.contains(p)).collect();
+                if let Some(&pid) = pids.get((next() % pids.len().max(1) as u64) as usize)
+                    && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
+                        .is_ok()
+                {
+                    killed.insert(pid);
+                    done += 1;
+                }
+            }
+        })
+    };
+    let (mut maps, mut items, mut lost, mut wrong) = (0u32, 0usize, 0usize, 0usize);
+    // At least one map of each chunk size, and maps as long as kills go on.
+    while maps < 4 || !killer.is_finished() {
+        let n = 1_000u64;
+        let chunk = [1, 7, 50, 400][maps as usize % 4];
+        let out = pool.map(long_job, 0..n).chunksize(chunk).await.expect("map");
+        maps += 1;
+        items += out.len();
+        if out.len() != n as usize {
+            eprintln!("map {maps}: {} results for {n} items", out.len());
+            wrong += 1;
+        }
+        for (i, r) in out.iter().enumerate() {
+            let want = (0..20_000u64).fold(i as u64, |acc, k| acc.rotate_left(5) ^ k);
+            match r {
+                Ok(v) if *v == want => {}
+                Err(Error::WorkerLost { .. }) => lost += 1,
+                other => {
+                    eprintln!("map {maps} (chunksize {chunk}), item {i}: {other:?}");
+                    wrong += 1;
+                }
+            }
+        }
+    }
+    killer.await.expect("killer");
+    println!(
+        "kills {kills}, maps {maps}, items {items}, lost with their worker {lost}, wrong {wrong}, {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    if wrong > 0 {
+        std::process::exit(1);
+    }
+    println!("ok");
+}
+
+/// `job`'s fold, ten times as long: kills land while items run.
+#[multiproc::task]
+fn long_job(n: u64) -> u64 {
+    (0..20_000u64).fold(n, |acc, i| acc.rotate_left(5) ^ i)
+}
+
 fn leased_work(n: u64) -> u64 {
     (0..30_000u64).fold(n, |acc, i| acc.rotate_left(7) ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
@@ -228,11 +298,14 @@ async fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("forkserver-killed") => forkserver_killed().await,
         Some("soak") => soak(std::env::args().nth(2).and_then(|k| k.parse().ok()).unwrap_or(300)).await,
+        Some("map-soak") => map_soak(std::env::args().nth(2).and_then(|k| k.parse().ok()).unwrap_or(300)).await,
         Some("leased-soak") => {
             leased_soak(std::env::args().nth(2).and_then(|k| k.parse().ok()).unwrap_or(300)).await;
         }
         other => {
-            eprintln!("usage: pool_scenario forkserver-killed|soak [KILLS]|leased-soak [KILLS] (got {other:?})");
+            eprintln!(
+                "usage: pool_scenario forkserver-killed|soak [KILLS]|map-soak [KILLS]|leased-soak [KILLS] (got {other:?})"
+            );
             std::process::exit(2);
         }
     }

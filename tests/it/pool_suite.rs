@@ -746,6 +746,19 @@ fn submissions_right_after_a_forkserver_sigkill_complete() {
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
 }
 
+/// Maps with chunks of 1 to 400 items while 40 workers are SIGKILLed at
+/// random moments (in their own process: the kills must not reach other
+/// tests' workers): every item's result is in its place, right or
+/// `WorkerLost`.
+#[test]
+fn maps_keep_every_item_in_place_while_workers_are_killed_at_random() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pool_scenario"))
+        .args(["map-soak", "40"])
+        .output()
+        .expect("run the scenario");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
+}
+
 #[tokio::test]
 async fn zero_processes_is_refused() {
     assert!(matches!(builder().processes(0).build().await, Err(Error::InvalidArgument(_))));
