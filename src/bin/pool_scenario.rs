@@ -123,10 +123,12 @@ async fn soak(kills: u32) {
 /// every item of every map has its own result in its own place (the right
 /// value, or `WorkerLost` for an item a killed worker held), whatever order
 /// chunks and partial replies arrive in. Exits 1 on anything else.
-async fn map_soak(kills: u32) {
+/// `shm`: the pool takes its calls over shared memory.
+async fn map_soak(kills: u32, shm: bool) {
     use multiproc::Error;
     use std::time::{Duration, Instant};
-    let pool = std::sync::Arc::new(Pool::builder().processes(4).build().await.expect("pool"));
+    let pool = Pool::builder().processes(4).shared_memory(shm).build().await.expect("pool");
+    let pool = std::sync::Arc::new(pool);
     let t = Instant::now();
     let killer = {
         let pool = std::sync::Arc::clone(&pool);
@@ -298,13 +300,16 @@ async fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("forkserver-killed") => forkserver_killed().await,
         Some("soak") => soak(std::env::args().nth(2).and_then(|k| k.parse().ok()).unwrap_or(300)).await,
-        Some("map-soak") => map_soak(std::env::args().nth(2).and_then(|k| k.parse().ok()).unwrap_or(300)).await,
+        Some("map-soak") => {
+            let kills = std::env::args().nth(2).and_then(|k| k.parse().ok()).unwrap_or(300);
+            map_soak(kills, std::env::args().nth(3).as_deref() == Some("shm")).await;
+        }
         Some("leased-soak") => {
             leased_soak(std::env::args().nth(2).and_then(|k| k.parse().ok()).unwrap_or(300)).await;
         }
         other => {
             eprintln!(
-                "usage: pool_scenario forkserver-killed|soak [KILLS]|map-soak [KILLS]|leased-soak [KILLS] (got {other:?})"
+                "usage: pool_scenario forkserver-killed|soak [KILLS]|map-soak [KILLS] [shm]|leased-soak [KILLS] (got {other:?})"
             );
             std::process::exit(2);
         }

@@ -86,3 +86,9 @@ impl Watch {
         assert!(self.exits_within(limit).await, "process {} {what}", self.pid);
     }
 }
+
+/// Runs `pool_scenario` with `args` (scenarios that kill workers run in a
+/// process of their own, so no other test's workers are hit); its output.
+pub fn pool_scenario(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pool_scenario")).args(args).output().expect("run pool_scenario")
+}

@@ -470,10 +470,7 @@ async fn supervised_children_outlive_group_signals() {
 /// result comes out, none is lost.
 #[test]
 fn soak_random_kills_lose_no_job() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pool_scenario"))
-        .args(["soak", "300"])
-        .output()
-        .expect("run the soak");
+    let out = crate::common::pool_scenario(&["soak", "300"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(stdout.contains("kills 300, jobs in 5000, results out 5000, lost 0"), "{stdout}");
@@ -485,10 +482,7 @@ fn soak_random_kills_lose_no_job() {
 /// id and checks every value), none is lost, the queue ends empty.
 #[test]
 fn leased_queue_soak_random_kills_lose_no_job() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pool_scenario"))
-        .args(["leased-soak", "300"])
-        .output()
-        .expect("run the soak");
+    let out = crate::common::pool_scenario(&["leased-soak", "300"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(stdout.contains("kills 300, jobs in 10000, results out 10000, lost 0,"), "{stdout}");

@@ -739,23 +739,17 @@ async fn unregistered_function_is_a_typed_error() {
 
 #[test]
 fn submissions_right_after_a_forkserver_sigkill_complete() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pool_scenario"))
-        .arg("forkserver-killed")
-        .output()
-        .expect("run the scenario");
+    let out = crate::common::pool_scenario(&["forkserver-killed"]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
 }
 
 /// Maps with chunks of 1 to 400 items while 40 workers are SIGKILLed at
-/// random moments (in their own process: the kills must not reach other
-/// tests' workers): every item's result is in its place, right or
-/// `WorkerLost`.
+/// random moments, on this run's call path: every item's result is in its
+/// place, right or `WorkerLost`.
 #[test]
 fn maps_keep_every_item_in_place_while_workers_are_killed_at_random() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pool_scenario"))
-        .args(["map-soak", "40"])
-        .output()
-        .expect("run the scenario");
+    let path = if SHM { "shm" } else { "sockets" };
+    let out = crate::common::pool_scenario(&["map-soak", "40", path]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
 }
 

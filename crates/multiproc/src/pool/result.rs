@@ -283,23 +283,29 @@ impl<T: DeserializeOwned> MapResult<T> {
     /// Decodes a delivery if its items are next, and every early one that
     /// follows it; otherwise keeps it for later.
     fn store(&mut self, d: Delivery) {
+        let next = self.results.len();
         let end = d.base.saturating_add(d.len);
-        let before = self.early.range(..=d.base).next_back().map(|(_, e)| e.base + e.len);
-        let after = self.early.range(d.base..).next().map(|(base, _)| *base);
-        if d.len == 0
-            || d.base < self.results.len()
-            || end > self.items
-            || before.is_some_and(|e| e > d.base)
-            || after.is_some_and(|b| b < end)
-        {
+        // Held deliveries all start past `next`, so one that starts at
+        // `next` can only overlap the first of them.
+        let overlaps = || {
+            let before = self.early.range(..=d.base).next_back().is_some_and(|(_, e)| e.base + e.len > d.base);
+            before || self.early.range(d.base..).next().is_some_and(|(base, _)| *base < end)
+        };
+        if d.len == 0 || d.base < next || end > self.items || overlaps() {
             // Not an undelivered range of this map (never happens): ignored.
             return;
         }
         self.remaining = self.remaining.saturating_sub(d.len);
-        self.early.insert(d.base, d);
-        while let Some(d) = self.early.remove(&self.results.len()) {
+        if d.base > next {
+            self.early.insert(d.base, d);
+            return;
+        }
+        // In order (the usual case): decoded at once, then what it frees.
+        let mut d = Some(d);
+        while let Some(now) = d {
             let results = &mut self.results;
-            decode_chunk_each(d, &mut self.prefailed, |r| results.push(r));
+            decode_chunk_each(now, &mut self.prefailed, |r| results.push(r));
+            d = self.early.remove(&self.results.len());
         }
     }
 

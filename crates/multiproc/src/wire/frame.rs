@@ -34,10 +34,10 @@ pub(crate) const HEADER_LEN: usize = 5;
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 const READ_CHUNK: usize = 64 << 10;
 /// A new reader's first read: it doubles, up to [`READ_CHUNK`], each time a
-/// read fills all the room it was given. A fresh buffer is zero-filled before the first
-/// read, and a child just forked pays a page fault per page it writes: a
-/// connection that only ever carries a few small frames (a child's hello
-/// and first message) touches one page, not sixteen.
+/// read fills all the room it was given. A fresh buffer is zero-filled
+/// before the first read, and a child just forked pays a page fault per
+/// page it writes: a connection that only ever carries a few small frames
+/// (a child's hello and first message) touches one page, not sixteen.
 const FIRST_READ: usize = 4 << 10;
 /// Buffers larger than this are freed once empty.
 const SHRINK_ABOVE: usize = 1 << 20;
