@@ -689,6 +689,23 @@ async fn shutdown_drains_then_terminates(method: StartMethod) {
     assert!(pids.iter().all(|&p| !pid_alive(p)));
 }
 
+/// An idle pool hands the next call to the worker that answered the last
+/// one (its owner and its link are the ones still spinning; a round robin
+/// woke a sleeper every call). In a single-thread runtime the order of
+/// events is fixed, so this holds every time.
+#[tokio::test(flavor = "current_thread")]
+async fn sequential_calls_stay_on_the_worker_that_answered_last() {
+    let pool = pool(StartMethod::Forkserver, 3).await;
+    // Until every owner has had its first turn, any may be the last waiter.
+    for _ in 0..3 {
+        pool.apply(getpid, ()).await.expect("call");
+    }
+    let first = pool.apply(getpid, ()).await.expect("call");
+    for i in 0..30 {
+        assert_eq!(pool.apply(getpid, ()).await.expect("call"), first, "call {i} moved to another worker");
+    }
+}
+
 per_method!(
     oversized_argument_fails_that_call_only,
     oversized_item_fails_alone_and_big_chunks_split,

@@ -160,6 +160,13 @@ impl ShmDuplex {
         self.u32(PARKED + (end & 1) * PARKED_STRIDE)
     }
 
+    /// When the other end last rang end `end`'s doorbell (`CLOCK_MONOTONIC`
+    /// nanoseconds, written by the ringer): how long the sleeper's wait
+    /// would have taken had it spun. Only advice (a peer may write anything).
+    pub fn rung_at(&self, end: usize) -> &AtomicU64 {
+        self.u64(PARKED + (end & 1) * PARKED_STRIDE + 8)
+    }
+
     /// `(head, tail)` of stream `dir`, checked.
     fn counters(&self, dir: usize) -> io::Result<(u64, u64)> {
         let head = self.u64(self.stream(dir, S_HEAD)).load(Ordering::Acquire);

@@ -180,6 +180,15 @@ impl Spinner {
         self.budget
     }
 
+    /// A sleep the other end ended `after` it began: a spin that long
+    /// would have caught it, so the next wait spins (a side that only ever
+    /// slept would otherwise never learn that its peer now answers fast).
+    fn woke_after(&mut self, after: Duration) {
+        if after <= MAX_SPIN {
+            self.hit(after);
+        }
+    }
+
     fn hit(&mut self, after: Duration) {
         self.budget = self.budget.max(after * 4).min(MAX_SPIN);
     }
@@ -239,7 +248,15 @@ pub(crate) struct Link {
     bell: Bell,
     peer_bell: OwnedFd,
     spin: Spinner,
+    /// When this end last announced itself asleep (`mono_ns`).
+    parked_at: u64,
     room_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for both processes.
+fn mono_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(0, |t| (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64))
 }
 
 /// What crosses a process boundary for one end: the mapping, both
@@ -264,6 +281,7 @@ impl Link {
                 bell: Bell::Plain(bell0),
                 peer_bell: peer0,
                 spin: Spinner::default(),
+                parked_at: 0,
                 room_timer: None,
             },
             Self {
@@ -272,6 +290,7 @@ impl Link {
                 bell: Bell::Plain(bell1),
                 peer_bell: peer1,
                 spin: Spinner::default(),
+                parked_at: 0,
                 room_timer: None,
             },
         ))
@@ -298,6 +317,7 @@ impl Link {
             bell: Bell::Plain(p.bell),
             peer_bell: p.peer_bell,
             spin: Spinner::default(),
+            parked_at: 0,
             room_timer: None,
         })
     }
@@ -318,6 +338,7 @@ impl Link {
         if (now == made.code() || now == Want::Either.code())
             && parked.compare_exchange(now, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
         {
+            self.ring.rung_at(1 - self.end).store(mono_ns(), Ordering::Relaxed);
             ring_bell(self.peer_bell.as_fd());
         }
     }
@@ -401,7 +422,9 @@ impl Link {
 
     /// Announces this end as asleep; `true` if `want` came meanwhile (then
     /// it is not asleep after all).
-    fn park(&self, want: Want) -> io::Result<bool> {
+    fn park(&mut self, want: Want) -> io::Result<bool> {
+        self.parked_at = mono_ns();
+        self.ring.rung_at(self.end).store(0, Ordering::Relaxed);
         self.ring.parked(self.end).store(want.code(), Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let ready = self.ready(want);
@@ -411,9 +434,14 @@ impl Link {
         ready
     }
 
-    /// This end is not asleep (after a [`sleep`](Self::sleep) that was dropped).
-    pub fn unpark(&self) {
+    /// This end is not asleep (after a [`sleep`](Self::sleep) that was
+    /// dropped). If the other end rang, the spin budget learns how soon.
+    pub fn unpark(&mut self) {
         self.ring.parked(self.end).store(0, Ordering::SeqCst);
+        let rung = self.ring.rung_at(self.end).swap(0, Ordering::Relaxed);
+        if rung >= self.parked_at && rung > 0 {
+            self.spin.woke_after(Duration::from_nanos(rung - self.parked_at));
+        }
     }
 
     /// Waits (blocking) until `want` holds, the socket is readable, or
@@ -585,6 +613,33 @@ mod tests {
             }
         }
         assert_eq!(probes, 2, "a probe once every {PROBE_EVERY} waits");
+    }
+
+    #[test]
+    fn a_sleep_the_peer_ended_soon_revives_the_spin() {
+        let (mut a, b) = Link::pair(4096).unwrap();
+        for _ in 0..10 {
+            a.spin.miss();
+        }
+        assert_eq!(a.spin.budget, Duration::ZERO);
+        // `a` sleeps; `b`'s write rings it and stamps the time.
+        assert!(!a.park(Want::Data).unwrap());
+        b.write(b"x").unwrap();
+        let rung = a.ring.rung_at(a.end).load(Ordering::Relaxed);
+        assert!(rung >= a.parked_at, "the ringer stamps when it rang");
+        // As if it rang 5 µs after `a` parked: a 20 µs spin would have caught it.
+        a.ring.rung_at(a.end).store(a.parked_at + 5_000, Ordering::Relaxed);
+        a.unpark();
+        assert_eq!(a.spin.budget, Duration::from_micros(20));
+        // A ring long after the sleep began teaches nothing.
+        for _ in 0..10 {
+            a.spin.miss();
+        }
+        assert_eq!(a.read(&mut [0; 4]).unwrap(), 1);
+        assert!(!a.park(Want::Data).unwrap());
+        a.ring.rung_at(a.end).store(a.parked_at + 5_000_000, Ordering::Relaxed);
+        a.unpark();
+        assert_eq!(a.spin.budget, Duration::ZERO);
     }
 
     #[test]

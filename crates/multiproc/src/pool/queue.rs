@@ -371,7 +371,12 @@ impl Shared {
         self.next_batch.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Queues jobs (at the back) and wakes idle owners.
+    /// Queues jobs (at the back) and wakes idle owners, the most recently
+    /// idle first: its worker (and, on the shared-memory path, both ends of
+    /// its link) is the one most likely still spinning, not asleep. Waking
+    /// the longest idle instead put every sequential call on a sleeping
+    /// worker (two wake-ups per call on the link: 38-68 µs against 12-21
+    /// µs).
     pub fn submit(&self, jobs: impl IntoIterator<Item = Job>) -> Result<()> {
         if *self.phase.borrow() != Phase::Running {
             return Err(Error::Closed("pool"));
@@ -383,7 +388,7 @@ impl Shared {
         let wake = added.min(st.idle);
         drop(st);
         for _ in 0..wake {
-            self.work.notify_one();
+            self.work.notify_last();
         }
         Ok(())
     }
@@ -397,7 +402,7 @@ impl Shared {
         let wake = st.idle.min(st.jobs.len());
         drop(st);
         for _ in 0..wake {
-            self.work.notify_one();
+            self.work.notify_last();
         }
     }
 
