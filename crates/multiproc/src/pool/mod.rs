@@ -79,7 +79,7 @@ pub const MAX_RESULT_BYTES: usize = MAX_CALL_BYTES / 2;
 pub(crate) const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 /// Whether a pool's workers take calls through shared memory unless
 /// [`PoolBuilder::shared_memory`] says otherwise.
-pub const SHARED_MEMORY_DEFAULT: bool = false;
+pub const SHARED_MEMORY_DEFAULT: bool = true;
 /// Arguments that encode to more than this are encoded again off the
 /// runtime's threads (the first attempt stops here).
 const INLINE_ENCODE_MAX: usize = 1 << 20;
