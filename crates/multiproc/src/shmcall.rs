@@ -142,11 +142,20 @@ fn policy() -> Policy {
     })
 }
 
-/// One end's spin budget (see the module docs).
-#[derive(Debug, Clone)]
-struct Spinner {
+/// One end's spin budget (see the module docs). Also a socket
+/// [`Connection`](crate::Connection)'s, which polls its socket with
+/// non-blocking reads the same way before it sleeps.
+#[derive(Clone)]
+pub(crate) struct Spinner {
     budget: Duration,
     waits: u32,
+}
+
+/// Just the budget: a `Connection`'s `Debug` stays one short line.
+impl std::fmt::Debug for Spinner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.budget)
+    }
 }
 
 impl Default for Spinner {
@@ -156,8 +165,15 @@ impl Default for Spinner {
 }
 
 impl Spinner {
+    /// A budget that starts at the most a wait may spin: one wake-up of a
+    /// sleeping peer on a slow VM takes 50-90 µs, and a side that gives up
+    /// before its peer's first answer never learns that the peer answers.
+    pub(crate) fn full() -> Self {
+        Self { budget: MAX_SPIN, waits: 0 }
+    }
+
     /// The budget for this wait; zero: sleep at once.
-    fn budget(&mut self) -> Duration {
+    pub(crate) fn budget(&mut self) -> Duration {
         let planned = self.planned();
         let spin = match policy() {
             Policy::Auto => core_idle(),
@@ -183,17 +199,17 @@ impl Spinner {
     /// A sleep the other end ended `after` it began: a spin that long
     /// would have caught it, so the next wait spins (a side that only ever
     /// slept would otherwise never learn that its peer now answers fast).
-    fn woke_after(&mut self, after: Duration) {
+    pub(crate) fn woke_after(&mut self, after: Duration) {
         if after <= MAX_SPIN {
             self.hit(after);
         }
     }
 
-    fn hit(&mut self, after: Duration) {
+    pub(crate) fn hit(&mut self, after: Duration) {
         self.budget = self.budget.max(after * 4).min(MAX_SPIN);
     }
 
-    fn miss(&mut self) {
+    pub(crate) fn miss(&mut self) {
         self.budget /= 2;
         if self.budget < MIN_SPIN {
             self.budget = Duration::ZERO;
