@@ -274,7 +274,7 @@ impl Server {
             }
         };
         ch.send(req).await.map_err(closed_is_eof)?;
-        let first = ch.recv().await.map_err(closed_is_eof)?;
+        let first = ch.recv_spinning().await.map_err(closed_is_eof)?;
         let reply = match first {
             ManagerReply::Part(items) => {
                 let mut items = items;
