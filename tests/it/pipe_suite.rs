@@ -62,11 +62,61 @@ async fn async_square(mut conn: Connection) {
     conn.send(&(x * x)).await.expect("send");
 }
 
+/// Echoes numbers until its connection ends.
+#[multiproc::task]
+fn echo_numbers(mut conn: Connection) {
+    while let Ok(x) = conn.blocking_recv::<u64>() {
+        if conn.blocking_send(&x).is_err() {
+            return;
+        }
+    }
+}
+
+/// The peer of a ping-pong SIGKILLed at a random moment (before a message
+/// goes, or while its reply is awaited), many times: every wait ends, with
+/// the echo or the end of the stream, whether this side was spinning on its
+/// socket or link or asleep; no reply comes from a dead peer.
+async fn a_peer_killed_mid_ping_pong_ends_every_wait(method: StartMethod) {
+    let mut rng = crate::crash::Rng::new();
+    for round in 0..30 {
+        let (a, mut b) = pipe().expect("pipe");
+        let mut p = Process::new(echo_numbers, (a,)).start_method(method);
+        p.start().await.expect("start");
+        let victim = nix::unistd::Pid::from_raw(p.pid().expect("pid") as i32);
+        let kill = || nix::sys::signal::kill(victim, nix::sys::signal::Signal::SIGKILL).expect("kill");
+        let kill_at = rng.below(200);
+        let before_send = rng.below(2) == 0;
+        let mut i = 0u64;
+        loop {
+            if i == kill_at && before_send {
+                kill();
+            }
+            if b.send(&i).await.is_err() {
+                break;
+            }
+            if i == kill_at && !before_send {
+                kill();
+            }
+            match tokio::time::timeout(Duration::from_secs(10), b.recv::<u64>()).await {
+                Err(_) => panic!("round {round}: a wait outlived its killed peer (message {i})"),
+                Ok(Ok(x)) => assert_eq!(x, i, "round {round}"),
+                Ok(Err(Error::Eof)) => break,
+                Ok(Err(Error::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Ok(Err(e)) => panic!("round {round}: {e}"),
+            }
+            i += 1;
+            assert!(i <= kill_at + 1, "round {round}: a reply came from a killed peer");
+        }
+        assert_eq!(p.join().await.expect("join"), -9, "round {round}");
+    }
+}
+
 per_method!(
     child_sends_a_value,
     sixteen_mib_and_empty_messages_echo,
     eof_after_every_copy_closes,
-    fds_above_256_reach_the_child
+    fds_above_256_reach_the_child,
+    a_peer_killed_mid_ping_pong_ends_every_wait
 );
 
 async fn child_sends_a_value(m: StartMethod) {
