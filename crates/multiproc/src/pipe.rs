@@ -243,11 +243,6 @@ pub struct Connection {
 /// the other end still exists, as a socket's send does on every call.
 const PEER_CHECK: Duration = Duration::from_millis(1);
 
-/// How long a receive may poll its socket: its budget, cut at the deadline.
-fn spin_budget(full: Duration, deadline: Option<Instant>, now: Instant) -> Duration {
-    deadline.map_or(full, |d| full.min(d.saturating_duration_since(now)))
-}
-
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
@@ -461,25 +456,12 @@ impl Connection {
     /// only when its reactor runs, and a stale flag only costs one empty read.
     /// It never spins past `deadline` (`poll(Some(ZERO))` just looks).
     fn spin_read(&mut self, deadline: Option<Instant>) -> Result<bool> {
-        let full = self.spin.budget();
-        let start = Instant::now();
-        let budget = spin_budget(full, deadline, start);
-        if budget.is_zero() {
-            return Ok(false);
-        }
-        loop {
-            if self.read_some(false)? {
-                self.spin.hit(start.elapsed());
-                return Ok(true);
-            }
-            if start.elapsed() >= budget {
-                if budget == full {
-                    self.spin.miss();
-                }
-                return Ok(false);
-            }
-            std::hint::spin_loop();
-        }
+        let limit = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let mut spin = std::mem::take(&mut self.spin);
+        // Each poll is a system call: the clock is read after every one.
+        let r = spin.spin(limit, 1, || self.read_some(false));
+        self.spin = spin;
+        r
     }
 
     async fn fill(&mut self, deadline: Option<Instant>) -> Result<bool> {
@@ -886,21 +868,5 @@ impl<'de> Deserialize<'de> for Connection {
             c.shm = Some(Box::new(Link::from_parts(parts).map_err(serde::de::Error::custom)?));
         }
         Ok(c)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_receive_never_polls_past_its_deadline() {
-        let full = Duration::from_micros(100);
-        let now = Instant::now();
-        assert_eq!(spin_budget(full, None, now), full, "no deadline: the whole budget");
-        assert_eq!(spin_budget(full, Some(now), now), Duration::ZERO, "poll(Some(ZERO)) just looks");
-        assert_eq!(spin_budget(full, Some(now - Duration::from_millis(1)), now), Duration::ZERO);
-        assert_eq!(spin_budget(full, Some(now + Duration::from_micros(30)), now), Duration::from_micros(30));
-        assert_eq!(spin_budget(full, Some(now + Duration::from_secs(1)), now), full);
     }
 }

@@ -199,6 +199,50 @@ impl Spinner {
     /// A sleep the other end ended `after` it began: a spin that long
     /// would have caught it, so the next wait spins (a side that only ever
     /// slept would otherwise never learn that its peer now answers fast).
+    /// Polls `ready` for this wait's budget, cut to `limit` if one is given,
+    /// reading the clock once every `batch` polls; whether it became ready.
+    /// A spin that ran its whole budget out is a miss; one `limit` cut
+    /// short is not (it says nothing of the peer).
+    pub(crate) fn spin<E>(
+        &mut self,
+        limit: Option<Duration>,
+        batch: u32,
+        ready: impl FnMut() -> Result<bool, E>,
+    ) -> Result<bool, E> {
+        let full = self.budget();
+        self.spin_for(full, limit, batch, ready)
+    }
+
+    /// [`spin`](Self::spin) with this wait's budget already decided.
+    fn spin_for<E>(
+        &mut self,
+        full: Duration,
+        limit: Option<Duration>,
+        batch: u32,
+        mut ready: impl FnMut() -> Result<bool, E>,
+    ) -> Result<bool, E> {
+        let budget = limit.map_or(full, |l| full.min(l));
+        if budget.is_zero() {
+            return Ok(false);
+        }
+        let start = Instant::now();
+        loop {
+            for _ in 0..batch.max(1) {
+                if ready()? {
+                    self.hit(start.elapsed());
+                    return Ok(true);
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= budget {
+                if budget == full {
+                    self.miss();
+                }
+                return Ok(false);
+            }
+        }
+    }
+
     pub(crate) fn woke_after(&mut self, after: Duration) {
         if after <= MAX_SPIN {
             self.hit(after);
@@ -416,24 +460,12 @@ impl Link {
 
     /// Polls the counters for this end's spin budget (if a core is idle).
     fn spin(&mut self, want: Want) -> io::Result<bool> {
-        let budget = self.spin.budget();
-        if budget.is_zero() {
-            return Ok(false);
-        }
-        let start = Instant::now();
-        loop {
-            for _ in 0..64 {
-                if self.ready(want)? {
-                    self.spin.hit(start.elapsed());
-                    return Ok(true);
-                }
-                std::hint::spin_loop();
-            }
-            if start.elapsed() >= budget {
-                self.spin.miss();
-                return Ok(false);
-            }
-        }
+        let mut spin = std::mem::take(&mut self.spin);
+        // Looking at the counters costs a few ns: the clock is read once
+        // every 64 looks.
+        let r = spin.spin(None, 64, || self.ready(want));
+        self.spin = spin;
+        r
     }
 
     /// Announces this end as asleep; `true` if `want` came meanwhile (then
@@ -629,6 +661,28 @@ mod tests {
             }
         }
         assert_eq!(probes, 2, "a probe once every {PROBE_EVERY} waits");
+    }
+
+    #[test]
+    fn a_spin_never_polls_past_its_limit() {
+        // The budget is given: whether a core is idle here does not matter.
+        let mut s = Spinner::full();
+        let mut polls = 0;
+        let r: Result<bool, ()> = s.spin_for(MAX_SPIN, Some(Duration::ZERO), 1, || {
+            polls += 1;
+            Ok(false)
+        });
+        assert_eq!((r, polls), (Ok(false), 0), "a zero limit (`poll(Some(ZERO))`) just looks");
+        let r: Result<bool, ()> = s.spin_for(MAX_SPIN, Some(Duration::from_micros(5)), 1, || Ok(false));
+        assert_eq!(r, Ok(false));
+        assert_eq!(s.budget, MAX_SPIN, "a spin the limit cut short is no miss");
+        let r: Result<bool, ()> = s.spin_for(MAX_SPIN, None, 1, || {
+            polls += 1;
+            Ok(polls == 3)
+        });
+        assert_eq!((r, polls), (Ok(true), 3), "ready on the third poll");
+        let r: Result<bool, &str> = s.spin_for(MAX_SPIN, None, 1, || Err("gone"));
+        assert_eq!(r, Err("gone"), "an error ends the spin");
     }
 
     #[test]

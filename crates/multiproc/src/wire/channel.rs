@@ -277,27 +277,17 @@ impl Channel {
 
     /// Reads for the spin budget; whether a whole frame (or the end) came.
     fn spin_fill(&mut self) -> Result<bool> {
-        let budget = self.spin.budget();
-        if budget.is_zero() {
-            return Ok(false);
-        }
-        let start = Instant::now();
-        loop {
-            match self.reader.read_from(self.fd.as_fd()) {
-                Ok(_) if self.reader.has_frame()? || self.reader.is_eof() => {
-                    self.spin.hit(start.elapsed());
-                    return Ok(true);
-                }
-                Ok(_) => {}
-                Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
+        let mut spin = std::mem::take(&mut self.spin);
+        let (fd, reader) = (&self.fd, &mut self.reader);
+        let r = spin.spin(None, 1, || -> Result<bool> {
+            match reader.read_from(fd.as_fd()) {
+                Ok(_) => Ok(reader.has_frame()? || reader.is_eof()),
+                Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => Ok(false),
+                Err(e) => Err(e.into()),
             }
-            if start.elapsed() >= budget {
-                self.spin.miss();
-                return Ok(false);
-            }
-            std::hint::spin_loop();
-        }
+        });
+        self.spin = spin;
+        r
     }
 
     /// Receives one message. Cancel-safe: a dropped call loses no bytes.
