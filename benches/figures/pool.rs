@@ -123,7 +123,7 @@ async fn pool() -> Pool {
 /// Measures from a runtime task, where async services call from (not from
 /// `block_on`'s thread, which parks outside the runtime and needs a
 /// cross-thread wake-up for every result).
-async fn in_task(measure: impl std::future::Future<Output = Figure> + Send + 'static) -> Figure {
+pub async fn in_task(measure: impl std::future::Future<Output = Figure> + Send + 'static) -> Figure {
     tokio::spawn(measure).await.expect("the measuring task")
 }
 

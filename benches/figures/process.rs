@@ -4,11 +4,12 @@ use std::time::Instant;
 
 use multiproc::{Process, StartMethod};
 
+use crate::pool::in_task;
 use crate::{Figure, Measure};
 
 pub const FIGURES: &[(&str, Measure)] = &[
-    ("process_start_join_forkserver_us", || Box::pin(start_join(StartMethod::Forkserver, 300))),
-    ("process_start_join_spawn_us", || Box::pin(start_join(StartMethod::Spawn, 30))),
+    ("process_start_join_forkserver_us", || Box::pin(in_task(start_join(StartMethod::Forkserver, 300)))),
+    ("process_start_join_spawn_us", || Box::pin(in_task(start_join(StartMethod::Spawn, 30)))),
 ];
 
 #[multiproc::task]

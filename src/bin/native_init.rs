@@ -1,9 +1,10 @@
 //! A program whose `main` is `#[multiproc::main]` and which links a C static
-//! initialiser (`tests/c/static_init.c`, built by `build.rs`). The
-//! initialiser records the pid of the process image it ran in; a forked
+//! initialiser and finaliser (`tests/c/static_init.c`, built by `build.rs`).
+//! The initialiser records the pid of the process image it ran in; a forked
 //! child must see its forkserver's (the forkserver took its role after every
-//! constructor had run), a spawned child its own. Prints `ok`, or exits 1.
-//! Used by `tests/it/tree.rs`.
+//! constructor had run), a spawned child its own. Prints each child's pid
+//! (`forked <pid>`, `spawned <pid>`: `tests/it/tree.rs` checks which of
+//! them ran the finaliser), then `ok`, or exits 1.
 //!
 //! e2e-args:
 //! expect: ok
@@ -27,6 +28,8 @@ async fn main() {
         let mut p = Process::new(initialiser_ran, (method == StartMethod::Spawn,)).start_method(method);
         p.start().await.expect("start");
         let code = p.join().await.expect("join");
+        let how = if method == StartMethod::Spawn { "spawned" } else { "forked" };
+        println!("{how} {}", p.pid().expect("pid"));
         if code != 0 {
             eprintln!("{method:?}: the child exited {code}");
             std::process::exit(1);

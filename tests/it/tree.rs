@@ -131,11 +131,32 @@ async fn a_shielded_process_outlives_a_stray_sigterm_but_not_terminate(m: StartM
 
 /// `#[multiproc::main]`: roles start after every constructor, so a C static
 /// initialiser linked into the program has run in the forkserver a child is
-/// forked from (and in a spawned child's own image).
+/// forked from (and in a spawned child's own image). At exit, a forked child
+/// runs no finaliser of the image it was forked from (as CPython's forked
+/// children leave through `os._exit`); a spawned child, a fresh image, runs
+/// its own, and so does the program.
 #[test]
-fn a_c_static_initialiser_runs_before_the_roles() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_native_init")).output().expect("run native_init");
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"), "{out:?}");
+fn a_c_static_initialiser_runs_before_the_roles_and_its_finaliser_not_in_forked_children() {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_native_init"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run native_init");
+    let program = child.id();
+    let out = child.wait_with_output().expect("native_init output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("ok"), "{out:?}");
+    let pid_of = |how: &str| -> u32 {
+        let line = stdout.lines().find_map(|l| l.strip_prefix(how)).unwrap_or_else(|| panic!("no {how} line: {out:?}"));
+        line.trim().parse().expect("a pid")
+    };
+    let ran: Vec<u32> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| l.strip_prefix("c-finaliser-ran-in ")?.trim().parse().ok())
+        .collect();
+    assert!(!ran.contains(&pid_of("forked ")), "a forked child ran the finaliser: {ran:?} ({out:?})");
+    assert!(ran.contains(&pid_of("spawned ")), "the spawned child did not run its finaliser: {ran:?} ({out:?})");
+    assert!(ran.contains(&program), "the program did not run its finaliser: {ran:?} ({out:?})");
 }
 
 /// `ps` and `top` show what each process is: the child by its name, the

@@ -25,15 +25,36 @@ use crate::wire::{BlockingChannel, DEFAULT_MAX_FRAME, Failure, FromWorker, Hello
 pub(crate) const REFUSED: i32 = 1;
 
 pub(crate) fn run(control: ControlFd) -> ! {
-    let code = match serve(control) {
+    let code = end_code(serve(control));
+    std::process::exit(code)
+}
+
+/// [`run`] in a child forked by the forkserver (`fork` and `forkserver`
+/// start methods): it ends as CPython's forked children do, flushing its
+/// standard streams and leaving without the exit handlers and destructors
+/// of the forkserver image it was forked from. A child that started
+/// children of its own ends through `exit` (its supervisor's handler joins
+/// them).
+pub(crate) fn run_forked(control: ControlFd) -> ! {
+    let code = end_code(serve(control));
+    if super::supervisor::started() {
+        std::process::exit(code)
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    sys::flush_and_exit_now(code)
+}
+
+fn end_code(served: Result<i32>) -> i32 {
+    match served {
         Ok(code) => code,
         Err(Error::Eof) => 0,
         Err(e) => {
             eprintln!("multiproc worker {}: {e}", std::process::id());
             1
         }
-    };
-    std::process::exit(code)
+    }
 }
 
 /// What a spare child runs before it waits for a request (`forkserver.rs`):

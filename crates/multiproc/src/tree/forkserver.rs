@@ -315,7 +315,7 @@ fn fork_child(exec: bool, control: OwnedFd) -> Result<(u32, OwnedFd)> {
             if sys::die_with_parent(me as i32).is_err() {
                 sys::exit_now(70);
             }
-            if exec { exec_worker(control, me) } else { super::child::run(control) }
+            if exec { exec_worker(control, me) } else { super::child::run_forked(control) }
         }
     }
 }
@@ -348,7 +348,7 @@ fn fork_spare() -> Result<Spare> {
             let _ = sys::set_process_name("mp-spare");
             super::child::rehearse();
             let (exec, control) = wait_for_work(theirs);
-            if exec { exec_worker(control, me) } else { super::child::run(control) }
+            if exec { exec_worker(control, me) } else { super::child::run_forked(control) }
         }
     }
 }

@@ -273,6 +273,12 @@ fn handle() -> Result<&'static Handle> {
     Ok(h)
 }
 
+/// Whether this process started its supervisor (it has children to see
+/// to at exit).
+pub(crate) fn started() -> bool {
+    SUPERVISOR.get().is_some()
+}
+
 impl Handle {
     fn send(&self, req: Request) -> Result<()> {
         self.queue(req)?;
