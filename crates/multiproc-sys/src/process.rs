@@ -225,10 +225,38 @@ pub fn flush_and_exit_now(code: i32) -> ! {
     exit_now(code)
 }
 
+/// The number of threads of this process: field 20 of `/proc/self/stat`,
+/// read through an fd kept open (one `pread` per call, where listing
+/// `/proc/self/task` takes five system calls; a forkserver forks a spare per
+/// start). A process forked since the fd was opened opens its own.
+fn thread_count() -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    static STAT: std::sync::Mutex<Option<(u32, std::fs::File)>> = std::sync::Mutex::new(None);
+    let me = std::process::id();
+    let mut stat = STAT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if stat.as_ref().is_none_or(|(pid, _)| *pid != me) {
+        // The old fd (if any) belongs to the process this one was forked
+        // from, and may have been closed here: forget it without closing.
+        if let Some((_, old)) = stat.take() {
+            std::mem::forget(old);
+        }
+        *stat = Some((me, std::fs::File::open("/proc/self/stat")?));
+    }
+    let Some((_, file)) = stat.as_ref() else { return Err(io::Error::other("/proc/self/stat is not open")) };
+    let mut buf = [0u8; 1024];
+    let n = file.read_at(&mut buf, 0)?;
+    let text = std::str::from_utf8(&buf[..n]).map_err(|_| io::Error::other("/proc/self/stat is not text"))?;
+    // The name (field 2) may hold anything but ends at the last ')'; field
+    // 3 comes after it, so field 20 is the 18th from there.
+    text.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(17)?.parse().ok())
+        .ok_or_else(|| io::Error::other("/proc/self/stat has no thread count"))
+}
+
 /// Forks, after checking that the calling process has exactly one thread:
 /// the child of a single-threaded process may do anything, so this is safe.
 pub fn fork_single_threaded() -> io::Result<Fork> {
-    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    let threads = thread_count()?;
     if threads != 1 {
         return Err(io::Error::other(format!("refusing to fork a process with {threads} threads")));
     }
@@ -400,4 +428,26 @@ pub fn spawn_detached(cmd: &mut Command, fds: &[(BorrowedFd<'_>, RawFd)]) -> io:
     let mut intermediate = cmd.spawn()?;
     intermediate.wait()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_thread_count_follows_threads_and_a_threaded_process_is_never_forked() {
+        // Other tests' threads come and go meanwhile: only bounds hold.
+        let (stop, wait) = std::sync::mpsc::channel::<()>();
+        assert!(thread_count().expect("thread count") >= 1);
+        let extra = std::thread::spawn(move || {
+            let _ = wait.recv();
+        });
+        // This test's thread and the extra one, at least.
+        assert!(thread_count().expect("thread count") >= 2);
+        // This test process has two threads at least now: no fork.
+        let refused = fork_single_threaded();
+        assert!(refused.as_ref().is_err_and(|e| e.to_string().contains("threads")), "{:?}", refused.map(|_| ()));
+        drop(stop);
+        extra.join().expect("the extra thread");
+    }
 }

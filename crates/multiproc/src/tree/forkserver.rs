@@ -184,7 +184,10 @@ fn serve(fd: ControlFd) -> Result<()> {
         // requested directly was sent after that request, so the child must
         // be known when the signal is read.
         if direct_ready && let Some(d) = &mut direct {
-            let mut open = d.read_all_available().is_ok() && !d.is_eof();
+            // One datagram (one request) per wake-up: `poll` says at once
+            // if more are queued, where reading on until `EAGAIN` costs a
+            // failed read per request.
+            let mut open = d.read_available().is_ok() && !d.is_eof();
             loop {
                 match d.try_recv::<ToForkserver>() {
                     Ok(Some(req)) => urgent |= handle(req, &mut ch, &mut children, &mut spare, &mut want_spare)?,
