@@ -26,6 +26,13 @@ pub struct Figure {
 
 pub type Measure = fn() -> Pin<Box<dyn Future<Output = Figure>>>;
 
+/// Measures from a runtime task, where async services call from (not from
+/// `block_on`'s thread, which parks outside the runtime and needs a
+/// cross-thread wake-up for every result). The pool and process figures.
+pub async fn in_task(measure: impl Future<Output = Figure> + Send + 'static) -> Figure {
+    tokio::spawn(measure).await.expect("the measuring task")
+}
+
 /// Every figure, by its published (stable) name.
 fn all() -> Vec<(&'static str, Measure)> {
     let mut v = Vec::new();

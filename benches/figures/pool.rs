@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use multiproc::{Pool, cpu_count};
 
-use crate::{Figure, Measure};
+use crate::{Figure, Measure, in_task};
 
 pub const FIGURES: &[(&str, Measure)] = &[
     ("pool_apply_roundtrip_us", || Box::pin(in_task(apply_roundtrip(2_000, None)))),
@@ -118,13 +118,6 @@ fn rss_kib() -> u64 {
 
 async fn pool() -> Pool {
     Pool::new(cpu_count()).await.expect("pool")
-}
-
-/// Measures from a runtime task, where async services call from (not from
-/// `block_on`'s thread, which parks outside the runtime and needs a
-/// cross-thread wake-up for every result).
-pub async fn in_task(measure: impl std::future::Future<Output = Figure> + Send + 'static) -> Figure {
-    tokio::spawn(measure).await.expect("the measuring task")
 }
 
 /// `shm`: force the shared-memory call path on or off (`None`: the default).

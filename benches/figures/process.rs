@@ -4,8 +4,7 @@ use std::time::Instant;
 
 use multiproc::{Process, StartMethod};
 
-use crate::pool::in_task;
-use crate::{Figure, Measure};
+use crate::{Figure, Measure, in_task};
 
 pub const FIGURES: &[(&str, Measure)] = &[
     ("process_start_join_forkserver_us", || Box::pin(in_task(start_join(StartMethod::Forkserver, 300)))),

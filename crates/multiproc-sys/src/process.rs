@@ -234,15 +234,15 @@ fn thread_count() -> io::Result<usize> {
     static STAT: std::sync::Mutex<Option<(u32, std::fs::File)>> = std::sync::Mutex::new(None);
     let me = std::process::id();
     let mut stat = STAT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if stat.as_ref().is_none_or(|(pid, _)| *pid != me) {
-        // The old fd (if any) belongs to the process this one was forked
-        // from, and may have been closed here: forget it without closing.
-        if let Some((_, old)) = stat.take() {
-            std::mem::forget(old);
+    let file = match &mut *stat {
+        Some((pid, file)) if *pid == me => file,
+        slot => {
+            // An fd kept here belongs to the process this one was forked
+            // from, and may have been closed here: forget it, never close it.
+            std::mem::forget(slot.take());
+            &slot.insert((me, std::fs::File::open("/proc/self/stat")?)).1
         }
-        *stat = Some((me, std::fs::File::open("/proc/self/stat")?));
-    }
-    let Some((_, file)) = stat.as_ref() else { return Err(io::Error::other("/proc/self/stat is not open")) };
+    };
     let mut buf = [0u8; 1024];
     let n = file.read_at(&mut buf, 0)?;
     let text = std::str::from_utf8(&buf[..n]).map_err(|_| io::Error::other("/proc/self/stat is not text"))?;

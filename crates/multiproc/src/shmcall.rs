@@ -196,9 +196,6 @@ impl Spinner {
         self.budget
     }
 
-    /// A sleep the other end ended `after` it began: a spin that long
-    /// would have caught it, so the next wait spins (a side that only ever
-    /// slept would otherwise never learn that its peer now answers fast).
     /// Polls `ready` for this wait's budget, cut to `limit` if one is given,
     /// reading the clock once every `batch` polls; whether it became ready.
     /// A spin that ran its whole budget out is a miss; one `limit` cut
@@ -243,6 +240,9 @@ impl Spinner {
         }
     }
 
+    /// A sleep the other end ended `after` it began: a spin that long
+    /// would have caught it, so the next wait spins (a side that only ever
+    /// slept would otherwise never learn that its peer now answers fast).
     pub(crate) fn woke_after(&mut self, after: Duration) {
         if after <= MAX_SPIN {
             self.hit(after);
