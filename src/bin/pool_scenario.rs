@@ -19,6 +19,10 @@
 //! job has a result); prints `kills K, jobs in N, results out N, lost L,
 //! duplicates D, redelivered R, restarts S, drained B` and exits 1 if a job
 //! was lost.
+//! `pool_scenario wide-pool N`: lowers its soft fd limit to 1024 (the usual
+//! default), then starts a shared-memory `Pool` of N workers and runs a
+//! chunk-1 map of 2N items on it; prints `workers W, distinct pids P, soft
+//! fd limit L` and exits 1 if the pool could not start or an item failed.
 
 use multiproc::Pool;
 
@@ -295,6 +299,34 @@ async fn leased_soak(kills: u32) {
     }
 }
 
+#[multiproc::task]
+fn pid_of_worker(_: u64) -> u32 {
+    std::process::id()
+}
+
+async fn wide_pool(n: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("fd limit");
+    setrlimit(Resource::RLIMIT_NOFILE, 1024.min(hard), hard).expect("lower the soft fd limit");
+    let pool = match Pool::builder().processes(n).shared_memory(true).build().await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("Pool of {n} workers: {}", e.chain());
+            std::process::exit(1);
+        }
+    };
+    let out = pool.map(pid_of_worker, 0..2 * n as u64).chunksize(1).await.expect("map");
+    let failed = out.iter().filter(|r| r.is_err()).count();
+    let pids: std::collections::HashSet<u32> = out.into_iter().filter_map(Result::ok).collect();
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).expect("fd limit").0;
+    println!("workers {}, distinct pids {}, soft fd limit {soft}", pool.pids().len(), pids.len());
+    pool.terminate().await;
+    if failed > 0 {
+        eprintln!("{failed} items failed");
+        std::process::exit(1);
+    }
+}
+
 #[tokio::main]
 async fn main() {
     match std::env::args().nth(1).as_deref() {
@@ -307,9 +339,10 @@ async fn main() {
         Some("leased-soak") => {
             leased_soak(std::env::args().nth(2).and_then(|k| k.parse().ok()).unwrap_or(300)).await;
         }
+        Some("wide-pool") => wide_pool(std::env::args().nth(2).and_then(|k| k.parse().ok()).unwrap_or(300)).await,
         other => {
             eprintln!(
-                "usage: pool_scenario forkserver-killed|soak [KILLS]|map-soak [KILLS] [shm]|leased-soak [KILLS] (got {other:?})"
+                "usage: pool_scenario forkserver-killed|soak [KILLS]|map-soak [KILLS] [shm]|leased-soak [KILLS]|wide-pool [N] (got {other:?})"
             );
             std::process::exit(2);
         }

@@ -72,6 +72,23 @@ async fn a_pool_of_300_workers() {
     pool.terminate().await;
 }
 
+/// The usual soft fd limit (1024) does not stop a pool of 300 workers on
+/// the shared-memory path (6 fds each in the pool's process): the tree
+/// raises its soft limit to the hard one, as Go and the JVM do.
+#[test]
+fn a_pool_of_300_workers_under_the_usual_soft_fd_limit() {
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).expect("fd limit");
+    if hard < 4096 {
+        eprintln!("skipped: this machine's hard fd limit ({hard}) is too low for 300 workers");
+        return;
+    }
+    let out = crate::common::pool_scenario(&["wide-pool", "300"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("workers 300, distinct pids"), "{stdout}");
+    assert!(stdout.contains(&format!("soft fd limit {hard}")), "{stdout}");
+}
+
 /// Children started together (so the forkserver reads their spawn requests
 /// in one batch) hold no socket of one another's: two siblings never have a
 /// `socket:[inode]` in common.

@@ -1,6 +1,7 @@
 //! Small fd helpers every part of `multiproc` needs, kept here once:
-//! switching a socket to non-blocking mode, and waiting for readiness with
-//! an optional deadline (`poll(2)`, retried on `EINTR`, never waking early).
+//! switching a socket to non-blocking mode, waiting for readiness with an
+//! optional deadline (`poll(2)`, retried on `EINTR`, never waking early),
+//! and raising the open-file limit.
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -47,6 +48,22 @@ pub fn wait_ready(fd: BorrowedFd<'_>, write: bool, deadline: Option<Instant>) ->
     }
 }
 
+/// Raises this process's soft limit on open files to its hard limit, as
+/// Go's runtime and the JVM do at start-up: a process tree holds a few fds
+/// per child in its root (sockets, doorbells, a mapping), and the usual
+/// soft limit of 1024 is reached by a few hundred workers. The soft limit
+/// exists for programs that still use `select(2)` (fds below 1024): such a
+/// program fails either way once it has that many fds open. Returns the
+/// soft limit before and after.
+pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok((soft, soft.max(hard)))
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsFd;
@@ -73,5 +90,16 @@ mod tests {
         set_nonblocking(b.as_fd()).expect("idempotent");
         let err = io::Read::read(&mut &b, &mut [0u8; 1]).expect_err("nothing to read");
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn the_soft_fd_limit_is_raised_to_the_hard_one() {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("limits");
+        setrlimit(Resource::RLIMIT_NOFILE, hard.min(1024) - 1, hard).expect("lower the soft limit");
+        assert_eq!(raise_fd_limit().expect("raise"), (hard.min(1024) - 1, hard));
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).expect("limits"), (hard, hard));
+        // Already at the hard limit: nothing to do.
+        assert_eq!(raise_fd_limit().expect("raise"), (hard, hard));
     }
 }

@@ -58,18 +58,6 @@ pub(crate) fn serve_manager(listen: PassFd, tcp: Option<(PassFd, ByteBuf)>) {
     }
 }
 
-/// Raises the soft fd limit to the hard one: a server holds an fd per
-/// client.
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
-    {
-        tracing::debug!(error = %e, "could not raise the fd limit");
-    }
-}
-
 fn out_of_fds(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOBUFS | nix::libc::ENOMEM))
 }
@@ -402,7 +390,11 @@ impl Server {
 }
 
 fn serve(listen: OwnedFd, tcp: Option<(TcpListener, Vec<u8>)>) -> Result<()> {
-    raise_fd_limit();
+    // A server holds an fd per client (the tree's root raised its own
+    // limit, and a manager's parent may have lowered it since).
+    if let Err(e) = multiproc_sys::fd::raise_fd_limit() {
+        tracing::debug!(error = %e, "could not raise the fd limit");
+    }
     let (listener, key) = match tcp {
         Some((l, k)) => {
             l.set_nonblocking(true)?;

@@ -247,6 +247,12 @@ fn handle() -> Result<&'static Handle> {
     super::boot::ensure_linked();
     let mut started = None;
     let h = SUPERVISOR.get_or_init(|| {
+        // Every child costs this process a few fds: a pool of a few hundred
+        // workers must not stop at the usual soft limit of 1024. Children
+        // inherit the raised limit.
+        if let Err(e) = multiproc_sys::fd::raise_fd_limit() {
+            tracing::debug!(error = %e, "could not raise the fd limit");
+        }
         let (tx, rx) = mpsc::channel();
         let wake =
             EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).expect("eventfd is available on Linux");
