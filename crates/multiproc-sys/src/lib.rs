@@ -7,6 +7,7 @@
 #![cfg(target_os = "linux")]
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod fd;
 pub mod fdpass;
 pub mod futex;

@@ -38,13 +38,6 @@ use crate::wire::{BlockingChannel, Ends, Failure, FromWorker, ToWorker, fds};
 /// coarse clock: an item during which it ticked.
 const SLOW_ITEM: Duration = Duration::from_millis(1);
 
-/// The kernel's coarse monotonic clock (updated every tick; no hardware
-/// read). `None` if it cannot be read (then every item is reported, which
-/// is slow but right).
-fn coarse_now() -> Option<Duration> {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).ok().map(Duration::from)
-}
-
 /// A copy of the worker's control socket, for tests that make a worker
 /// misbehave on it.
 static CONTROL: OnceLock<OwnedFd> = OnceLock::new();
@@ -146,7 +139,7 @@ pub(crate) fn serve_pool(
                 let ((), out_fds) = fds::capture(|| {
                     // Deadlines rather than differences: one clock read and
                     // two comparisons per item.
-                    let start_at = coarse_now();
+                    let start_at = multiproc_sys::clock::coarse_now();
                     let report_at = start_at.map(|t| t + PROGRESS_EVERY);
                     let mut slow_at = start_at.map(|t| t + SLOW_ITEM);
                     while i < n {
@@ -167,7 +160,7 @@ pub(crate) fn serve_pool(
                             // The reply goes out now anyway.
                             break;
                         }
-                        let now = coarse_now();
+                        let now = multiproc_sys::clock::coarse_now();
                         let (Some(now), Some(slow), Some(report)) = (now, slow_at, report_at) else { break };
                         if now >= slow || now >= report || reply.size() > MAX_RESULT_BYTES {
                             break;
