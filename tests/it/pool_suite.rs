@@ -744,6 +744,28 @@ per_method!(
     dropped_pool_reaps_workers,
 );
 
+#[multiproc::task]
+fn pid_of_item(_: u32) -> u32 {
+    std::process::id()
+}
+
+/// The lengths of the runs of equal values in `v`.
+fn runs(v: &[u32]) -> Vec<usize> {
+    v.chunk_by(|a, b| a == b).map(<[u32]>::len).collect()
+}
+
+/// A default chunk is Python's `ceil(len / (4 × processes))` items, at most
+/// 8,192. With one call per worker, each chunk shows as a run of one pid.
+#[tokio::test]
+async fn a_default_chunk_holds_at_most_8192_items() {
+    let pool = builder().processes(1).max_tasks_per_child(1).build().await.expect("pool");
+    let pids = oks(pool.map(pid_of_item, 0..40_000).await.expect("map"));
+    assert_eq!(runs(&pids), [8192, 8192, 8192, 8192, 7232]);
+    let pids = oks(pool.map(pid_of_item, 0..40).await.expect("map"));
+    assert_eq!(runs(&pids), [10, 10, 10, 10]);
+    pool.terminate().await;
+}
+
 #[tokio::test]
 async fn unregistered_function_is_a_typed_error() {
     let pool = builder().processes(1).build().await.expect("pool");

@@ -167,7 +167,8 @@ impl<T, X> std::fmt::Debug for MapCall<T, X> {
 
 impl<T: DeserializeOwned, X> MapCall<T, X> {
     /// Items sent to a worker at a time (`map(…, chunksize)`). Defaults to
-    /// Python's rule: `ceil(len / (4 × processes))`.
+    /// Python's rule, `ceil(len / (4 × processes))`, but at most 8,192
+    /// items: larger chunks only delay the first and the last results.
     pub fn chunksize(mut self, n: usize) -> Self {
         self.chunksize = Some(n);
         self
@@ -188,7 +189,7 @@ impl<T: DeserializeOwned, X> MapCall<T, X> {
         let chunksize = match self.chunksize {
             Some(0) => return MapResult::failed(Error::InvalidArgument("chunksize must be at least 1".into())),
             Some(c) => c,
-            None => n.div_ceil(4 * workers).max(1),
+            None => n.div_ceil(4 * workers).clamp(1, MAX_AUTO_CHUNK),
         };
         let task = match self.task {
             Ok(t) => t,
@@ -238,6 +239,17 @@ impl<T: DeserializeOwned, X> IntoFuture for MapCall<T, X> {
         self.submit()
     }
 }
+
+/// The default chunk's size limit, in items. Python's rule alone cuts a
+/// million items on two workers into 125,000-item chunks: the first worker
+/// waits for a whole chunk to be encoded, the last chunk's results are
+/// decoded after every worker is done, and each chunk's buffers (~1 MB)
+/// miss the caches and fault in fresh pages. At 8,192 items the caller's
+/// encoding and decoding overlap the workers' run: `pool_map_auto` went
+/// from 16.6M to 20.8M items/s (medians of 8 interleaved runs; 16,384 gave
+/// 20.0M, 32,768 19.2M). A chunk of slow items is no worse off: smaller
+/// chunks balance better, and a chunk costs a few microseconds.
+const MAX_AUTO_CHUNK: usize = 8_192;
 
 /// Maps of at least this many items encode inside
 /// [`long_stretch`](crate::runtime::long_stretch).
