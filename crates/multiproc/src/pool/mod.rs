@@ -285,7 +285,7 @@ impl Pool {
         encode: fn(&mut Vec<u8>, &X) -> std::result::Result<(), rmp_serde::encode::Error>,
     ) -> MapCall<T, X> {
         // The items are written once, in order: a large list is backed by
-        // huge pages where the kernel allows (a million `u64`s were 2,000
+        // huge pages where the kernel allows (a million `u64`s were ~1,950
         // page faults).
         let items = items.into_iter();
         let mut all = Vec::with_capacity(items.size_hint().0);
