@@ -53,15 +53,14 @@ pub fn wait_ready(fd: BorrowedFd<'_>, write: bool, deadline: Option<Instant>) ->
 /// per child in its root (sockets, doorbells, a mapping), and the usual
 /// soft limit of 1024 is reached by a few hundred workers. The soft limit
 /// exists for programs that still use `select(2)` (fds below 1024): such a
-/// program fails either way once it has that many fds open. Returns the
-/// soft limit before and after.
-pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
+/// program fails either way once it has that many fds open.
+pub fn raise_fd_limit() -> io::Result<()> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     if soft < hard {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }
-    Ok((soft, soft.max(hard)))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -97,9 +96,10 @@ mod tests {
         use nix::sys::resource::{Resource, getrlimit, setrlimit};
         let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("limits");
         setrlimit(Resource::RLIMIT_NOFILE, hard.min(1024) - 1, hard).expect("lower the soft limit");
-        assert_eq!(raise_fd_limit().expect("raise"), (hard.min(1024) - 1, hard));
+        raise_fd_limit().expect("raise");
         assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).expect("limits"), (hard, hard));
-        // Already at the hard limit: nothing to do.
-        assert_eq!(raise_fd_limit().expect("raise"), (hard, hard));
+        // Already at the hard limit: nothing to do, and no error.
+        raise_fd_limit().expect("raise again");
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).expect("limits"), (hard, hard));
     }
 }

@@ -390,11 +390,6 @@ impl Server {
 }
 
 fn serve(listen: OwnedFd, tcp: Option<(TcpListener, Vec<u8>)>) -> Result<()> {
-    // A server holds an fd per client (the tree's root raised its own
-    // limit, and a manager's parent may have lowered it since).
-    if let Err(e) = multiproc_sys::fd::raise_fd_limit() {
-        tracing::debug!(error = %e, "could not raise the fd limit");
-    }
     let (listener, key) = match tcp {
         Some((l, k)) => {
             l.set_nonblocking(true)?;
