@@ -14,7 +14,7 @@ use futures::Stream;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use super::queue::{Delivery, Job, Shared, decode_chunk, encode_pieces};
+use super::queue::{Delivery, Job, Shared, Submission, decode_chunk, encode_pieces};
 use crate::error::{Error, Result};
 use crate::wire::TaskRef;
 
@@ -163,6 +163,7 @@ impl<T: DeserializeOwned, I: Source> Imap<T, I> {
             Ok(t) => Arc::clone(t),
             Err(e) => return Err(std::mem::replace(e, Error::Closed("stream"))),
         };
+        let of = Submission::new(task, self.tx.clone());
         let mut pieces = Vec::with_capacity(1);
         while self.out < window {
             let Some(iter) = &mut self.iter else { break };
@@ -185,13 +186,12 @@ impl<T: DeserializeOwned, I: Source> Imap<T, I> {
                 let job = Job {
                     batch: self.batch,
                     base,
-                    task: Arc::clone(&task),
+                    of: Arc::clone(&of),
                     args,
                     ends,
                     fds,
                     timeout: self.timeout.or(self.shared.config.task_timeout),
                     attempts: 0,
-                    sink: self.tx.clone(),
                 };
                 // Only what was queued is awaited: a pool closed before
                 // this stream was first polled refuses the chunk, and the

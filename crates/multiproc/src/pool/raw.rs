@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::Pool;
-use super::queue::{ChunkDone, Delivery, Job, failure_to_error};
+use super::queue::{ChunkDone, Delivery, Job, Submission, failure_to_error};
 use crate::error::{Error, Result};
 use crate::wire::TaskRef;
 
@@ -38,13 +38,12 @@ impl Pool {
         let job = Job {
             batch: shared.next_batch(),
             base: 0,
-            task,
+            of: Submission::new(task, tx),
             args,
             ends,
             fds: Vec::new(),
             timeout: timeout.or(shared.config.task_timeout),
             attempts: 0,
-            sink: tx,
         };
         if let Err(e) = shared.submit(std::iter::once(job)) {
             let why = std::sync::Arc::new(e);

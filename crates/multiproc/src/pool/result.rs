@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use super::mapped::Mapped;
-use super::queue::{ChunkError, Delivery, Job, Shared, decode_chunk, decode_chunk_each, encode_pieces};
+use super::queue::{ChunkError, Delivery, Job, Shared, Submission, decode_chunk, decode_chunk_each, encode_pieces};
 use crate::error::{Error, Result};
 use crate::wire::TaskRef;
 
@@ -124,13 +124,12 @@ pub(crate) fn submit_one(
     shared.submit(std::iter::once(Job {
         batch: shared.next_batch(),
         base: 0,
-        task,
+        of: Submission::new(task, sink),
         args,
         ends: vec![end],
         fds,
         timeout: shared.config.task_timeout,
         attempts: 0,
-        sink,
     }))
 }
 
@@ -195,6 +194,7 @@ impl<T: DeserializeOwned, X> MapCall<T, X> {
             Ok(t) => t,
             Err(e) => return MapResult::failed(e),
         };
+        let of = Submission::new(task, tx);
         let batch = self.shared.next_batch();
         let timeout = self.timeout.or(self.shared.config.task_timeout);
         let mut encode_all = || -> Result<()> {
@@ -204,8 +204,8 @@ impl<T: DeserializeOwned, X> MapCall<T, X> {
             for (i, chunk) in self.items.chunks(chunksize).enumerate() {
                 encode_pieces(chunk, i * chunksize, self.encode, &mut prefailed, &mut pieces);
                 for (base, args, ends, fds) in pieces.drain(..) {
-                    let task = Arc::clone(&task);
-                    let job = Job { batch, base, task, args, ends, fds, timeout, attempts: 0, sink: tx.clone() };
+                    let of = Arc::clone(&of);
+                    let job = Job { batch, base, of, args, ends, fds, timeout, attempts: 0 };
                     self.shared.submit(std::iter::once(job))?;
                 }
             }

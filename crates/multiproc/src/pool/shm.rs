@@ -143,7 +143,9 @@ impl ParentRing {
         Ok((ring_end, ToWorker::Shm { end }, vec![ring, bell, peer_bell]))
     }
 
-    /// Queues a call; its fds go ahead over the socket.
+    /// Queues a call; its fds go ahead over the socket. It reaches the ring
+    /// at the next [`pump`](Self::pump): the calls taken together go in one
+    /// write, which wakes a sleeping worker once for all of them.
     pub fn send(&mut self, ch: &mut Channel, msg: &ToWorker, fds: Vec<OwnedFd>) -> Result<()> {
         let at = self.out.len();
         push_frame(&mut self.out, msg, fds.len())?;
@@ -153,7 +155,6 @@ impl ParentRing {
             self.out.truncate(at);
             return Err(e);
         }
-        self.pump()?;
         Ok(())
     }
 

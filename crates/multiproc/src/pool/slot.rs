@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::PROGRESS_EVERY;
-use super::queue::{ChunkDone, ChunkError, Delivery, Job, Phase, Shared};
+use super::queue::{ChunkDone, ChunkError, Delivery, Job, Phase, Shared, Submission};
 use super::shm::ParentRing;
 use crate::error::{Error, Result};
 use crate::process::StartMethod;
@@ -336,7 +336,7 @@ impl<'a> Owner<'a> {
                     }
                     Ok((FromWorker::Done { id, data, ends, failures, more }, fds)) if self.ring.is_none() => {
                         let done = ChunkDone { data: data.into_vec(), ends: ends.0, failures, fds };
-                        if !self.on_done(id, done, more) {
+                        if !self.on_done(id, done, more, &mut Deliveries::default()) {
                             return self.lost().await;
                         }
                     }
@@ -382,13 +382,15 @@ impl<'a> Owner<'a> {
     /// no call) means the worker broke the protocol.
     fn ring_replies(&mut self) -> Result<bool> {
         let mut any = false;
+        // Sent on every way out (dropped).
+        let mut out = Deliveries::default();
         loop {
             let Some(ring) = &mut self.ring else { return Ok(any) };
             ring.pump()?;
             match ring.next()? {
                 Some((FromWorker::Done { id, data, ends, failures, more }, fds)) => {
                     let done = ChunkDone { data: data.into_vec(), ends: ends.0, failures, fds };
-                    if !self.on_done(id, done, more) {
+                    if !self.on_done(id, done, more, &mut out) {
                         return Err(Error::Malformed("a reply that answers no call".into()));
                     }
                     any = true;
@@ -412,7 +414,7 @@ impl<'a> Owner<'a> {
             let mut calls = self.in_flight.len();
             while budget > 0 {
                 let Some(job) = st.jobs.front() else { break };
-                if job.sink.is_closed() {
+                if job.sink().is_closed() {
                     // Its caller is gone: cancelled.
                     st.jobs.pop_front();
                     continue;
@@ -452,6 +454,9 @@ impl<'a> Owner<'a> {
             self.send(job)?;
         }
         self.taken = taken;
+        if let Some(ring) = &mut self.ring {
+            ring.pump()?;
+        }
         if any && self.in_flight.is_empty() {
             // Everything taken was refused before it went out: look again,
             // and mark this owner idle if the queue is empty (an owner that
@@ -463,10 +468,10 @@ impl<'a> Owner<'a> {
 
     fn send(&mut self, mut job: Job) -> Result<()> {
         let task = match &self.last_task {
-            Some(t) if Arc::ptr_eq(t, &job.task) || t.name == job.task.name => None,
+            Some(t) if Arc::ptr_eq(t, job.task()) || t.name == job.task().name => None,
             _ => {
-                self.last_task = Some(Arc::clone(&job.task));
-                Some((*job.task).clone())
+                self.last_task = Some(Arc::clone(job.task()));
+                Some((**job.task()).clone())
             }
         };
         let fds = std::mem::take(&mut job.fds);
@@ -515,8 +520,8 @@ impl<'a> Owner<'a> {
     }
 
     /// Delivers a reply (all or, with `more`, the next part of the head
-    /// call's items); `false` when it answers no call we made.
-    fn on_done(&mut self, id: u64, done: ChunkDone, more: bool) -> bool {
+    /// call's items) through `out`; `false` when it answers no call we made.
+    fn on_done(&mut self, id: u64, done: ChunkDone, more: bool, out: &mut Deliveries) -> bool {
         let Some(head) = self.in_flight.front_mut().filter(|s| s.id == id) else {
             tracing::warn!(pid = self.pid, call = id, "a pool worker answered a call it was not given");
             return false;
@@ -541,7 +546,7 @@ impl<'a> Owner<'a> {
         stats.failed.fetch_add(failed, Ordering::Relaxed);
         stats.completed.fetch_add(n as u64 - failed.min(n as u64), Ordering::Relaxed);
         if n > 0 {
-            let _ = head.job.sink.send(Delivery { base, len: n, outcome: Ok(done) });
+            out.add(&head.job.of, Delivery { base, len: n, outcome: Ok(done) });
         }
         if !more {
             let Sent { span, .. } = self.in_flight.pop_front().expect("checked above");
@@ -554,7 +559,7 @@ impl<'a> Owner<'a> {
     fn fail(&mut self, job: Job, why: ChunkError) {
         let n = job.len() as u64;
         self.shared.stats.failed.fetch_add(n, Ordering::Relaxed);
-        let _ = job.sink.send(Delivery { base: job.base, len: job.len(), outcome: Err(why) });
+        let _ = job.sink().send(Delivery { base: job.base, len: job.len(), outcome: Err(why) });
     }
 
     fn unmark_idle(&mut self) {
@@ -585,7 +590,8 @@ impl<'a> Owner<'a> {
             }
             match tokio::time::timeout_at(deadline, self.ch.recv_raw::<FromWorker>()).await {
                 Ok(Ok((FromWorker::Done { id, data, ends, failures, more }, fds))) if self.ring.is_none() => {
-                    if !self.on_done(id, ChunkDone { data: data.into_vec(), ends: ends.0, failures, fds }, more) {
+                    let done = ChunkDone { data: data.into_vec(), ends: ends.0, failures, fds };
+                    if !self.on_done(id, done, more, &mut Deliveries::default()) {
                         break;
                     }
                 }
@@ -706,13 +712,12 @@ impl<'a> Owner<'a> {
             let mut rest = Job {
                 batch: head.job.batch,
                 base: head.job.base,
-                task: Arc::clone(&head.job.task),
+                of: Arc::clone(&head.job.of),
                 args: head.job.args.clone(),
                 ends: head.job.ends.clone(),
                 fds: head.fds.iter().map(OwnedFd::try_clone).collect::<std::io::Result<Vec<_>>>().unwrap_or_default(),
                 timeout: head.job.timeout,
                 attempts: head.job.attempts,
-                sink: head.job.sink.clone(),
             };
             rest.drop_front(head.done + 1);
             let n = rest.len();
@@ -771,10 +776,57 @@ impl<'a> Owner<'a> {
     }
 }
 
+/// The deliveries of replies read together: the results of consecutive
+/// items of one submission go to its caller as one delivery (one channel
+/// send and one wake-up of its task for a run of chunk-1 calls, where each
+/// call was one). Whatever is held goes when this is dropped.
+#[derive(Default)]
+struct Deliveries {
+    held: Option<(Arc<Submission>, Delivery)>,
+}
+
+/// Replies are merged up to this many bytes of results (a copy each).
+const MERGE_BYTES: usize = 64 << 10;
+
+impl Deliveries {
+    fn add(&mut self, of: &Arc<Submission>, d: Delivery) {
+        if let Some((held_of, held)) = &mut self.held
+            && Arc::ptr_eq(held_of, of)
+            && held.base + held.len == d.base
+            && let (Ok(a), Ok(b)) = (&mut held.outcome, &d.outcome)
+            && a.fds.is_empty()
+            && b.fds.is_empty()
+            && a.data.len() + b.data.len() <= MERGE_BYTES
+            && let Ok(b) = d.outcome
+        {
+            let (offset, first) = (a.data.len() as u32, held.len as u32);
+            a.data.extend_from_slice(&b.data);
+            a.ends.extend(b.ends.iter().map(|e| e + offset));
+            a.failures.extend(b.failures.into_iter().map(|(i, f)| (i + first, f)));
+            held.len += d.len;
+            return;
+        }
+        self.send();
+        self.held = Some((Arc::clone(of), d));
+    }
+
+    fn send(&mut self) {
+        if let Some((of, d)) = self.held.take() {
+            let _ = of.sink.send(d);
+        }
+    }
+}
+
+impl Drop for Deliveries {
+    fn drop(&mut self) {
+        self.send();
+    }
+}
+
 /// Resolves when the caller of the running call dropped its handle.
 async fn head_cancelled(head: Option<&Sent>) {
     match head {
-        Some(s) => s.job.sink.closed().await,
+        Some(s) => s.job.sink().closed().await,
         None => std::future::pending().await,
     }
 }
@@ -791,5 +843,87 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::pool::queue::decode_chunk;
+    use crate::wire::Failure;
+
+    /// Items `base..base + values.len()` as one reply; `failed` (index in
+    /// the reply) failed with a panic.
+    fn reply(base: usize, values: &[u64], failed: Option<u32>) -> Delivery {
+        let (mut data, mut ends, mut failures) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, v) in values.iter().enumerate() {
+            if failed == Some(i as u32) {
+                failures.push((i as u32, Failure::Panicked { message: "boom".into(), location: "here".into() }));
+            } else {
+                rmp_serde::encode::write(&mut data, v).expect("encode");
+            }
+            ends.push(data.len() as u32);
+        }
+        Delivery { base, len: values.len(), outcome: Ok(ChunkDone { data, ends, failures, fds: Vec::new() }) }
+    }
+
+    fn submission() -> (Arc<Submission>, mpsc::UnboundedReceiver<Delivery>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = Arc::new(crate::wire::TaskRef { name: "t".into(), signature: "s".into() });
+        (Submission::new(task, tx), rx)
+    }
+
+    #[test]
+    fn consecutive_replies_of_one_submission_go_as_one_delivery() {
+        let (a, mut rx_a) = submission();
+        let (b, mut rx_b) = submission();
+        let mut out = Deliveries::default();
+        out.add(&a, reply(0, &[10, 11], None));
+        out.add(&a, reply(2, &[12], Some(0)));
+        out.add(&a, reply(3, &[13, 14], Some(1)));
+        assert!(rx_a.try_recv().is_err(), "held while the run goes on");
+        // Not the next item: the run so far goes, this one is held.
+        out.add(&a, reply(7, &[17], None));
+        // Another submission's reply: not merged with `a`'s.
+        out.add(&b, reply(8, &[18], None));
+        drop(out);
+
+        let run = rx_a.try_recv().expect("the merged run");
+        assert_eq!((run.base, run.len), (0, 5));
+        let items: Vec<Result<u64>> = decode_chunk(run, &mut HashMap::new());
+        let shape: Vec<Option<u64>> = items.iter().map(|r| r.as_ref().ok().copied()).collect();
+        assert_eq!(shape, [Some(10), Some(11), None, Some(13), None]);
+        assert!(matches!(&items[2], Err(Error::TaskPanicked(p)) if p.message == "boom"));
+        assert!(matches!(&items[4], Err(Error::TaskPanicked(_))));
+        let next = rx_a.try_recv().expect("the reply after the gap");
+        assert_eq!((next.base, next.len), (7, 1));
+        assert!(rx_a.try_recv().is_err());
+        let other = rx_b.try_recv().expect("the other submission's reply");
+        assert_eq!((other.base, other.len), (8, 1));
+    }
+
+    #[test]
+    fn replies_with_fds_or_large_results_are_not_merged() {
+        let (a, mut rx) = submission();
+        let mut out = Deliveries::default();
+        out.add(&a, reply(0, &[1], None));
+        let mut with_fd = reply(1, &[2], None);
+        if let Ok(done) = &mut with_fd.outcome {
+            done.fds.push(std::fs::File::open("/dev/null").expect("open").into());
+        }
+        out.add(&a, with_fd);
+        let mut large = reply(2, &[3], None);
+        if let Ok(done) = &mut large.outcome {
+            done.data.resize(MERGE_BYTES, 0);
+            done.ends[0] = MERGE_BYTES as u32;
+        }
+        out.add(&a, large);
+        drop(out);
+        let got: Vec<(usize, usize)> = std::iter::from_fn(|| rx.try_recv().ok()).map(|d| (d.base, d.len)).collect();
+        assert_eq!(got, [(0, 1), (1, 1), (2, 1)]);
     }
 }
