@@ -780,6 +780,12 @@ impl<'a> Owner<'a> {
 /// items of one submission go to its caller as one delivery (one channel
 /// send and one wake-up of its task for a run of chunk-1 calls, where each
 /// call was one). Whatever is held goes when this is dropped.
+///
+/// Only well-formed replies are held or merged (boundaries in order and
+/// inside the results, failures in order and inside the reply): a broken
+/// worker's bad boundary, shifted into a merged delivery, would otherwise
+/// reach into the results of the replies merged after it. A reply that is
+/// not goes alone, as it came.
 #[derive(Default)]
 struct Deliveries {
     held: Option<(Arc<Submission>, Delivery)>,
@@ -790,12 +796,19 @@ const MERGE_BYTES: usize = 64 << 10;
 
 impl Deliveries {
     fn add(&mut self, of: &Arc<Submission>, d: Delivery) {
+        let mergeable = match &d.outcome {
+            Ok(done) => done.fds.is_empty() && well_formed(done, d.len),
+            Err(_) => false,
+        };
+        if !mergeable {
+            self.send();
+            let _ = of.sink.send(d);
+            return;
+        }
         if let Some((held_of, held)) = &mut self.held
             && Arc::ptr_eq(held_of, of)
             && held.base + held.len == d.base
             && let (Ok(a), Ok(b)) = (&mut held.outcome, &d.outcome)
-            && a.fds.is_empty()
-            && b.fds.is_empty()
             && a.data.len() + b.data.len() <= MERGE_BYTES
             && let Ok(b) = d.outcome
         {
@@ -815,6 +828,16 @@ impl Deliveries {
             let _ = of.sink.send(d);
         }
     }
+}
+
+/// Whether a reply of `len` items has its boundaries in order and inside its
+/// results, and its failures in order and inside the reply.
+fn well_formed(done: &ChunkDone, len: usize) -> bool {
+    done.ends.len() == len
+        && done.ends.windows(2).all(|w| w[0] <= w[1])
+        && done.ends.last().is_none_or(|&e| e as usize <= done.data.len())
+        && done.failures.windows(2).all(|w| w[0].0 < w[1].0)
+        && done.failures.last().is_none_or(|f| (f.0 as usize) < len)
 }
 
 impl Drop for Deliveries {
@@ -904,6 +927,33 @@ mod tests {
         assert!(rx_a.try_recv().is_err());
         let other = rx_b.try_recv().expect("the other submission's reply");
         assert_eq!((other.base, other.len), (8, 1));
+    }
+
+    #[test]
+    fn a_malformed_reply_goes_alone_and_spoils_no_other() {
+        let (a, mut rx) = submission();
+        let mut out = Deliveries::default();
+        out.add(&a, reply(0, &[1], None));
+        // Its boundary points past its results.
+        let mut bad = reply(1, &[2], None);
+        if let Ok(done) = &mut bad.outcome {
+            done.ends[0] = u32::MAX;
+        }
+        out.add(&a, bad);
+        // A failure index outside its reply.
+        let mut stray = reply(2, &[3], None);
+        if let Ok(done) = &mut stray.outcome {
+            done.failures.push((7, Failure::Decode("x".into())));
+        }
+        out.add(&a, stray);
+        out.add(&a, reply(3, &[4], None));
+        out.add(&a, reply(4, &[5], None));
+        drop(out);
+        let got: Vec<Delivery> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let shape: Vec<(usize, usize)> = got.iter().map(|d| (d.base, d.len)).collect();
+        assert_eq!(shape, [(0, 1), (1, 1), (2, 1), (3, 2)]);
+        let last: Vec<Result<u64>> = decode_chunk(got.into_iter().last().expect("four"), &mut HashMap::new());
+        assert_eq!(last.into_iter().map(|r| r.expect("ok")).collect::<Vec<_>>(), [4, 5]);
     }
 
     #[test]
