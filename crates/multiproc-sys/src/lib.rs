@@ -11,7 +11,6 @@ pub mod clock;
 pub mod fd;
 pub mod fdpass;
 pub mod futex;
-pub mod hugepages;
 pub mod link;
 pub mod pidlock;
 pub mod process;

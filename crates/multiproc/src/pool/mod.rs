@@ -284,14 +284,7 @@ impl Pool {
         items: impl IntoIterator<Item = X>,
         encode: fn(&mut Vec<u8>, &X) -> std::result::Result<(), rmp_serde::encode::Error>,
     ) -> MapCall<T, X> {
-        // The items are written once, in order: a large list is backed by
-        // huge pages where the kernel allows (a million `u64`s were ~1,950
-        // page faults).
-        let items = items.into_iter();
-        let mut all = Vec::with_capacity(items.size_hint().0);
-        multiproc_sys::hugepages::advise_spare(&mut all);
-        all.extend(items);
-        let items = all;
+        let items: Vec<X> = items.into_iter().collect();
         MapCall {
             shared: Arc::clone(&self.shared),
             task,
