@@ -796,8 +796,9 @@ const MERGE_BYTES: usize = 64 << 10;
 
 impl Deliveries {
     fn add(&mut self, of: &Arc<Submission>, d: Delivery) {
+        // The cheap tests first: a large reply is never scanned.
         let mergeable = match &d.outcome {
-            Ok(done) => done.fds.is_empty() && well_formed(done, d.len),
+            Ok(done) => done.fds.is_empty() && done.data.len() < MERGE_BYTES && well_formed(done, d.len),
             Err(_) => false,
         };
         if !mergeable {
@@ -894,6 +895,19 @@ mod tests {
         Delivery { base, len: values.len(), outcome: Ok(ChunkDone { data, ends, failures, fds: Vec::new() }) }
     }
 
+    /// `d` with its results changed by `f`.
+    fn edited(mut d: Delivery, f: impl FnOnce(&mut ChunkDone)) -> Delivery {
+        if let Ok(done) = &mut d.outcome {
+            f(done);
+        }
+        d
+    }
+
+    /// Everything delivered so far, in order.
+    fn delivered(rx: &mut mpsc::UnboundedReceiver<Delivery>) -> Vec<Delivery> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
     fn submission() -> (Arc<Submission>, mpsc::UnboundedReceiver<Delivery>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let task = Arc::new(crate::wire::TaskRef { name: "t".into(), signature: "s".into() });
@@ -935,21 +949,13 @@ mod tests {
         let mut out = Deliveries::default();
         out.add(&a, reply(0, &[1], None));
         // Its boundary points past its results.
-        let mut bad = reply(1, &[2], None);
-        if let Ok(done) = &mut bad.outcome {
-            done.ends[0] = u32::MAX;
-        }
-        out.add(&a, bad);
+        out.add(&a, edited(reply(1, &[2], None), |done| done.ends[0] = u32::MAX));
         // A failure index outside its reply.
-        let mut stray = reply(2, &[3], None);
-        if let Ok(done) = &mut stray.outcome {
-            done.failures.push((7, Failure::Decode("x".into())));
-        }
-        out.add(&a, stray);
+        out.add(&a, edited(reply(2, &[3], None), |done| done.failures.push((7, Failure::Decode("x".into())))));
         out.add(&a, reply(3, &[4], None));
         out.add(&a, reply(4, &[5], None));
         drop(out);
-        let got: Vec<Delivery> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let got = delivered(&mut rx);
         let shape: Vec<(usize, usize)> = got.iter().map(|d| (d.base, d.len)).collect();
         assert_eq!(shape, [(0, 1), (1, 1), (2, 1), (3, 2)]);
         let last: Vec<Result<u64>> = decode_chunk(got.into_iter().last().expect("four"), &mut HashMap::new());
@@ -961,19 +967,19 @@ mod tests {
         let (a, mut rx) = submission();
         let mut out = Deliveries::default();
         out.add(&a, reply(0, &[1], None));
-        let mut with_fd = reply(1, &[2], None);
-        if let Ok(done) = &mut with_fd.outcome {
-            done.fds.push(std::fs::File::open("/dev/null").expect("open").into());
-        }
-        out.add(&a, with_fd);
-        let mut large = reply(2, &[3], None);
-        if let Ok(done) = &mut large.outcome {
+        let fd = || std::fs::File::open("/dev/null").expect("open").into();
+        out.add(&a, edited(reply(1, &[2], None), |done| done.fds.push(fd())));
+        out.add(&a, reply(2, &[3], None));
+        // Results past the bound, after a held reply: not merged into it,
+        // and not held for the next one either.
+        let large = edited(reply(3, &[4], None), |done| {
             done.data.resize(MERGE_BYTES, 0);
             done.ends[0] = MERGE_BYTES as u32;
-        }
+        });
         out.add(&a, large);
+        out.add(&a, reply(4, &[5], None));
         drop(out);
-        let got: Vec<(usize, usize)> = std::iter::from_fn(|| rx.try_recv().ok()).map(|d| (d.base, d.len)).collect();
-        assert_eq!(got, [(0, 1), (1, 1), (2, 1)]);
+        let got: Vec<(usize, usize)> = delivered(&mut rx).iter().map(|d| (d.base, d.len)).collect();
+        assert_eq!(got, [(0, 1), (1, 1), (2, 1), (3, 1), (4, 1)]);
     }
 }

@@ -137,8 +137,8 @@ fn serve(fd: ControlFd) -> Result<()> {
     let mut flush_by: Option<std::time::Instant> = None;
     loop {
         let mut urgent = false;
-        // A spare is forked only once a look finds nothing to do (see
-        // `spare_after`): until then the look does not wait.
+        // A spare is forked only once a look finds nothing to do (see the
+        // module doc): until then the look does not wait.
         let fork_now = want_spare && spare.is_none();
         // The fds polled: the control stream, the direct socket (if any),
         // the spare's pidfd (if any), then one pidfd per child.
