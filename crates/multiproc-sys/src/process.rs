@@ -215,13 +215,18 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Flushes every C stdio stream (`fflush(NULL)`).
+pub fn flush_c_stdio() {
+    // SAFETY: fflush(NULL) is defined for any process state: it flushes
+    // every open output stream, each under its own lock.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
+}
+
 /// Flushes every C stdio stream (`fflush(NULL)`), then leaves at once like
 /// [`exit_now`]: how a forked child ends (the `atexit` handlers and
 /// destructors it inherited belong to the process it was forked from).
 pub fn flush_and_exit_now(code: i32) -> ! {
-    // SAFETY: fflush(NULL) is defined for any process state: it flushes
-    // every open output stream, each under its own lock.
-    unsafe { libc::fflush(std::ptr::null_mut()) };
+    flush_c_stdio();
     exit_now(code)
 }
 

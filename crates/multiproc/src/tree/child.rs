@@ -40,9 +40,7 @@ pub(crate) fn run_forked(control: ControlFd) -> ! {
     if super::supervisor::started() {
         std::process::exit(code)
     }
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
+    flush_std_streams();
     sys::flush_and_exit_now(code)
 }
 
@@ -58,8 +56,9 @@ fn end_code(served: Result<i32>) -> i32 {
 }
 
 /// What a spare child runs before it waits for a request (`forkserver.rs`):
-/// the request-independent first step of [`serve`], and a dry run of the
-/// decoding and encoding a start does. A forked child maps no page of code
+/// the request-independent first step of [`serve`], a dry run of the
+/// decoding, task lookup and encoding a start does, and of the flushes it
+/// ends with. A forked child maps no page of code
 /// until it runs it and copies every page it writes (72 page faults per
 /// start were measured); this takes them here, off the starter's path.
 /// What `serve` does after it is the same either way.
@@ -86,6 +85,18 @@ pub(crate) fn rehearse() {
     }
     buf.clear();
     let _ = rmp_serde::encode::write(&mut buf, &FromWorker::Ready);
+    crate::registry::rehearse_lookups();
+    // The way out of a forked child (`run_forked`): nothing is buffered
+    // yet, so these flushes write nothing; they map the code and set up
+    // Rust's stdout here instead of at the child's exit.
+    flush_std_streams();
+    sys::flush_c_stdio();
+}
+
+fn flush_std_streams() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
 }
 
 fn serve(control: ControlFd) -> Result<i32> {
