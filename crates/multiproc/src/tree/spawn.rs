@@ -44,6 +44,9 @@ pub(crate) async fn handshake(
     let mut ch = Channel::new(ours, DEFAULT_MAX_FRAME)?;
     ch.feed(&Hello::ours())?;
     ch.feed_with(msg, fds)?;
+    // In the socket before the request goes: the child finds them there
+    // instead of waiting for this runtime's next look at its fds.
+    ch.flush_now()?;
     let mut spawned = supervisor::spawn(exec, theirs, name.clone(), daemon)?;
     let mut exit = spawned.exit.clone();
     let mut pid = None;

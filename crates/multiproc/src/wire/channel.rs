@@ -229,6 +229,22 @@ impl Channel {
         self.reader.partial_len()
     }
 
+    /// Writes what is queued as far as the socket takes it now, without
+    /// waiting for the runtime to report it writable (a socket just made
+    /// is, and the runtime learns so only at its next look); the rest stays
+    /// queued for [`flush`](Self::flush).
+    pub fn flush_now(&mut self) -> Result<()> {
+        while !self.writer.is_empty() {
+            match self.writer.write_to(self.fd.as_fd()) {
+                Ok(()) => {}
+                Err(e) if would_block(&e) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     pub async fn flush(&mut self) -> Result<()> {
         while !self.writer.is_empty() {
             self.fd.writable().await?;
