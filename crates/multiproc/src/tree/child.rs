@@ -86,9 +86,10 @@ pub(crate) fn rehearse() {
     buf.clear();
     let _ = rmp_serde::encode::write(&mut buf, &FromWorker::Ready);
     crate::registry::rehearse_lookups();
-    // The way out of a forked child (`run_forked`): nothing is buffered
-    // yet, so these flushes write nothing; they map the code and set up
-    // Rust's stdout here instead of at the child's exit.
+    // The way out of a forked child (`run_forked`), rehearsed: these
+    // flush only what the forkserver image had buffered, normally nothing
+    // (a child flushes that at its exit anyway); they map the code and set
+    // up Rust's stdout here instead of at the child's exit.
     flush_std_streams();
     sys::flush_c_stdio();
 }

@@ -61,6 +61,13 @@ struct Child {
     pidfd: OwnedFd,
     /// Where the child's exit status goes first: its starter's own socket.
     report: OwnedFd,
+    /// A former spare's link, kept until the child is reaped: closed right
+    /// after the hand-over, while the control socket it carried may still
+    /// be queued in it, it makes the kernel schedule its AF_UNIX garbage
+    /// collector (a kernel worker woken per start, and meanwhile every
+    /// unix socket closed on the machine schedules it again). By the reap
+    /// the child has taken the socket or is gone.
+    _link: Option<OwnedFd>,
 }
 
 /// Length of a direct exit report.
@@ -289,13 +296,13 @@ fn handle(
         ToForkserver::Spawn { id, exec, control, report } => {
             *want_spare = true;
             let started = match spare.take() {
-                Some(s) => hand_over(s, exec, control.0),
+                Some(s) => hand_over(s, exec, control.0).map(|(pid, pidfd, link)| (pid, pidfd, Some(link))),
                 None => Err(control.0),
             }
-            .or_else(|control| fork_child(exec, control));
+            .or_else(|control| fork_child(exec, control).map(|(pid, pidfd)| (pid, pidfd, None)));
             let reply = match started {
-                Ok((pid, pidfd)) => {
-                    children.push(Child { id, pid, pidfd, report: report.0 });
+                Ok((pid, pidfd, link)) => {
+                    children.push(Child { id, pid, pidfd, report: report.0, _link: link });
                     FromForkserver::Started { id, pid }
                 }
                 Err(e) => FromForkserver::SpawnFailed { id, reason: e.to_string() },
@@ -387,16 +394,17 @@ fn wait_for_work(link: OwnedFd) -> (bool, OwnedFd) {
 }
 
 /// Gives a spare the request's control socket: it is that request's child
-/// from now on. If the spare cannot take it (it died), it is reaped and the
-/// control socket comes back for a fresh fork.
-fn hand_over(spare: Spare, exec: bool, control: OwnedFd) -> std::result::Result<(u32, OwnedFd), OwnedFd> {
+/// from now on (its pid, pidfd and link come back). If the spare cannot
+/// take it (it died), it is reaped and the control socket comes back for a
+/// fresh fork.
+fn hand_over(spare: Spare, exec: bool, control: OwnedFd) -> std::result::Result<(u32, OwnedFd, OwnedFd), OwnedFd> {
     let sent = multiproc_sys::fdpass::send(
         spare.link.as_fd(),
         &[std::io::IoSlice::new(&[u8::from(exec)])],
         &[control.as_fd()],
     );
     match sent {
-        Ok(1) => Ok((spare.pid, spare.pidfd)),
+        Ok(1) => Ok((spare.pid, spare.pidfd, spare.link)),
         _ => {
             retire(spare);
             Err(control)
