@@ -11,7 +11,8 @@
 //! `scenario tree`: starts children and a grandchild under both start methods,
 //! prints `ready`, then waits to be SIGKILLed.
 //! `scenario fds-stable`: starts and joins many processes under both start
-//! methods and prints `ok` if this process's open fds did not grow.
+//! methods and prints `ok` if neither this process's open fds nor the
+//! forkserver's grew.
 //! `scenario shm-tree`: creates shared memory here and in a child (which also
 //! holds a `Value`, an `Array`, a taken `Lock`, a `Queue` and the parent's
 //! segment), prints `tree <pid>`, `child <pid>`, the segment names and
@@ -82,28 +83,48 @@ async fn orderly_exit() {
 }
 
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).expect("/proc/self/fd")
+    fds_of("self")
 }
 
+fn fds_of(pid: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).expect("/proc/<pid>/fd")
+}
+
+/// Fds the forkserver may hold for a moment besides its steady set: a
+/// spare being forked (its link pair and pidfd) and a child reaped but not
+/// yet dropped (its pidfd, report socket and former spare's link).
+const FORKSERVER_FD_SLACK: usize = 6;
+
 async fn fds_stable() {
+    // Each cycle is four starts; returns the forkserver's pid.
     let cycle = || async {
+        let mut forkserver = 0;
         for method in [StartMethod::Forkserver, StartMethod::Spawn] {
             let mut p = Process::new(returns, ()).start_method(method);
             p.start().await.expect("start");
             p.join().await.expect("join");
             let mut p = Process::new(block_forever, ()).start_method(method);
             p.start().await.expect("start");
+            forkserver = parent_of(p.pid().expect("pid")).expect("the child's parent");
             p.kill().expect("kill");
             p.join().await.expect("join");
         }
+        forkserver
     };
-    cycle().await;
+    let forkserver = cycle().await;
     let before = open_fds();
+    let forkserver_before = fds_of(&forkserver.to_string());
     for _ in 0..25 {
-        cycle().await;
+        assert_eq!(cycle().await, forkserver, "the forkserver was replaced");
     }
     let after = open_fds();
     assert_eq!(before, after, "open fds grew from {before} to {after}");
+    // A leak of one fd per start would be 100 more.
+    let forkserver_after = fds_of(&forkserver.to_string());
+    assert!(
+        forkserver_after <= forkserver_before + FORKSERVER_FD_SLACK,
+        "the forkserver's open fds grew from {forkserver_before} to {forkserver_after} over 100 starts"
+    );
     println!("ok");
 }
 
