@@ -766,6 +766,40 @@ async fn a_default_chunk_holds_at_most_8192_items() {
     pool.terminate().await;
 }
 
+/// `terminate` and `join` return once every worker is reaped, even when
+/// they come before the owner tasks first ran (on a current-thread runtime,
+/// right after `build`): a first worker is stopped by its owner, not
+/// dropped to exit on its own after they returned.
+#[tokio::test]
+async fn terminate_or_join_right_after_build_reaps_every_worker() {
+    let pool = builder().processes(2).build().await.expect("pool");
+    let pids = pool.pids();
+    pool.terminate().await;
+    assert!(pids.iter().all(|&p| !pid_alive(p)), "terminate returned with a worker alive");
+    assert!(pool.pids().is_empty());
+    let pool = builder().processes(2).build().await.expect("pool");
+    let pids = pool.pids();
+    pool.close();
+    pool.join().await.expect("join");
+    assert!(pids.iter().all(|&p| !pid_alive(p)), "join returned with a worker alive");
+    assert!(pool.pids().is_empty());
+}
+
+/// An explicit chunk size is what each call holds, though a map queues its
+/// small chunks in blocks (issue 13): with one call per worker, each chunk
+/// shows as a run of one pid, across the blocks' boundaries.
+#[tokio::test]
+async fn an_explicit_chunk_is_one_call_each() {
+    let pool = builder().processes(1).max_tasks_per_child(1).build().await.expect("pool");
+    let pids = oks(pool.map(pid_of_item, 0..200).chunksize(7).await.expect("map"));
+    let mut want = vec![7; 28];
+    want.push(4);
+    assert_eq!(runs(&pids), want);
+    let pids = oks(pool.map(pid_of_item, 0..70).chunksize(1).await.expect("map"));
+    assert_eq!(runs(&pids), [1; 70]);
+    pool.terminate().await;
+}
+
 #[tokio::test]
 async fn unregistered_function_is_a_typed_error() {
     let pool = builder().processes(1).build().await.expect("pool");

@@ -179,7 +179,7 @@ impl<T: DeserializeOwned, I: Source> Imap<T, I> {
             }
             let base = self.pulled;
             self.pulled += self.buf.len();
-            encode_pieces(&self.buf, base, self.encode, &mut self.prefailed, &mut pieces);
+            encode_pieces(&self.buf, base, 1, self.encode, &mut self.prefailed, &mut pieces);
             self.buf.clear();
             for (base, args, ends, fds) in pieces.drain(..) {
                 let n = ends.len();
@@ -192,6 +192,8 @@ impl<T: DeserializeOwned, I: Source> Imap<T, I> {
                     fds,
                     timeout: self.timeout.or(self.shared.config.task_timeout),
                     attempts: 0,
+                    chunk: usize::MAX,
+                    cut: 0,
                 };
                 // Only what was queued is awaited: a pool closed before
                 // this stream was first polled refuses the chunk, and the

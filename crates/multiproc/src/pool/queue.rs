@@ -91,6 +91,15 @@ pub(crate) struct Job {
     pub timeout: Option<Duration>,
     /// How many times it was already retried after losing its worker.
     pub attempts: u32,
+    /// Items per call. A map of small chunks queues its chunks in blocks,
+    /// one job each, and an owner cuts the next call off the block's front
+    /// when it takes one (`take_call`): a million chunk-1 items were a
+    /// million jobs allocated, locked into the queue and faulted in up
+    /// front. `usize::MAX` for a job that goes as one call.
+    pub chunk: usize,
+    /// Items already cut off the front of a block (its `args` and `ends`
+    /// still hold them); 0 for every job that is not a queued block.
+    pub cut: usize,
 }
 
 impl Job {
@@ -103,13 +112,51 @@ impl Job {
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.ends.len() - self.cut
+    }
+
+    /// Items of the next call this job makes.
+    pub fn call_len(&self) -> usize {
+        self.len().min(self.chunk)
+    }
+
+    /// Calls this job still makes.
+    pub fn calls(&self) -> usize {
+        self.len().div_ceil(self.chunk.max(1))
+    }
+
+    /// A block's next call, cut off its front as a job of its own; `None`
+    /// for a job that is one whole call.
+    fn cut_call(&mut self) -> Option<Job> {
+        if self.cut == 0 && self.len() <= self.chunk {
+            return None;
+        }
+        let k = self.call_len();
+        let from = self.cut.checked_sub(1).map_or(0, |i| self.ends[i]);
+        let ends = &self.ends[self.cut..self.cut + k];
+        let to = ends.last().copied().unwrap_or(from);
+        let call = Job {
+            batch: self.batch,
+            base: self.base,
+            of: Arc::clone(&self.of),
+            args: self.args.get(from as usize..to as usize).unwrap_or_default().to_vec(),
+            ends: ends.iter().map(|e| e - from).collect(),
+            fds: Vec::new(),
+            timeout: self.timeout,
+            attempts: self.attempts,
+            chunk: usize::MAX,
+            cut: 0,
+        };
+        self.cut += k;
+        self.base += k;
+        Some(call)
     }
 
     /// Drops the first `k` items (they finished elsewhere): what is left is
     /// a job of its own, at `base + k`. The fd table is kept whole, since the
     /// remaining arguments name fds by their index in it.
     pub fn drop_front(&mut self, k: usize) {
+        debug_assert_eq!(self.cut, 0, "only a job on the wire loses items at its front");
         let k = k.min(self.len());
         if k == 0 {
             return;
@@ -289,10 +336,13 @@ pub(crate) type Piece = (usize, Vec<u8>, Vec<u32>, Vec<OwnedFd>);
 /// Encodes `items` (indexes `base..` of the submission) into pieces that each
 /// fit in one call, usually one. Items that fail to encode, or that alone
 /// exceed the call limit, are sent empty and reported in `prefailed` (by
-/// index in the submission); a chunk over the limit is split in halves.
+/// index in the submission); a piece over the limit is split in halves, at
+/// a multiple of `align` items when it holds more than that (a block of
+/// chunks splits between chunks).
 pub(crate) fn encode_pieces<X>(
     items: &[X],
     base: usize,
+    align: usize,
     encode: fn(&mut Vec<u8>, &X) -> std::result::Result<(), rmp_serde::encode::Error>,
     prefailed: &mut HashMap<usize, Error>,
     out: &mut Vec<Piece>,
@@ -318,9 +368,11 @@ pub(crate) fn encode_pieces<X>(
     if items.len() > 1 && args.len() + 4 * ends.len() > super::MAX_CALL_BYTES {
         // Rare: re-encode each half on its own (fds are captured again).
         drop((args, ends, fds));
-        let (left, right) = items.split_at(items.len() / 2);
-        encode_pieces(left, base, encode, prefailed, out);
-        encode_pieces(right, base + left.len(), encode, prefailed, out);
+        let align = align.max(1);
+        let mid = if items.len() > align { (items.len() / align / 2).max(1) * align } else { items.len() / 2 };
+        let (left, right) = items.split_at(mid);
+        encode_pieces(left, base, align, encode, prefailed, out);
+        encode_pieces(right, base + left.len(), align, encode, prefailed, out);
         return;
     }
     out.push((base, args, ends, fds));
@@ -353,6 +405,35 @@ pub(crate) struct QueueState {
     pub jobs: VecDeque<Job>,
     /// Owners waiting with no work.
     pub idle: usize,
+}
+
+impl QueueState {
+    /// The calls queued, counted up to `n` at most (a block is many calls).
+    pub fn calls_up_to(&self, n: usize) -> usize {
+        let mut calls = 0;
+        for job in &self.jobs {
+            if calls >= n {
+                break;
+            }
+            calls += job.calls();
+        }
+        calls.min(n)
+    }
+
+    /// Takes the next call: the front job, or the next call cut off the
+    /// block at the front.
+    pub fn take_call(&mut self) -> Option<Job> {
+        let front = self.jobs.front_mut()?;
+        match front.cut_call() {
+            Some(call) => {
+                if front.len() == 0 {
+                    self.jobs.pop_front();
+                }
+                Some(call)
+            }
+            None => self.jobs.pop_front(),
+        }
+    }
 }
 
 /// Everything the pool handle, the result handles and the owners share.
@@ -410,7 +491,7 @@ impl Shared {
         let mut st = self.lock();
         let before = st.jobs.len();
         st.jobs.extend(jobs);
-        let added = st.jobs.len() - before;
+        let added: usize = st.jobs.iter().skip(before).map(Job::calls).sum();
         let wake = added.min(st.idle);
         drop(st);
         for _ in 0..wake {
@@ -425,7 +506,7 @@ impl Shared {
         for job in jobs.rev() {
             st.jobs.push_front(job);
         }
-        let wake = st.idle.min(st.jobs.len());
+        let wake = st.calls_up_to(st.idle);
         drop(st);
         for _ in 0..wake {
             self.work.notify_last();
@@ -464,6 +545,68 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A block of `n` one-byte items `0..n` at `base`, cut into calls of `chunk`.
+    fn block(base: usize, n: u8, chunk: usize) -> Job {
+        let (tx, _) = mpsc::unbounded_channel();
+        let task = Arc::new(crate::wire::TaskRef { name: "t".into(), signature: "s".into() });
+        Job {
+            batch: 0,
+            base,
+            of: Submission::new(task, tx),
+            args: (0..n).collect(),
+            ends: (1..=u32::from(n)).collect(),
+            fds: Vec::new(),
+            timeout: None,
+            attempts: 0,
+            chunk,
+            cut: 0,
+        }
+    }
+
+    #[test]
+    fn a_block_goes_out_one_call_at_a_time_in_order() {
+        let mut st = QueueState::default();
+        st.jobs.push_back(block(10, 7, 3));
+        st.jobs.push_back(block(0, 2, usize::MAX));
+        assert_eq!(st.calls_up_to(99), 4, "3 + 3 + 1 items, then a whole job");
+        assert_eq!(st.calls_up_to(2), 2);
+        let mut got = Vec::new();
+        while let Some(call) = st.take_call() {
+            assert_eq!((call.cut, call.chunk), (0, usize::MAX), "a call is a plain job");
+            assert_eq!(call.ends.last().copied().unwrap_or(0) as usize, call.args.len());
+            got.push((call.base, call.args, call.ends));
+        }
+        assert_eq!(
+            got,
+            [
+                (10, vec![0, 1, 2], vec![1, 2, 3]),
+                (13, vec![3, 4, 5], vec![1, 2, 3]),
+                (16, vec![6], vec![1]),
+                (0, vec![0, 1], vec![1, 2]),
+            ]
+        );
+        assert_eq!(st.calls_up_to(5), 0);
+    }
+
+    #[test]
+    fn a_partly_taken_block_still_covers_exactly_its_remaining_items() {
+        let mut st = QueueState::default();
+        st.jobs.push_back(block(100, 5, 2));
+        st.take_call().expect("first call");
+        let rest = st.jobs.front().expect("the block stays queued");
+        // What `fail_queued` and a cancelled caller see of it.
+        assert_eq!((rest.base, rest.len(), rest.calls()), (102, 3, 2));
+        // Items that encoded to nothing (they failed before being sent) keep
+        // their place.
+        let mut st = QueueState::default();
+        let mut b = block(0, 4, 1);
+        b.args = vec![7, 9];
+        b.ends = vec![1, 1, 1, 2];
+        st.jobs.push_back(b);
+        let calls: Vec<Vec<u8>> = std::iter::from_fn(|| st.take_call()).map(|c| c.args).collect();
+        assert_eq!(calls, [vec![7], vec![], vec![], vec![9]]);
+    }
 
     fn done(values: &[&[u8]], failures: Vec<(u32, Failure)>) -> Delivery {
         let mut data = Vec::new();

@@ -44,6 +44,8 @@ impl Pool {
             fds: Vec::new(),
             timeout: timeout.or(shared.config.task_timeout),
             attempts: 0,
+            chunk: usize::MAX,
+            cut: 0,
         };
         if let Err(e) = shared.submit(std::iter::once(job)) {
             let why = std::sync::Arc::new(e);

@@ -130,6 +130,8 @@ pub(crate) fn submit_one(
         fds,
         timeout: shared.config.task_timeout,
         attempts: 0,
+        chunk: usize::MAX,
+        cut: 0,
     }))
 }
 
@@ -198,16 +200,33 @@ impl<T: DeserializeOwned, X> MapCall<T, X> {
         let batch = self.shared.next_batch();
         let timeout = self.timeout.or(self.shared.config.task_timeout);
         let mut encode_all = || -> Result<()> {
-            // Each chunk is queued as soon as it is encoded, so workers start
-            // while the rest is still being encoded.
+            // Chunks are queued a block at a time (see `Job::chunk`), each
+            // block as soon as it is encoded, so workers start while the
+            // rest is still being encoded: a small first block, then
+            // blocks of about `BLOCK_BYTES`.
             let mut pieces = Vec::with_capacity(1);
-            for (i, chunk) in self.items.chunks(chunksize).enumerate() {
-                encode_pieces(chunk, i * chunksize, self.encode, &mut prefailed, &mut pieces);
-                for (base, args, ends, fds) in pieces.drain(..) {
-                    let of = Arc::clone(&of);
-                    let job = Job { batch, base, of, args, ends, fds, timeout, attempts: 0 };
-                    self.shared.submit(std::iter::once(job))?;
+            let mut at = 0;
+            let mut block = FIRST_BLOCK_ITEMS;
+            while at < n {
+                let len = block.max(chunksize).div_ceil(chunksize) * chunksize;
+                let items = &self.items[at..(at + len).min(n)];
+                encode_pieces(items, at, chunksize, self.encode, &mut prefailed, &mut pieces);
+                if items.len() > chunksize && pieces.iter().any(|p| !p.3.is_empty()) {
+                    // Arguments that carry fds: a call's fds go with its
+                    // chunk, so each chunk is encoded (and queued) alone.
+                    pieces.clear();
+                    for (i, chunk) in items.chunks(chunksize).enumerate() {
+                        encode_pieces(chunk, at + i * chunksize, 1, self.encode, &mut prefailed, &mut pieces);
+                    }
                 }
+                let bytes: usize = pieces.iter().map(|p| p.1.len()).sum();
+                block = (BLOCK_BYTES / (bytes / items.len()).max(1)).min(MAX_BLOCK_ITEMS);
+                at += items.len();
+                let jobs = pieces.drain(..).map(|(base, args, ends, fds)| {
+                    let of = Arc::clone(&of);
+                    Job { batch, base, of, args, ends, fds, timeout, attempts: 0, chunk: chunksize, cut: 0 }
+                });
+                self.shared.submit(jobs)?;
             }
             Ok(())
         };
@@ -250,6 +269,14 @@ impl<T: DeserializeOwned, X> IntoFuture for MapCall<T, X> {
 /// 20.0M, 32,768 19.2M). A chunk of slow items is no worse off: smaller
 /// chunks balance better, and a chunk costs a few microseconds.
 const MAX_AUTO_CHUNK: usize = 8_192;
+
+/// A map's first block of chunks, in items (rounded up to whole chunks):
+/// the workers' first calls wait for it.
+const FIRST_BLOCK_ITEMS: usize = 64;
+/// Later blocks hold about this many bytes of arguments...
+const BLOCK_BYTES: usize = 64 << 10;
+/// ...and at most this many items.
+const MAX_BLOCK_ITEMS: usize = 4_096;
 
 /// Maps of at least this many items encode inside
 /// [`long_stretch`](crate::runtime::long_stretch).

@@ -118,7 +118,11 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut first: Option<Wor
     let mut failed_starts = 0u32;
     loop {
         let now = *phase.borrow_and_update();
-        if now == Phase::Terminating || (now == Phase::Closing && shared.queue_is_empty()) {
+        // A first worker (started by `build`) is stopped and reaped by its
+        // owner like any other, even when the pool was closed or terminated
+        // before this task first ran: dropped here, it would exit on its own
+        // after `terminate` or `join` had returned.
+        if first.is_none() && (now == Phase::Terminating || (now == Phase::Closing && shared.queue_is_empty())) {
             break;
         }
         let worker = match first.take() {
@@ -420,21 +424,23 @@ impl<'a> Owner<'a> {
                     continue;
                 }
                 let first = calls == 0;
+                let len = job.call_len();
                 let ahead = match self.per_item {
                     // Pace unknown yet: one call ahead at most.
                     None => calls >= 2,
-                    Some(t) => t.saturating_mul(u32::try_from(items + job.len()).unwrap_or(u32::MAX)) > PIPELINE_AHEAD,
+                    Some(t) => t.saturating_mul(u32::try_from(items + len).unwrap_or(u32::MAX)) > PIPELINE_AHEAD,
                 };
+                let fds = !job.fds.is_empty();
                 if !first
-                    && (st.jobs.len() <= st.idle
+                    && (st.calls_up_to(st.idle + 1) <= st.idle
                         || ahead
-                        || items + job.len() > ITEM_WINDOW
+                        || items + len > ITEM_WINDOW
                         || calls >= CALL_WINDOW
-                        || !job.fds.is_empty())
+                        || fds)
                 {
                     break;
                 }
-                let job = st.jobs.pop_front().expect("front was Some");
+                let job = st.take_call().expect("front was Some");
                 items += job.len();
                 calls += 1;
                 budget -= 1;
@@ -718,6 +724,8 @@ impl<'a> Owner<'a> {
                 fds: head.fds.iter().map(OwnedFd::try_clone).collect::<std::io::Result<Vec<_>>>().unwrap_or_default(),
                 timeout: head.job.timeout,
                 attempts: head.job.attempts,
+                chunk: usize::MAX,
+                cut: 0,
             };
             rest.drop_front(head.done + 1);
             let n = rest.len();

@@ -122,6 +122,15 @@ impl std::ops::Deref for Ends {
 
 impl Serialize for Ends {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // A call's few boundaries go from the stack, without an allocation.
+        const ON_STACK: usize = 16;
+        if self.0.len() <= ON_STACK {
+            let mut bytes = [0u8; 4 * ON_STACK];
+            for (e, out) in self.0.iter().zip(bytes.chunks_exact_mut(4)) {
+                out.copy_from_slice(&e.to_le_bytes());
+            }
+            return s.serialize_bytes(&bytes[..4 * self.0.len()]);
+        }
         let bytes: Vec<u8> = self.0.iter().flat_map(|e| e.to_le_bytes()).collect();
         s.serialize_bytes(&bytes)
     }
@@ -129,11 +138,21 @@ impl Serialize for Ends {
 
 impl<'de> Deserialize<'de> for Ends {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let bytes = ByteBuf::deserialize(d)?;
-        if bytes.len() % 4 != 0 {
-            return Err(serde::de::Error::custom("item boundaries are not a whole number of u32s"));
+        /// Reads the packed bytes where they are (no intermediate buffer).
+        struct Packed;
+        impl serde::de::Visitor<'_> for Packed {
+            type Value = Ends;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("item boundaries as packed little-endian u32s")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Ends, E> {
+                if !bytes.len().is_multiple_of(4) {
+                    return Err(E::custom("item boundaries are not a whole number of u32s"));
+                }
+                Ok(Ends(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+            }
         }
-        Ok(Self(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+        d.deserialize_bytes(Packed)
     }
 }
 
