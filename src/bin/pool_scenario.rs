@@ -134,8 +134,10 @@ async fn map_soak(kills: u32, shm: bool) {
     let pool = Pool::builder().processes(4).shared_memory(shm).build().await.expect("pool");
     let pool = std::sync::Arc::new(pool);
     let t = Instant::now();
+    let kill_count = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let killer = {
         let pool = std::sync::Arc::clone(&pool);
+        let kill_count = std::sync::Arc::clone(&kill_count);
         tokio::spawn(async move {
             let mut rng = u64::from(std::process::id()) | 1;
             let mut next = move || multiproc_suite::xorshift(&mut rng);
@@ -144,23 +146,37 @@ async fn map_soak(kills: u32, shm: bool) {
             while done < kills {
                 tokio::time::sleep(Duration::from_micros(2_000 + next() % 10_000)).await;
                 let pids: Vec<u32> = pool.pids().into_iter().filter(|p| !killed.contains(p)).collect();
-                if let Some(&pid) = pids.get((next() % pids.len().max(1) as u64) as usize)
-                    && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
-                        .is_ok()
+                let Some(&pid) = pids.get((next() % pids.len().max(1) as u64) as usize) else { continue };
+                // Counted before the signal, so a map that sees its item
+                // lost also sees the kill.
+                kill_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
+                    .is_ok()
                 {
                     killed.insert(pid);
                     done += 1;
+                } else {
+                    kill_count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 }
             }
         })
     };
     let (mut maps, mut items, mut lost, mut wrong) = (0u32, 0usize, 0usize, 0usize);
     // At least one map of each chunk size, and maps as long as kills go on.
-    while maps < 4 || !killer.is_finished() {
+    while maps < 6 || !killer.is_finished() {
         let n = 1_000u64;
-        let chunk = [1, 7, 50, 400][maps as usize % 4];
+        let chunk = [1, 7, 1, 50, 1, 400][maps as usize % 6];
+        let kills_before = kill_count.load(std::sync::atomic::Ordering::SeqCst);
         let out = pool.map(long_job, 0..n).chunksize(chunk).await.expect("map");
+        let kills_during = kill_count.load(std::sync::atomic::Ordering::SeqCst) - kills_before;
         maps += 1;
+        let lost_here = out.iter().filter(|r| matches!(r, Err(Error::WorkerLost { .. }))).count();
+        // A kill fails the call that was running, nothing else: one item
+        // at most when each call is one item.
+        if chunk == 1 && lost_here > kills_during as usize {
+            eprintln!("map {maps} (chunksize 1): {lost_here} items lost to {kills_during} kills");
+            wrong += 1;
+        }
         items += out.len();
         if out.len() != n as usize {
             eprintln!("map {maps}: {} results for {n} items", out.len());
