@@ -797,6 +797,8 @@ async fn an_explicit_chunk_is_one_call_each() {
     assert_eq!(runs(&pids), want);
     let pids = oks(pool.map(pid_of_item, 0..70).chunksize(1).await.expect("map"));
     assert_eq!(runs(&pids), [1; 70]);
+    let pids = oks(pool.map(pid_of_item, 0..5).chunksize(usize::MAX).await.expect("map"));
+    assert_eq!(runs(&pids), [5], "a chunk larger than the map is the whole map");
     pool.terminate().await;
 }
 

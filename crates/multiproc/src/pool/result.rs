@@ -209,7 +209,7 @@ impl<T: DeserializeOwned, X> MapCall<T, X> {
             let mut block = FIRST_BLOCK_ITEMS;
             while at < n {
                 let len = block.max(chunksize).div_ceil(chunksize) * chunksize;
-                let items = &self.items[at..(at + len).min(n)];
+                let items = &self.items[at..at.saturating_add(len).min(n)];
                 encode_pieces(items, at, chunksize, self.encode, &mut prefailed, &mut pieces);
                 if items.len() > chunksize && pieces.iter().any(|p| !p.3.is_empty()) {
                     // Arguments that carry fds: a call's fds go with its
