@@ -2,9 +2,10 @@
 //! task of each worker takes them; results travel back through each
 //! submission's own channel (its sink).
 //!
-//! Architecture invariant: a job is in exactly one place at a time: the
-//! queue, one owner's in-flight list, or delivered (or dropped, when its sink
-//! was closed by a cancelled caller).
+//! Architecture invariant: every item is in exactly one place at a time:
+//! the queue (in a job, or in the uncut rest of a block), one owner's
+//! in-flight list, or delivered (or dropped, when its sink was closed by a
+//! cancelled caller).
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
