@@ -6,12 +6,20 @@
 //! Waiters sleep on the generation word; every way a generation ends (all
 //! arrived, `abort`, `reset`, a waiter's timeout) bumps it, and `broken_gen`
 //! tells the sleepers which ending it was.
+//!
+//! A party killed while it holds the internal lock may leave the words
+//! half-updated (an arrival counted with no last arriver recorded, or a
+//! count emptied in a generation never ended): whoever takes the lock over
+//! from it ends the current generation broken, as when a last arriver dies
+//! (`repair`), and a sleeper that finds the lock held by a dead process
+//! takes it over itself, so the waiters are never left on a generation
+//! that cannot end.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use multiproc_sys::futex;
-use multiproc_sys::pidlock::PidLock;
+use multiproc_sys::pidlock::{Acquired, PidLock};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
@@ -74,6 +82,18 @@ impl Generation {
         if self.block.word(GENERATION).load(Ordering::Acquire) != self.generation {
             return Ok(Some(()));
         }
+        // The internal lock held by a party that died in it: take it over
+        // (which repairs the state) and look again.
+        let lock = PidLock::new(self.block.word(LOCK));
+        if let Some(owner) = lock.owner()
+            && owner != multiproc_sys::pidlock::current_pid()
+            && !multiproc_sys::pidlock::process_alive(owner)
+        {
+            repair(&self.block, lock.lock()?);
+            lock.unlock();
+            let ended = self.block.word(GENERATION).load(Ordering::Acquire) != self.generation;
+            return Ok(ended.then_some(()));
+        }
         // Everyone arrived, and the last arriver died before it let the
         // others go: end the generation broken (its action may not have run).
         let last = self.block.word(LAST_PID).load(Ordering::Acquire);
@@ -82,17 +102,12 @@ impl Generation {
             && last != multiproc_sys::pidlock::current_pid()
             && !multiproc_sys::pidlock::process_alive(last)
         {
-            let lock = PidLock::new(self.block.word(LOCK));
-            lock.lock()?;
+            repair(&self.block, lock.lock()?);
             if self.block.word(GENERATION).load(Ordering::Relaxed) == self.generation
                 && self.block.word(LAST_PID).load(Ordering::Relaxed) == last
             {
-                let bit = 1 << (self.generation % 32);
-                self.block.word(ENDINGS).fetch_or(bit, Ordering::Relaxed);
-                self.block.word(COUNT).store(0, Ordering::Relaxed);
-                self.block.word(LAST_PID).store(0, Ordering::Relaxed);
+                end_generation(&self.block, self.generation, true);
                 self.block.word(BROKEN).store(1, Ordering::Release);
-                self.block.word(GENERATION).store(self.generation.wrapping_add(1), Ordering::Release);
             }
             lock.unlock();
             futex::wake(self.block.word(GENERATION), u32::MAX);
@@ -117,6 +132,35 @@ impl Generation {
         sleepers.fetch_sub(1, Ordering::SeqCst);
         r?;
         Ok(())
+    }
+}
+
+/// Ends `generation` (the current one; the internal lock is held): empty,
+/// next generation, and how it ended for its late waiters to read.
+fn end_generation(block: &Block, generation: u32, broken: bool) {
+    let bit = 1 << (generation % 32);
+    let endings = block.word(ENDINGS);
+    if broken {
+        endings.fetch_or(bit, Ordering::Relaxed);
+    } else {
+        endings.fetch_and(!bit, Ordering::Relaxed);
+    }
+    block.word(COUNT).store(0, Ordering::Relaxed);
+    block.word(LAST_PID).store(0, Ordering::Relaxed);
+    block.word(GENERATION).store(generation.wrapping_add(1), Ordering::Release);
+}
+
+/// Just after the internal lock was taken (`how`): if it was taken over
+/// from a party that died holding it, the words may be half-updated, so
+/// the current generation ends broken (its waiters get `BrokenBarrier`, and
+/// `reset` makes the barrier usable again), leaving an empty, consistent
+/// state.
+fn repair(block: &Block, how: Acquired) {
+    if let Acquired::FromDeadHolder(_) = how {
+        let generation = block.word(GENERATION).load(Ordering::Relaxed);
+        end_generation(block, generation, true);
+        block.word(BROKEN).store(1, Ordering::Release);
+        futex::wake(block.word(GENERATION), u32::MAX);
     }
 }
 
@@ -182,7 +226,7 @@ impl Barrier {
     /// loads and stores, so contention is momentary).
     fn locked<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
         let lock = PidLock::new(self.block.word(LOCK));
-        lock.lock()?;
+        repair(&self.block, lock.lock()?);
         let r = f();
         lock.unlock();
         Ok(r)
@@ -191,7 +235,9 @@ impl Barrier {
     /// [`locked`](Self::locked) for async code: waits for the internal lock
     /// through the waiter thread, never on the runtime.
     async fn locked_async<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _ = acquire_async(&self.block, LOCK, None).await;
+        if let Some(how) = acquire_async(&self.block, LOCK, None).await {
+            repair(&self.block, how);
+        }
         let r = f();
         PidLock::new(self.block.word(LOCK)).unlock();
         r
@@ -203,19 +249,8 @@ impl Barrier {
         }
     }
 
-    /// Ends `generation` (the current one; the internal lock is held): empty,
-    /// next generation, and how it ended for its late waiters to read.
     fn end(&self, generation: u32, broken: bool) {
-        let bit = 1 << (generation % 32);
-        let endings = self.block.word(ENDINGS);
-        if broken {
-            endings.fetch_or(bit, Ordering::Relaxed);
-        } else {
-            endings.fetch_and(!bit, Ordering::Relaxed);
-        }
-        self.block.word(COUNT).store(0, Ordering::Relaxed);
-        self.block.word(LAST_PID).store(0, Ordering::Relaxed);
-        self.block.word(GENERATION).store(generation.wrapping_add(1), Ordering::Release);
+        end_generation(&self.block, generation, broken);
     }
 
     /// Ends `generation` broken if it is still the current one (`None`:
@@ -375,5 +410,56 @@ impl Barrier {
         })?;
         self.wake_all();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pid of a process that has exited and been reaped.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait");
+        pid
+    }
+
+    /// A last arriver killed halfway through ending its generation (count
+    /// emptied, last arriver cleared, generation not yet moved on, the
+    /// internal lock still naming it) must not leave the waiters of that
+    /// generation asleep forever: one of them takes the lock over, which
+    /// ends the generation broken. (Seen in the chaos run under load: every
+    /// live party asleep on a generation that could no longer end.)
+    #[test]
+    fn a_party_killed_inside_the_internal_lock_does_not_strand_the_waiters() {
+        let b = Barrier::new(2).expect("barrier");
+        let waiter = {
+            let b = b.clone();
+            std::thread::spawn(move || b.blocking_wait())
+        };
+        while b.n_waiting() < 1 {
+            std::thread::yield_now();
+        }
+        // The state a last arriver leaves when killed inside `end`.
+        b.block.word(COUNT).store(0, Ordering::Relaxed);
+        b.block.word(LAST_PID).store(0, Ordering::Relaxed);
+        PidLock::new(b.block.word(LOCK)).force_held_by(dead_pid());
+        // Bounded so that a regression fails instead of hanging the suite.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !waiter.is_finished() {
+            assert!(Instant::now() < deadline, "the waiter was left asleep on a generation that cannot end");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(matches!(waiter.join().expect("waiter"), Err(Error::BrokenBarrier)));
+        assert!(b.broken());
+        // Usable again after a reset.
+        b.reset().expect("reset");
+        let other = {
+            let b = b.clone();
+            std::thread::spawn(move || b.blocking_wait())
+        };
+        assert!(b.blocking_wait().is_ok());
+        assert!(other.join().expect("other").is_ok());
     }
 }
