@@ -320,10 +320,20 @@ impl<'a> PidLock<'a> {
     }
 
     /// Test hook: marks the lock held by `pid` as if that process had taken
-    /// it (to simulate a holder that died).
+    /// it (to simulate a holder that died; see [`reaped_pid`]).
     pub fn force_held_by(&self, pid: u32) {
         self.word.store(pid & PID_MASK, Ordering::Release);
     }
+}
+
+/// Test hook: the pid of a process that has exited and been reaped (a
+/// holder for [`PidLock::force_held_by`] that is certainly dead).
+#[doc(hidden)]
+pub fn reaped_pid() -> io::Result<u32> {
+    let mut child = std::process::Command::new("true").spawn()?;
+    let pid = child.id();
+    child.wait()?;
+    Ok(pid)
 }
 
 #[cfg(test)]
@@ -331,10 +341,7 @@ mod tests {
     use super::*;
 
     fn dead_pid() -> u32 {
-        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
-        let dead = child.id();
-        child.wait().expect("reap");
-        dead
+        reaped_pid().expect("a reaped pid")
     }
 
     #[test]

@@ -1011,10 +1011,7 @@ mod tests {
     use super::*;
 
     fn dead_pid() -> u32 {
-        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
-        let dead = child.id();
-        child.wait().expect("reap");
-        dead
+        crate::pidlock::reaped_pid().expect("a reaped pid")
     }
 
     #[test]

@@ -141,7 +141,7 @@ impl Job {
             base: self.base,
             of: Arc::clone(&self.of),
             args: self.args.get(from as usize..to as usize).unwrap_or_default().to_vec(),
-            ends: ends.iter().map(|e| e - from).collect(),
+            ends: ends.iter().map(|e| e.saturating_sub(from)).collect(),
             fds: Vec::new(),
             timeout: self.timeout,
             attempts: self.attempts,
@@ -490,9 +490,9 @@ impl Shared {
             return Err(Error::Closed("pool"));
         }
         let mut st = self.lock();
-        let before = st.jobs.len();
-        st.jobs.extend(jobs);
-        let added: usize = st.jobs.iter().skip(before).map(Job::calls).sum();
+        // Calls, not jobs: a block is many.
+        let mut added = 0;
+        st.jobs.extend(jobs.into_iter().inspect(|job| added += job.calls()));
         let wake = added.min(st.idle);
         drop(st);
         for _ in 0..wake {

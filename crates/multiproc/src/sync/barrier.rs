@@ -83,13 +83,11 @@ impl Generation {
             return Ok(Some(()));
         }
         // The internal lock held by a party that died in it: take it over
-        // (which repairs the state) and look again.
+        // (one compare-and-swap, no wait; that repairs the state) and look
+        // again.
         let lock = PidLock::new(self.block.word(LOCK));
-        if let Some(owner) = lock.owner()
-            && owner != multiproc_sys::pidlock::current_pid()
-            && !multiproc_sys::pidlock::process_alive(owner)
-        {
-            repair(&self.block, lock.lock()?);
+        if let Some(dead) = lock.try_take_over() {
+            repair(&self.block, Acquired::FromDeadHolder(dead));
             lock.unlock();
             let ended = self.block.word(GENERATION).load(Ordering::Acquire) != self.generation;
             return Ok(ended.then_some(()));
@@ -417,14 +415,6 @@ impl Barrier {
 mod tests {
     use super::*;
 
-    /// The pid of a process that has exited and been reaped.
-    fn dead_pid() -> u32 {
-        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
-        let pid = child.id();
-        child.wait().expect("wait");
-        pid
-    }
-
     /// A last arriver killed halfway through ending its generation (count
     /// emptied, last arriver cleared, generation not yet moved on, the
     /// internal lock still naming it) must not leave the waiters of that
@@ -434,24 +424,24 @@ mod tests {
     #[test]
     fn a_party_killed_inside_the_internal_lock_does_not_strand_the_waiters() {
         let b = Barrier::new(2).expect("barrier");
-        let waiter = {
+        let (done, outcome) = std::sync::mpsc::channel();
+        {
             let b = b.clone();
-            std::thread::spawn(move || b.blocking_wait())
-        };
+            std::thread::spawn(move || done.send(b.blocking_wait()));
+        }
         while b.n_waiting() < 1 {
             std::thread::yield_now();
         }
         // The state a last arriver leaves when killed inside `end`.
         b.block.word(COUNT).store(0, Ordering::Relaxed);
         b.block.word(LAST_PID).store(0, Ordering::Relaxed);
-        PidLock::new(b.block.word(LOCK)).force_held_by(dead_pid());
+        let dead = multiproc_sys::pidlock::reaped_pid().expect("a reaped pid");
+        PidLock::new(b.block.word(LOCK)).force_held_by(dead);
         // Bounded so that a regression fails instead of hanging the suite.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !waiter.is_finished() {
-            assert!(Instant::now() < deadline, "the waiter was left asleep on a generation that cannot end");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(matches!(waiter.join().expect("waiter"), Err(Error::BrokenBarrier)));
+        let got = outcome
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the waiter was left asleep on a generation that cannot end");
+        assert!(matches!(got, Err(Error::BrokenBarrier)), "{got:?}");
         assert!(b.broken());
         // Usable again after a reset.
         b.reset().expect("reset");
