@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use multiproc::{Error, Process, StartMethod};
+use multiproc::{Error, Event, Process, StartMethod};
 
 use crate::common::{open_fds, pid_alive};
 use crate::per_method;
@@ -64,6 +64,16 @@ async fn try_child_from_daemon() {
 #[multiproc::task]
 fn exit_with_fd_count() {
     std::process::exit(open_fds() as i32)
+}
+
+/// Waits for `go`, then exits with `code`, or raises signal `-code`.
+#[multiproc::task]
+fn end_when_set(go: Event, code: i32) {
+    go.blocking_wait().expect("wait");
+    if let Ok(signal) = nix::sys::signal::Signal::try_from(-code) {
+        let _ = nix::sys::signal::raise(signal);
+    }
+    std::process::exit(code)
 }
 
 fn not_registered() {}
@@ -216,4 +226,56 @@ async fn process_names_count_up() {
     let na: u32 = a.get_name().strip_prefix("Process-").and_then(|n| n.parse().ok()).expect("Process-N");
     let nb: u32 = b.get_name().strip_prefix("Process-").and_then(|n| n.parse().ok()).expect("Process-N");
     assert!(nb > na);
+}
+
+/// The forkserver (the parent of every child), stopped until this is
+/// dropped.
+struct Stopped(nix::unistd::Pid);
+
+impl Stopped {
+    fn parent_of(pid: u32) -> Self {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        let ppid: i32 = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .expect("ppid");
+        let parent = nix::unistd::Pid::from_raw(ppid);
+        nix::sys::signal::kill(parent, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+        Self(parent)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// The state letter of `/proc/<pid>/stat` (`Z` for a zombie).
+fn state_of(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.split_whitespace().next()?.chars().next()
+}
+
+/// `join` learns a child's end the moment it is a zombie, from the child's
+/// own pidfd: with the forkserver stopped, so that it can neither reap nor
+/// report, an exit code and a killing signal still arrive, right, and the
+/// children are still unreaped zombies when they do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_learns_an_end_without_the_forkserver() {
+    let go = Event::new().expect("event");
+    let mut coded = Process::new(end_when_set, (go.clone(), 7)).start_method(StartMethod::Forkserver);
+    let mut killed = Process::new(end_when_set, (go.clone(), -9)).start_method(StartMethod::Forkserver);
+    coded.start().await.expect("start");
+    killed.start().await.expect("start");
+    let pids = [coded.pid().expect("pid"), killed.pid().expect("pid")];
+    let forkserver = Stopped::parent_of(pids[0]);
+    go.set();
+    let limit = Duration::from_secs(30);
+    assert_eq!(coded.join_timeout(limit).await.expect("join"), Some(7));
+    assert_eq!(killed.join_timeout(limit).await.expect("join"), Some(-9));
+    assert_eq!(pids.map(state_of), [Some('Z'); 2], "reaped: the forkserver ran");
+    drop(forkserver);
 }

@@ -1,14 +1,24 @@
 //! Small fd helpers every part of `multiproc` needs, kept here once:
 //! switching a socket to non-blocking mode, waiting for readiness with an
 //! optional deadline (`poll(2)`, retried on `EINTR`, never waking early),
-//! and raising the open-file limit.
+//! registering an owned fd with the tokio runtime, and raising the
+//! open-file limit.
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+/// Registers `fd` (a pidfd, say) with the current tokio runtime, for
+/// readiness only: await its `readable()`. Needs a runtime.
+pub fn register_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the fd is owned by the `AsyncFd` from now on: nothing else
+    // can close or replace it while it is registered.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
 
 /// Sets `O_NONBLOCK` on `fd` (a no-op when it is already set).
 pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {

@@ -81,6 +81,39 @@ pub fn try_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<Exit>> {
     }
 }
 
+/// How a process that is *not* our child ended, learnt the moment it
+/// became a zombie rather than when its parent reaps it: once `pidfd` (which
+/// the process opened on itself) is readable, `/proc/<pid>/stat` shows state
+/// `Z` and the wait status (field 52), and a null signal through `pidfd`
+/// still reaches the process after that read, so what was read was this
+/// process and not a later one given its pid (a pid is not reused while its
+/// zombie stands). `None` if any step fails (its parent reaped it first,
+/// `/proc` is unreadable): ask its parent.
+pub fn exit_of_zombie(pid: u32, pidfd: BorrowedFd<'_>) -> Option<Exit> {
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    let n = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?.read(&mut buf).ok()?;
+    let status = zombie_wait_status(buf.get(..n)?)?;
+    pidfd_send_signal(pidfd, 0).ok()?;
+    if libc::WIFEXITED(status) {
+        Some(Exit::Code(libc::WEXITSTATUS(status)))
+    } else if libc::WIFSIGNALED(status) {
+        Some(Exit::Signal(libc::WTERMSIG(status)))
+    } else {
+        None
+    }
+}
+
+/// The wait status in a `/proc/<pid>/stat` line, if it is a zombie's.
+fn zombie_wait_status(stat: &[u8]) -> Option<i32> {
+    let text = std::str::from_utf8(stat).ok()?;
+    // The name (field 2) may hold anything but ends at the last ')'.
+    let mut fields = text.rsplit_once(')')?.1.split_whitespace();
+    // Field 3 is the state; field 52 the exit code.
+    (fields.next()? == "Z").then_some(())?;
+    fields.nth(48)?.parse().ok()
+}
+
 /// Reaps the child behind `pidfd`, waiting for it to exit.
 pub fn reap(pidfd: BorrowedFd<'_>) -> io::Result<Exit> {
     use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
@@ -230,32 +263,31 @@ pub fn flush_and_exit_now(code: i32) -> ! {
     exit_now(code)
 }
 
-/// The number of threads of this process: field 20 of `/proc/self/stat`,
-/// read through an fd kept open (one `pread` per call, where listing
-/// `/proc/self/task` takes five system calls; a forkserver forks a spare per
-/// start). A process forked since the fd was opened opens its own.
+/// The number of threads of this process: the link count of
+/// `/proc/self/task` (two plus one per thread), read with one `fstat` on a
+/// directory fd kept open (a forkserver forks a spare per start; reading
+/// `/proc/self/stat` cost a `pread` and a parse). A process forked since the
+/// fd was opened opens its own.
 fn thread_count() -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    static STAT: std::sync::Mutex<Option<(u32, std::fs::File)>> = std::sync::Mutex::new(None);
+    use std::os::unix::fs::MetadataExt;
+    static TASKS: std::sync::Mutex<Option<(u32, std::fs::File)>> = std::sync::Mutex::new(None);
     let me = std::process::id();
-    let mut stat = STAT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let file = match &mut *stat {
-        Some((pid, file)) if *pid == me => file,
+    let mut tasks = TASKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = match &mut *tasks {
+        Some((pid, dir)) if *pid == me => dir,
         slot => {
             // An fd kept here belongs to the process this one was forked
             // from, and may have been closed here: forget it, never close it.
             std::mem::forget(slot.take());
-            &slot.insert((me, std::fs::File::open("/proc/self/stat")?)).1
+            &slot.insert((me, std::fs::File::open("/proc/self/task")?)).1
         }
     };
-    let mut buf = [0u8; 1024];
-    let n = file.read_at(&mut buf, 0)?;
-    let text = std::str::from_utf8(&buf[..n]).map_err(|_| io::Error::other("/proc/self/stat is not text"))?;
-    // The name (field 2) may hold anything but ends at the last ')'; field
-    // 3 comes after it, so field 20 is the 18th from there.
-    text.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(17)?.parse().ok())
-        .ok_or_else(|| io::Error::other("/proc/self/stat has no thread count"))
+    let links = dir.metadata()?.nlink();
+    links
+        .checked_sub(2)
+        .filter(|&n| n > 0)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| io::Error::other(format!("/proc/self/task has {links} links: not procfs's thread count")))
 }
 
 /// Forks, after checking that the calling process has exactly one thread:
@@ -454,5 +486,45 @@ mod tests {
         assert!(refused.as_ref().is_err_and(|e| e.to_string().contains("threads")), "{:?}", refused.map(|_| ()));
         drop(stop);
         extra.join().expect("the extra thread");
+    }
+
+    /// Waits until `pidfd` is readable (the process has exited).
+    fn wait_exited(pidfd: &OwnedFd) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        assert_eq!(poll(&mut fds, PollTimeout::from(30_000u16)).expect("poll"), 1, "the child never exited");
+    }
+
+    #[test]
+    fn a_zombie_tells_its_exit_until_it_is_reaped() {
+        use std::os::fd::AsFd;
+        let mut coded = Command::new("sh").args(["-c", "exit 7"]).spawn().expect("sh");
+        let mut killed = Command::new("sleep").arg("60").spawn().expect("sleep");
+        let coded_fd = pidfd_open(coded.id() as i32).expect("pidfd");
+        let killed_fd = pidfd_open(killed.id() as i32).expect("pidfd");
+        killed.kill().expect("SIGKILL");
+        wait_exited(&coded_fd);
+        wait_exited(&killed_fd);
+        assert_eq!(exit_of_zombie(coded.id(), coded_fd.as_fd()), Some(Exit::Code(7)));
+        assert_eq!(exit_of_zombie(killed.id(), killed_fd.as_fd()), Some(Exit::Signal(libc::SIGKILL)));
+        // Reaped: its pid may name another process from now on.
+        coded.wait().expect("reap");
+        killed.wait().expect("reap");
+        assert_eq!(exit_of_zombie(coded.id(), coded_fd.as_fd()), None);
+        assert_eq!(exit_of_zombie(killed.id(), killed_fd.as_fd()), None);
+    }
+
+    #[test]
+    fn a_running_process_has_no_exit() {
+        use std::os::fd::AsFd;
+        let me = pidfd_open(std::process::id() as i32).expect("pidfd");
+        assert_eq!(exit_of_zombie(std::process::id(), me.as_fd()), None);
+        assert_eq!(zombie_wait_status(b"12 (a) b) Z 1 2 3"), None, "too few fields");
+        let mut line = String::from("12 (odd ) name) Z");
+        (4..=51).for_each(|_| line.push_str(" 0"));
+        line.push_str(" 2304 ");
+        assert_eq!(zombie_wait_status(line.as_bytes()), Some(2304));
+        assert_eq!(zombie_wait_status(line.replace(") Z", ") S").as_bytes()), None, "not a zombie");
     }
 }

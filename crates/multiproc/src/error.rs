@@ -13,6 +13,15 @@ pub enum ExitStatus {
     Signal(i32),
 }
 
+impl From<multiproc_sys::process::Exit> for ExitStatus {
+    fn from(exit: multiproc_sys::process::Exit) -> Self {
+        match exit {
+            multiproc_sys::process::Exit::Code(c) => Self::Code(c),
+            multiproc_sys::process::Exit::Signal(s) => Self::Signal(s),
+        }
+    }
+}
+
 impl ExitStatus {
     /// Python's `Process.exitcode`: the code, or minus the signal number.
     pub fn code(self) -> i32 {

@@ -134,7 +134,11 @@ fn serve(control: ControlFd) -> Result<i32> {
                 }
             };
             crate::current::enter_child(info);
-            ch.send(&FromWorker::Ready)?;
+            // Its own pidfd goes with `Ready`: the starter sees this
+            // process end the moment it is a zombie (`supervisor::watch_exit`).
+            let own = sys::pidfd_open(std::process::id() as i32).ok();
+            ch.feed_with(&FromWorker::Ready, own.into_iter().collect())?;
+            ch.flush()?;
             // Issue 11: the stop token and heartbeats use the idle channel.
             if let Ok(fd) = ch.fd().try_clone_to_owned() {
                 crate::shutdown::install_control(fd);

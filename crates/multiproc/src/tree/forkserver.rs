@@ -186,10 +186,7 @@ fn serve(fd: ControlFd) -> Result<()> {
         for i in exited.into_iter().rev() {
             if let Some(exit) = sys::try_reap(children[i].pidfd.as_fd())? {
                 let child = children.swap_remove(i);
-                let status = match exit {
-                    sys::Exit::Code(c) => ExitStatus::Code(c),
-                    sys::Exit::Signal(s) => ExitStatus::Signal(s),
-                };
+                let status = ExitStatus::from(exit);
                 // First to the starter, straight (it may have gone: no
                 // matter, the report below reaches its supervisor).
                 let sent = nix::sys::socket::send(
@@ -197,8 +194,12 @@ fn serve(fd: ControlFd) -> Result<()> {
                     &exit_report(child.pid, status),
                     nix::sys::socket::MsgFlags::MSG_NOSIGNAL | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
                 );
-                // Nobody read it: the supervisor's report is the only one.
-                urgent |= sent.is_err();
+                // Not delivered: the supervisor's report is the only one,
+                // and goes at once. A closed socket is the common case, not
+                // a loss: the starter saw the exit through the child's own
+                // pidfd already (`supervisor::watch_exit`); if instead its
+                // runtime ended, the report goes within `REPORT_BATCH`.
+                urgent |= matches!(sent, Err(e) if e != nix::errno::Errno::EPIPE);
                 ch.feed(&FromForkserver::Exited { id: child.id, status })?;
             }
         }

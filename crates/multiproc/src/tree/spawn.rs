@@ -50,13 +50,19 @@ pub(crate) async fn handshake(
     let mut spawned = supervisor::spawn(exec, theirs, name.clone(), daemon)?;
     let mut exit = spawned.exit.clone();
     let mut pid = None;
+    let mut own = None;
     let reply = {
         let reply = async {
             ch.flush().await?;
             let hello: Hello = ch.recv().await?;
             hello.check().map_err(Error::Handshake)?;
             pid = Some(hello.pid);
-            ch.recv::<FromWorker>().await
+            let (msg, mut fds) = ch.recv_raw::<FromWorker>().await?;
+            // A `Process` child sends its own pidfd with `Ready`.
+            if matches!(msg, FromWorker::Ready) && fds.len() == 1 {
+                own = fds.pop();
+            }
+            Ok(msg)
         };
         tokio::pin!(reply);
         let exited = async {
@@ -78,6 +84,9 @@ pub(crate) async fn handshake(
     };
     let reported = || *spawned.started.borrow();
     spawned.pid = pid.or_else(reported).unwrap_or(0);
+    if let (Some(pid), Some(own), Some(to)) = (pid, own, spawned.own_pidfd.take()) {
+        let _ = to.send((pid, own));
+    }
     match reply {
         Some(Ok(FromWorker::Ready)) => {
             // A signal sent from now on reaches it: the supervisor knows its

@@ -25,9 +25,11 @@
 //! `Started` report wakes it later. Its hello is in the child's socket
 //! before the fork. The exit path skips it too: each child has a report
 //! socket on which the forkserver writes its exit status the moment it
-//! reaps it, read in the caller's runtime; the `Exited` report still comes
-//! here (for the books: live children, orderly exit), and whichever of the
-//! two arrives first sets the child's exit. When the direct socket is full
+//! reaps it, read in the caller's runtime, and a `Process` child sends its
+//! own pidfd with `Ready`, through which the same reader sees it end the
+//! moment it is a zombie, before the forkserver has woken; the `Exited`
+//! report still comes here (for the books: live children, orderly exit),
+//! and whichever word arrives first sets the child's exit. When the direct socket is full
 //! or gone, a request goes through this thread as before.
 
 use std::collections::HashMap;
@@ -83,6 +85,9 @@ pub(crate) struct Spawned {
     pub exit: watch::Receiver<Option<ExitState>>,
     /// The pid the forkserver reported, once the supervisor has it.
     pub started: watch::Receiver<Option<u32>>,
+    /// Where the child's own pidfd goes once it has sent it (with `Ready`):
+    /// its exit is then seen the moment it is a zombie.
+    pub own_pidfd: Option<tokio::sync::oneshot::Sender<(u32, OwnedFd)>>,
 }
 
 /// Spawn ids, unique in this process for its whole life.
@@ -331,8 +336,9 @@ pub(crate) fn spawn(exec: bool, control: OwnedFd, name: String, daemon: bool) ->
             }
         }
     }
-    watch_exit(report, slot, started_direct);
-    Ok(Spawned { id, pid: 0, exit: rx, started: started_rx })
+    let (own_pidfd, pidfd) = tokio::sync::oneshot::channel();
+    watch_exit(report, pidfd, slot, started_direct);
+    Ok(Spawned { id, pid: 0, exit: rx, started: started_rx, own_pidfd: Some(own_pidfd) })
 }
 
 /// Writes one spawn request on the direct socket, whole or not at all.
@@ -349,9 +355,19 @@ fn send_direct(direct: &Direct, request: &ToForkserver) -> Result<()> {
     if writer.is_empty() { Ok(()) } else { Err(Error::Malformed("a spawn request was cut".into())) }
 }
 
-/// Reads the child's direct exit report (its pid and status) in the
-/// caller's runtime, until its exit is known one way or the other.
-fn watch_exit(report: OwnedFd, slot: ExitSlot, started: watch::Sender<Option<u32>>) {
+/// Learns the child's end in the caller's runtime, from whichever comes
+/// first: the forkserver's direct report (its pid and status, sent when it
+/// reaps the child), or the child's own pidfd turning readable (it sends
+/// one with `Ready`), which happens the moment it is a zombie, before the
+/// forkserver has even woken; its status is then read from `/proc`
+/// (`exit_of_zombie`, which refuses anything it cannot prove is that
+/// child's) and the report is not waited for.
+fn watch_exit(
+    report: OwnedFd,
+    pidfd: tokio::sync::oneshot::Receiver<(u32, OwnedFd)>,
+    slot: ExitSlot,
+    started: watch::Sender<Option<u32>>,
+) {
     use tokio::io::Interest;
     if tokio::runtime::Handle::try_current().is_err() {
         slot.reader_done(None);
@@ -369,19 +385,29 @@ fn watch_exit(report: OwnedFd, slot: ExitSlot, started: watch::Sender<Option<u32
     let mut guard = ReaderGuard(Some(slot));
     tokio::spawn(async move {
         let mut buf = [0u8; super::forkserver::EXIT_REPORT_LEN + 1];
-        let got = loop {
-            if report.readable().await.is_err() {
-                break None;
-            }
-            let got = report.try_io(Interest::READABLE, || {
-                use std::os::fd::AsRawFd;
-                let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT;
-                Ok(nix::sys::socket::recv(report.as_raw_fd(), &mut buf, flags)?)
-            });
-            match got {
-                Ok(n) => break buf.get(..n).and_then(super::forkserver::parse_exit_report),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => break None,
+        let got = {
+            let own = own_end(pidfd);
+            tokio::pin!(own);
+            loop {
+                tokio::select! {
+                    biased;
+                    ready = report.readable() => {
+                        if ready.is_err() {
+                            break None;
+                        }
+                        let got = report.try_io(Interest::READABLE, || {
+                            use std::os::fd::AsRawFd;
+                            let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+                            Ok(nix::sys::socket::recv(report.as_raw_fd(), &mut buf, flags)?)
+                        });
+                        match got {
+                            Ok(n) => break buf.get(..n).and_then(super::forkserver::parse_exit_report),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(_) => break None,
+                        }
+                    }
+                    ended = &mut own => break Some(ended),
+                }
             }
         };
         // Closed before the exit is published: a joined child holds no fd.
@@ -397,6 +423,26 @@ fn watch_exit(report: OwnedFd, slot: ExitSlot, started: watch::Sender<Option<u32
             None => slot.reader_done(None),
         }
     });
+}
+
+/// The child's end as its own pidfd tells it (see [`watch_exit`]); pending
+/// forever if the pidfd never comes or cannot prove the end (the child was
+/// reaped first): the forkserver's report then decides.
+async fn own_end(pidfd: tokio::sync::oneshot::Receiver<(u32, OwnedFd)>) -> (u32, ExitStatus) {
+    if let Ok((pid, fd)) = pidfd.await {
+        // Often gone already: its `Ready` woke us, but its exit ran first
+        // on the core we share.
+        if let Some(exit) = sys::exit_of_zombie(pid, fd.as_fd()) {
+            return (pid, exit.into());
+        }
+        if let Ok(fd) = multiproc_sys::fd::register_readable(fd)
+            && fd.readable().await.is_ok()
+            && let Some(exit) = sys::exit_of_zombie(pid, fd.get_ref().as_fd())
+        {
+            return (pid, exit.into());
+        }
+    }
+    std::future::pending().await
 }
 
 /// Records a child that accepted its work (for `active_children`), unless
