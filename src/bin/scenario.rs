@@ -467,6 +467,86 @@ async fn spare_killed() {
 /// handed a request, while it is, or just after) while starts run back to
 /// back: every start either succeeds or fails as a lost worker, every
 /// join ends, the forkserver keeps serving, and no child is left a zombie.
+/// Spins for `spin_us` microseconds, then exits with `code`.
+#[multiproc::task]
+fn exit_after(code: i32, spin_us: u64) {
+    let until = std::time::Instant::now() + std::time::Duration::from_micros(spin_us);
+    while std::time::Instant::now() < until {
+        std::hint::spin_loop();
+    }
+    std::process::exit(code)
+}
+
+/// Children SIGKILLed at random moments around their own exit (before it,
+/// inside it, as zombies), while starts and joins run back to back: every
+/// join returns the child's own code or -9, whichever ended it, never
+/// another code and never a hang (a child's end is read from its own pidfd
+/// and `/proc` as well as from the forkserver's report).
+async fn exits_killed_at_random(m: StartMethod, starts: u32) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let fs = forkserver(m).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let killer = {
+        let (stop, killed) = (stop.clone(), killed.clone());
+        std::thread::spawn(move || {
+            let mut seed = u64::from(std::process::id()) | 1;
+            while !stop.load(Ordering::Relaxed) {
+                for (pid, comm, _) in children_of(fs) {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    // Half the children are spared: their codes must come.
+                    if !comm.starts_with("exits-") || seed % 2 == 0 {
+                        continue;
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(seed % 400));
+                    if let Some(pidfd) = kill_via_pidfd(pid) {
+                        killed.lock().expect("killed").push(pidfd);
+                    }
+                }
+                std::thread::yield_now();
+            }
+        })
+    };
+    let (mut coded, mut signalled, mut lost) = (0, 0, 0);
+    let mut seed = u64::from(std::process::id()).rotate_left(17) | 1;
+    let mut last = 0;
+    for i in 0..starts {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let code = i32::try_from(i % 120).expect("small") + 1;
+        let mut p = Process::new(exit_after, (code, seed % 300)).name(format!("exits-{i}")).start_method(m);
+        let limit = std::time::Duration::from_secs(60);
+        match tokio::time::timeout(limit, p.start()).await.unwrap_or_else(|_| panic!("start {i} hung")) {
+            Ok(()) => {
+                last = p.pid().expect("pid");
+                let got = tokio::time::timeout(limit, p.join()).await.unwrap_or_else(|_| panic!("join {i} hung"));
+                match got.expect("join") {
+                    c if c == code => coded += 1,
+                    -9 => signalled += 1,
+                    other => panic!("start {i}: exit code {other}, expected {code} or -9"),
+                }
+            }
+            Err(multiproc::Error::WorkerLost { .. }) => lost += 1,
+            Err(e) => panic!("start {i}: {e}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    killer.join().expect("killer");
+    let killed = std::mem::take(&mut *killed.lock().expect("killed"));
+    killed.iter().for_each(wait_exited);
+    let counts = format!("{coded} coded, {signalled} killed, {lost} lost at start, {} kills", killed.len());
+    assert!(coded > 0 && signalled > 0, "{counts}");
+    // Every child but the last was reaped before the next start was
+    // served (see `spares_killed_at_random`).
+    let zombies: Vec<_> = children_of(fs).into_iter().filter(|(pid, _, state)| *state == 'Z' && *pid != last).collect();
+    assert!(zombies.is_empty(), "zombies left: {zombies:?} ({counts})");
+    eprintln!("exits-killed {m:?}: {counts}");
+}
+
 async fn spares_killed_at_random(m: StartMethod) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -525,8 +605,13 @@ async fn spares_killed_at_random(m: StartMethod) {
     // The forkserver still serves, and reaped everything it forked.
     let mut p = Process::new(returns, ()).start_method(m);
     p.start().await.expect("start after the storm");
+    let last = p.pid().expect("pid");
     assert_eq!(p.join().await.expect("join"), 0);
-    let zombies: Vec<_> = children_of(fs).into_iter().filter(|(_, _, state)| *state == 'Z').collect();
+    // `join` returns once the child is a zombie (its own pidfd says so),
+    // maybe before the forkserver reaps it; every child before it was
+    // reaped before this start was served (the forkserver reaps what
+    // exited before it reads requests).
+    let zombies: Vec<_> = children_of(fs).into_iter().filter(|(pid, _, state)| *state == 'Z' && *pid != last).collect();
     assert!(zombies.is_empty(), "zombies left: {zombies:?} ({kills} kills, {ran} ran, {lost} lost)");
     println!("{m:?}: {STARTS} starts, {kills} spares killed, {ran} ran, {lost} lost");
 }
@@ -569,6 +654,11 @@ async fn main() {
         Some("shm-orphans") => shm_orphans().await,
         Some("shm-use") => shm_use(),
         Some("spare-killed") => spare_killed().await,
+        Some("exits-killed") => {
+            exits_killed_at_random(StartMethod::Forkserver, 300).await;
+            exits_killed_at_random(StartMethod::Spawn, 60).await;
+            println!("ok");
+        }
         Some("spares-killed") => {
             spares_killed_at_random(StartMethod::Forkserver).await;
             spares_killed_at_random(StartMethod::Spawn).await;

@@ -27,6 +27,13 @@ fn a_killed_spare_costs_no_start() {
     scenario_says_ok("spare-killed");
 }
 
+/// Children SIGKILLed at random moments around their exit: every join
+/// returns the child's code or -9, never another code, never a hang.
+#[test]
+fn joins_are_right_for_children_killed_around_their_exit() {
+    scenario_says_ok("exits-killed");
+}
+
 /// Spares SIGKILLed at random moments while starts run back to back: every
 /// start succeeds or fails as a lost worker, nothing hangs, no zombie.
 #[test]
