@@ -518,7 +518,7 @@ async fn exits_killed_at_random(m: StartMethod, starts: u32) {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let code = i32::try_from(i % 120).expect("small") + 1;
-        let mut p = Process::new(exit_after, (code, seed % 300)).name(format!("exits-{i}")).start_method(m);
+        let mut p = Process::new(exit_after, (code, seed % 2000)).name(format!("exits-{i}")).start_method(m);
         let limit = std::time::Duration::from_secs(60);
         match tokio::time::timeout(limit, p.start()).await.unwrap_or_else(|_| panic!("start {i} hung")) {
             Ok(()) => {

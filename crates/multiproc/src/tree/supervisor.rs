@@ -29,8 +29,8 @@
 //! own pidfd with `Ready`, through which the same reader sees it end the
 //! moment it is a zombie, before the forkserver has woken; the `Exited`
 //! report still comes here (for the books: live children, orderly exit),
-//! and whichever word arrives first sets the child's exit. When the direct socket is full
-//! or gone, a request goes through this thread as before.
+//! and whichever word arrives first sets the child's exit. When the direct
+//! socket is full or gone, a request goes through this thread as before.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
