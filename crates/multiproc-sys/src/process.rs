@@ -82,18 +82,20 @@ pub fn try_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<Exit>> {
 }
 
 /// How a process that is *not* our child ended, learnt the moment it
-/// became a zombie rather than when its parent reaps it: once `pidfd` (which
-/// the process opened on itself) is readable, `/proc/<pid>/stat` shows state
-/// `Z` and the wait status (field 52), and a null signal through `pidfd`
-/// still reaches the process after that read, so what was read was this
-/// process and not a later one given its pid (a pid is not reused while its
-/// zombie stands). `None` if any step fails (its parent reaped it first,
-/// `/proc` is unreadable): ask its parent.
-pub fn exit_of_zombie(pid: u32, pidfd: BorrowedFd<'_>) -> Option<Exit> {
+/// became a zombie of `parent` rather than when `parent` reaps it: once
+/// `pidfd` (which the process opened on itself) is readable,
+/// `/proc/<pid>/stat` shows state `Z`, the parent (field 4) and the wait
+/// status (field 52), and a null signal through `pidfd` still reaches the
+/// process after that read, so what was read was this process and not a
+/// later one given its pid (a pid is not reused while its zombie stands).
+/// `None` if any step fails (`parent` reaped it first, or died and left it
+/// to another, or `/proc` is unreadable): ask its parent.
+pub fn exit_of_zombie(pid: u32, parent: u32, pidfd: BorrowedFd<'_>) -> Option<Exit> {
     use std::io::Read;
     let mut buf = [0u8; 1024];
     let n = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?.read(&mut buf).ok()?;
-    let status = zombie_wait_status(buf.get(..n)?)?;
+    let (ppid, status) = zombie_wait_status(buf.get(..n)?)?;
+    (ppid == parent).then_some(())?;
     pidfd_send_signal(pidfd, 0).ok()?;
     if libc::WIFEXITED(status) {
         Some(Exit::Code(libc::WEXITSTATUS(status)))
@@ -104,14 +106,16 @@ pub fn exit_of_zombie(pid: u32, pidfd: BorrowedFd<'_>) -> Option<Exit> {
     }
 }
 
-/// The wait status in a `/proc/<pid>/stat` line, if it is a zombie's.
-fn zombie_wait_status(stat: &[u8]) -> Option<i32> {
+/// The parent and the wait status in a `/proc/<pid>/stat` line, if it is
+/// a zombie's.
+fn zombie_wait_status(stat: &[u8]) -> Option<(u32, i32)> {
     let text = std::str::from_utf8(stat).ok()?;
     // The name (field 2) may hold anything but ends at the last ')'.
     let mut fields = text.rsplit_once(')')?.1.split_whitespace();
-    // Field 3 is the state; field 52 the exit code.
+    // Field 3 is the state, 4 the parent, 52 the exit code.
     (fields.next()? == "Z").then_some(())?;
-    fields.nth(48)?.parse().ok()
+    let parent = fields.next()?.parse().ok()?;
+    Some((parent, fields.nth(47)?.parse().ok()?))
 }
 
 /// Reaps the child behind `pidfd`, waiting for it to exit.
@@ -506,25 +510,29 @@ mod tests {
         killed.kill().expect("SIGKILL");
         wait_exited(&coded_fd);
         wait_exited(&killed_fd);
-        assert_eq!(exit_of_zombie(coded.id(), coded_fd.as_fd()), Some(Exit::Code(7)));
-        assert_eq!(exit_of_zombie(killed.id(), killed_fd.as_fd()), Some(Exit::Signal(libc::SIGKILL)));
+        let me = std::process::id();
+        assert_eq!(exit_of_zombie(coded.id(), me, coded_fd.as_fd()), Some(Exit::Code(7)));
+        assert_eq!(exit_of_zombie(killed.id(), me, killed_fd.as_fd()), Some(Exit::Signal(libc::SIGKILL)));
+        // Not the zombie of the parent named: the parent's word is needed.
+        assert_eq!(exit_of_zombie(coded.id(), me + 1, coded_fd.as_fd()), None);
         // Reaped: its pid may name another process from now on.
         coded.wait().expect("reap");
         killed.wait().expect("reap");
-        assert_eq!(exit_of_zombie(coded.id(), coded_fd.as_fd()), None);
-        assert_eq!(exit_of_zombie(killed.id(), killed_fd.as_fd()), None);
+        assert_eq!(exit_of_zombie(coded.id(), me, coded_fd.as_fd()), None);
+        assert_eq!(exit_of_zombie(killed.id(), me, killed_fd.as_fd()), None);
     }
 
     #[test]
     fn a_running_process_has_no_exit() {
         use std::os::fd::AsFd;
         let me = pidfd_open(std::process::id() as i32).expect("pidfd");
-        assert_eq!(exit_of_zombie(std::process::id(), me.as_fd()), None);
+        let parent = std::os::unix::process::parent_id();
+        assert_eq!(exit_of_zombie(std::process::id(), parent, me.as_fd()), None);
         assert_eq!(zombie_wait_status(b"12 (a) b) Z 1 2 3"), None, "too few fields");
-        let mut line = String::from("12 (odd ) name) Z");
-        (4..=51).for_each(|_| line.push_str(" 0"));
+        let mut line = String::from("12 (odd ) name) Z 77");
+        (5..=51).for_each(|_| line.push_str(" 0"));
         line.push_str(" 2304 ");
-        assert_eq!(zombie_wait_status(line.as_bytes()), Some(2304));
+        assert_eq!(zombie_wait_status(line.as_bytes()), Some((77, 2304)));
         assert_eq!(zombie_wait_status(line.replace(") Z", ") S").as_bytes()), None, "not a zombie");
     }
 }

@@ -226,6 +226,8 @@ fn children() -> std::sync::MutexGuard<'static, Children> {
 /// The forkserver's direct request socket and which forkserver it reaches.
 struct Direct {
     generation: u64,
+    /// The forkserver's pid: the parent of every child requested here.
+    pid: u32,
     sock: OwnedFd,
 }
 
@@ -323,10 +325,13 @@ pub(crate) fn spawn(exec: bool, control: OwnedFd, name: String, daemon: bool) ->
     let started_direct = started.clone();
     let slot = ExitSlot::new(exit);
     let child = Pending { exit: slot.clone(), started };
+    // The forkserver a direct request went to: the child's parent.
+    let mut parent = None;
     {
         let direct = direct();
-        match direct.as_ref().map(|d| (d.generation, send_direct(d, &request))) {
-            Some((generation, Ok(()))) => {
+        match direct.as_ref().map(|d| (d.generation, d.pid, send_direct(d, &request))) {
+            Some((generation, pid, Ok(()))) => {
+                parent = Some(pid);
                 // Before the lock goes: see `DIRECT`.
                 h.queue(Request::Register { id, generation, name, daemon, child })?;
             }
@@ -337,7 +342,7 @@ pub(crate) fn spawn(exec: bool, control: OwnedFd, name: String, daemon: bool) ->
         }
     }
     let (own_pidfd, pidfd) = tokio::sync::oneshot::channel();
-    watch_exit(report, pidfd, slot, started_direct);
+    watch_exit(report, parent.map(|p| (p, pidfd)), slot, started_direct);
     Ok(Spawned { id, pid: 0, exit: rx, started: started_rx, own_pidfd: Some(own_pidfd) })
 }
 
@@ -364,7 +369,7 @@ fn send_direct(direct: &Direct, request: &ToForkserver) -> Result<()> {
 /// child's) and the report is not waited for.
 fn watch_exit(
     report: OwnedFd,
-    pidfd: tokio::sync::oneshot::Receiver<(u32, OwnedFd)>,
+    pidfd: Option<(u32, tokio::sync::oneshot::Receiver<(u32, OwnedFd)>)>,
     slot: ExitSlot,
     started: watch::Sender<Option<u32>>,
 ) {
@@ -425,19 +430,24 @@ fn watch_exit(
     });
 }
 
-/// The child's end as its own pidfd tells it (see [`watch_exit`]); pending
-/// forever if the pidfd never comes or cannot prove the end (the child was
-/// reaped first): the forkserver's report then decides.
-async fn own_end(pidfd: tokio::sync::oneshot::Receiver<(u32, OwnedFd)>) -> (u32, ExitStatus) {
-    if let Ok((pid, fd)) = pidfd.await {
+/// The child's end as its own pidfd tells it (see [`watch_exit`]), while
+/// it is still the zombie of `parent`, the forkserver: one whose forkserver
+/// died first is reparented, and its end is the supervisor's word
+/// (`ForkserverLost`), as documented. Pending forever if the pidfd never
+/// comes or cannot prove the end (the child was reaped first): the
+/// forkserver's report then decides.
+async fn own_end(pidfd: Option<(u32, tokio::sync::oneshot::Receiver<(u32, OwnedFd)>)>) -> (u32, ExitStatus) {
+    if let Some((parent, pidfd)) = pidfd
+        && let Ok((pid, fd)) = pidfd.await
+    {
         // Often gone already: its `Ready` woke us, but its exit ran first
         // on the core we share.
-        if let Some(exit) = sys::exit_of_zombie(pid, fd.as_fd()) {
+        if let Some(exit) = sys::exit_of_zombie(pid, parent, fd.as_fd()) {
             return (pid, exit.into());
         }
         if let Ok(fd) = multiproc_sys::fd::register_readable(fd)
             && fd.readable().await.is_ok()
-            && let Some(exit) = sys::exit_of_zombie(pid, fd.get_ref().as_fd())
+            && let Some(exit) = sys::exit_of_zombie(pid, parent, fd.get_ref().as_fd())
         {
             return (pid, exit.into());
         }
@@ -755,7 +765,7 @@ impl Supervisor {
         if self.forkserver.is_none() {
             let (fs, sock) = start_forkserver(self.generation + 1)?;
             self.generation = fs.generation;
-            *direct() = Some(Direct { generation: fs.generation, sock });
+            *direct() = Some(Direct { generation: fs.generation, pid: fs.pid, sock });
             self.forkserver = Some(fs);
         }
         Ok(())
