@@ -477,129 +477,134 @@ fn exit_after(code: i32, spin_us: u64) {
     std::process::exit(code)
 }
 
+/// One step of a xorshift generator: picks moments, cheaply and seeded.
+fn next_random(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+/// A thread SIGKILLing children of a forkserver at random moments while
+/// starts run back to back.
+struct Killer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    killed: std::sync::Arc<std::sync::Mutex<Vec<std::os::fd::OwnedFd>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Killer {
+    /// Watches the children of `fs`; `pick(name, random)` says how many
+    /// microseconds to wait before killing one, or `None` to spare it.
+    fn start(fs: u32, pick: impl Fn(&str, u64) -> Option<u64> + Send + 'static) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let killed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (halt, record) = (stop.clone(), killed.clone());
+        let thread = std::thread::spawn(move || {
+            let mut seed = u64::from(std::process::id()) | 1;
+            while !halt.load(Ordering::Relaxed) {
+                for (pid, comm, _) in children_of(fs) {
+                    let Some(wait) = pick(&comm, next_random(&mut seed)) else { continue };
+                    std::thread::sleep(std::time::Duration::from_micros(wait));
+                    if let Some(pidfd) = kill_via_pidfd(pid) {
+                        record.lock().expect("killed").push(pidfd);
+                    }
+                }
+                std::thread::yield_now();
+            }
+        });
+        Self { stop, killed, thread }
+    }
+
+    /// Stops, and waits until every process it killed has exited: how many
+    /// it killed.
+    fn finish(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("killer");
+        let killed = std::mem::take(&mut *self.killed.lock().expect("killed"));
+        killed.iter().for_each(wait_exited);
+        killed.len()
+    }
+}
+
+/// Starts start `i` and joins it, each within a minute (a hang panics):
+/// its exit code, or `None` when it was lost before accepting its target.
+async fn start_and_join(p: &mut Process, i: u32) -> Option<i32> {
+    let limit = std::time::Duration::from_secs(60);
+    match tokio::time::timeout(limit, p.start()).await.unwrap_or_else(|_| panic!("start {i} hung")) {
+        Ok(()) => {
+            let code = tokio::time::timeout(limit, p.join()).await.unwrap_or_else(|_| panic!("join {i} hung"));
+            Some(code.expect("join"))
+        }
+        Err(multiproc::Error::WorkerLost { .. }) => None,
+        Err(e) => panic!("start {i}: {e}"),
+    }
+}
+
+/// The zombies among `fs`'s children but `last`, the child joined last:
+/// `join` returns once a child is a zombie (its own pidfd says so), maybe
+/// before the forkserver reaps it, while every child before it was reaped
+/// before the next start was served (the forkserver reaps what exited
+/// before it reads requests).
+fn zombies_but(fs: u32, last: u32) -> Vec<(u32, String, char)> {
+    children_of(fs).into_iter().filter(|(pid, _, state)| *state == 'Z' && *pid != last).collect()
+}
+
 /// Children SIGKILLed at random moments around their own exit (before it,
 /// inside it, as zombies), while starts and joins run back to back: every
 /// join returns the child's own code or -9, whichever ended it, never
 /// another code and never a hang (a child's end is read from its own pidfd
 /// and `/proc` as well as from the forkserver's report).
 async fn exits_killed_at_random(m: StartMethod, starts: u32) {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     let fs = forkserver(m).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let killed = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let killer = {
-        let (stop, killed) = (stop.clone(), killed.clone());
-        std::thread::spawn(move || {
-            let mut seed = u64::from(std::process::id()) | 1;
-            while !stop.load(Ordering::Relaxed) {
-                for (pid, comm, _) in children_of(fs) {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    // Half the children are spared: their codes must come.
-                    if !comm.starts_with("exits-") || seed % 2 == 0 {
-                        continue;
-                    }
-                    std::thread::sleep(std::time::Duration::from_micros(seed % 400));
-                    if let Some(pidfd) = kill_via_pidfd(pid) {
-                        killed.lock().expect("killed").push(pidfd);
-                    }
-                }
-                std::thread::yield_now();
-            }
-        })
-    };
+    // Children of odd starts are killed, those of even starts spared:
+    // theirs must be their own codes.
+    let killer = Killer::start(fs, |comm, r| {
+        let start = comm.strip_prefix("exits-").and_then(|n| n.parse::<u32>().ok())?;
+        (start % 2 == 1).then_some(r % 400)
+    });
     let (mut coded, mut signalled, mut lost) = (0, 0, 0);
     let mut seed = u64::from(std::process::id()).rotate_left(17) | 1;
     let mut last = 0;
     for i in 0..starts {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
         let code = i32::try_from(i % 120).expect("small") + 1;
-        let mut p = Process::new(exit_after, (code, seed % 2000)).name(format!("exits-{i}")).start_method(m);
-        let limit = std::time::Duration::from_secs(60);
-        match tokio::time::timeout(limit, p.start()).await.unwrap_or_else(|_| panic!("start {i} hung")) {
-            Ok(()) => {
-                last = p.pid().expect("pid");
-                let got = tokio::time::timeout(limit, p.join()).await.unwrap_or_else(|_| panic!("join {i} hung"));
-                match got.expect("join") {
-                    c if c == code => coded += 1,
-                    -9 => signalled += 1,
-                    other => panic!("start {i}: exit code {other}, expected {code} or -9"),
-                }
-            }
-            Err(multiproc::Error::WorkerLost { .. }) => lost += 1,
-            Err(e) => panic!("start {i}: {e}"),
+        let spin = next_random(&mut seed) % 2000;
+        let mut p = Process::new(exit_after, (code, spin)).name(format!("exits-{i}")).start_method(m);
+        match start_and_join(&mut p, i).await {
+            Some(c) if c == code => coded += 1,
+            got if i % 2 == 0 => panic!("start {i} was spared: exit code {got:?}, expected {code}"),
+            Some(-9) => signalled += 1,
+            Some(other) => panic!("start {i}: exit code {other}, expected {code} or -9"),
+            None => lost += 1,
         }
+        last = p.pid().unwrap_or(last);
     }
-    stop.store(true, Ordering::Relaxed);
-    killer.join().expect("killer");
-    let killed = std::mem::take(&mut *killed.lock().expect("killed"));
-    killed.iter().for_each(wait_exited);
-    let counts = format!("{coded} coded, {signalled} killed, {lost} lost at start, {} kills", killed.len());
+    let kills = killer.finish();
+    let counts = format!("{coded} coded, {signalled} killed, {lost} lost at start, {kills} kills");
     assert!(coded > 0 && signalled > 0, "{counts}");
-    // Every child but the last was reaped before the next start was
-    // served (see `spares_killed_at_random`).
-    let zombies: Vec<_> = children_of(fs).into_iter().filter(|(pid, _, state)| *state == 'Z' && *pid != last).collect();
+    let zombies = zombies_but(fs, last);
     assert!(zombies.is_empty(), "zombies left: {zombies:?} ({counts})");
     eprintln!("exits-killed {m:?}: {counts}");
 }
 
 async fn spares_killed_at_random(m: StartMethod) {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     const STARTS: u32 = 150;
     let fs = forkserver(m).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let killed = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let killer = {
-        let (stop, killed) = (stop.clone(), killed.clone());
-        std::thread::spawn(move || {
-            let mut seed = u64::from(std::process::id()) | 1;
-            while !stop.load(Ordering::Relaxed) {
-                for (pid, comm, _) in children_of(fs) {
-                    if comm != "mp-spare" {
-                        continue;
-                    }
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    // A random moment within a start's span.
-                    std::thread::sleep(std::time::Duration::from_micros(seed % 1500));
-                    if let Some(pidfd) = kill_via_pidfd(pid) {
-                        killed.lock().expect("killed").push(pidfd);
-                    }
-                }
-                std::thread::yield_now();
-            }
-        })
-    };
+    // A random moment within a start's span.
+    let killer = Killer::start(fs, |comm, r| (comm == "mp-spare").then_some(r % 1500));
     let (mut ran, mut lost) = (0, 0);
     for i in 0..STARTS {
         let mut p = Process::new(returns, ()).start_method(m);
-        let limit = std::time::Duration::from_secs(60);
-        match tokio::time::timeout(limit, p.start()).await.unwrap_or_else(|_| panic!("start {i} hung")) {
-            Ok(()) => {
-                let code = tokio::time::timeout(limit, p.join()).await.unwrap_or_else(|_| panic!("join {i} hung"));
-                // 0, or -9 when a kill meant for the spare found it just
-                // after it became this child.
-                match code.expect("join") {
-                    0 => ran += 1,
-                    -9 => lost += 1,
-                    other => panic!("start {i}: exit code {other}"),
-                }
-            }
-            Err(multiproc::Error::WorkerLost { .. }) => lost += 1,
-            Err(e) => panic!("start {i}: {e}"),
+        // 0, or -9 when a kill meant for the spare found it just after it
+        // became this child.
+        match start_and_join(&mut p, i).await {
+            Some(0) => ran += 1,
+            Some(-9) | None => lost += 1,
+            Some(other) => panic!("start {i}: exit code {other}"),
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    killer.join().expect("killer");
-    let killed = std::mem::take(&mut *killed.lock().expect("killed"));
-    killed.iter().for_each(wait_exited);
-    let kills = killed.len();
+    let kills = killer.finish();
     assert!(kills > 0, "no spare was ever seen to kill");
     assert!(ran > 0, "{ran} ran, {lost} lost, {kills} kills");
     // The forkserver still serves, and reaped everything it forked.
@@ -607,11 +612,7 @@ async fn spares_killed_at_random(m: StartMethod) {
     p.start().await.expect("start after the storm");
     let last = p.pid().expect("pid");
     assert_eq!(p.join().await.expect("join"), 0);
-    // `join` returns once the child is a zombie (its own pidfd says so),
-    // maybe before the forkserver reaps it; every child before it was
-    // reaped before this start was served (the forkserver reaps what
-    // exited before it reads requests).
-    let zombies: Vec<_> = children_of(fs).into_iter().filter(|(pid, _, state)| *state == 'Z' && *pid != last).collect();
+    let zombies = zombies_but(fs, last);
     assert!(zombies.is_empty(), "zombies left: {zombies:?} ({kills} kills, {ran} ran, {lost} lost)");
     println!("{m:?}: {STARTS} starts, {kills} spares killed, {ran} ran, {lost} lost");
 }
